@@ -1,0 +1,180 @@
+"""Building blocks shared by every DeepLab part: conv + batch norm + ReLU, split separable conv.
+
+Each layer knows the TF1 (slim) names of its variables relative to its scope
+(`weights`, `depthwise_weights`, `biases`, `BatchNorm/{gamma,beta,moving_mean,
+moving_variance}`), which is how `deeplab_ext.checkpoint` maps official checkpoints onto
+our weights. Composite layers prefix their children's names with the children's scopes.
+"""
+import keras
+import tensorflow as tf
+
+
+def fixed_padding(inputs, kernel_size, rate=1):
+    """Pads H and W so a VALID strided conv equals DeepLab's explicit 'SAME' padding."""
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    total = effective - 1
+    beg = total // 2
+    return tf.pad(inputs, [[0, 0], [beg, total - beg], [beg, total - beg], [0, 0]])
+
+
+def tf1_variables(layer, prefix=""):
+    """Returns {TF1 name: Keras variable} for a layer that implements `tf1_variable_map`."""
+    return {prefix + name: var for name, var in layer.tf1_variable_map().items()}
+
+
+def join_scope(scope, mapping):
+    """Prefixes every name in a {name: variable} mapping with `scope/`."""
+    return {f"{scope}/{name}": var for name, var in mapping.items()}
+
+
+class ConvBN(keras.layers.Layer):
+    """A slim-style conv (regular or depthwise) with optional batch norm and ReLU.
+
+    Strided convolutions pad explicitly then run VALID, as DeepLab's `conv2d_same` and
+    `separable_conv2d_same` do; stride-1 convolutions use SAME, which pads identically.
+    Without batch norm the conv has a bias (slim adds biases only when no normalizer).
+    """
+
+    def __init__(self, filters=None, kernel_size=1, stride=1, rate=1, depthwise=False,
+                 use_bn=True, bn_decay=0.9997, bn_epsilon=1e-3, bn_scale=True,
+                 activation=None, regularize=True, kernel_stddev=None, **kwargs):
+        super().__init__(**kwargs)
+        if not depthwise and filters is None:
+            raise ValueError("ConvBN needs `filters` unless depthwise=True")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.rate = rate
+        self.depthwise = depthwise
+        self.use_bn = use_bn
+        self.bn_decay = bn_decay
+        self.bn_epsilon = bn_epsilon
+        self.bn_scale = bn_scale
+        self.activation = activation
+        self.regularize = regularize
+        self.kernel_stddev = kernel_stddev
+        init = (keras.initializers.TruncatedNormal(stddev=kernel_stddev)
+                if kernel_stddev else "glorot_uniform")
+        padding = "valid" if stride > 1 else "same"
+        if depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                kernel_size, strides=stride, dilation_rate=rate, padding=padding,
+                use_bias=not use_bn, depthwise_initializer=init, name="depthwise")
+        else:
+            self.conv = keras.layers.Conv2D(
+                filters, kernel_size, strides=stride, dilation_rate=rate, padding=padding,
+                use_bias=not use_bn, kernel_initializer=init, name="conv")
+        self.bn = (keras.layers.BatchNormalization(
+            momentum=bn_decay, epsilon=bn_epsilon, scale=bn_scale, name="BatchNorm")
+            if use_bn else None)
+
+    def build(self, input_shape):
+        shape = list(input_shape)
+        if self.stride > 1:
+            eff = self.kernel_size + (self.kernel_size - 1) * (self.rate - 1) - 1
+            shape = [shape[0]] + [None if s is None else s + eff for s in shape[1:3]] + [shape[3]]
+        self.conv.build(tuple(shape))
+        if self.bn is not None:
+            out_channels = shape[3] if self.depthwise else self.filters
+            self.bn.build((None, None, None, out_channels))
+
+    def call(self, inputs, training=False):
+        x = inputs
+        if self.stride > 1:
+            x = fixed_padding(x, self.kernel_size, self.rate)
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        if self.activation == "relu":
+            x = tf.nn.relu(x)
+        elif self.activation is not None:
+            raise ValueError(f"unsupported activation {self.activation!r}")
+        return x
+
+    @property
+    def kernel(self):
+        """The conv kernel (weight decay applies to it when `regularize`)."""
+        return self.conv.kernel
+
+    def tf1_variable_map(self):
+        out = {("depthwise_weights" if self.depthwise else "weights"): self.kernel}
+        if self.bn is None:
+            out["biases"] = self.conv.bias
+        else:
+            if self.bn_scale:
+                out["BatchNorm/gamma"] = self.bn.gamma
+            out["BatchNorm/beta"] = self.bn.beta
+            out["BatchNorm/moving_mean"] = self.bn.moving_mean
+            out["BatchNorm/moving_variance"] = self.bn.moving_variance
+        return out
+
+    def regularized_kernels(self):
+        return [self.kernel] if self.regularize else []
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dict(
+            filters=self.filters, kernel_size=self.kernel_size, stride=self.stride,
+            rate=self.rate, depthwise=self.depthwise, use_bn=self.use_bn,
+            bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, bn_scale=self.bn_scale,
+            activation=self.activation, regularize=self.regularize,
+            kernel_stddev=self.kernel_stddev))
+        return config
+
+
+class SplitSeparableConv(keras.layers.Layer):
+    """DeepLab's split separable conv: depthwise conv + BN, then 1x1 conv + BN.
+
+    `activation` applies after both batch norms (slim's arg scope), or after neither.
+    TF1 scopes are `{scope}_depthwise` and `{scope}_pointwise`; the depthwise kernel is not
+    weight-decayed, as in DeepLab (regularize_depthwise=False).
+    """
+
+    def __init__(self, filters, scope, kernel_size=3, stride=1, rate=1, bn_decay=0.9997,
+                 bn_epsilon=1e-3, activation=None, depthwise_stddev=None,
+                 pointwise_stddev=None, **kwargs):
+        kwargs.setdefault("name", scope)
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.scope = scope
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.rate = rate
+        self.bn_decay = bn_decay
+        self.bn_epsilon = bn_epsilon
+        self.activation = activation
+        self.depthwise_stddev = depthwise_stddev
+        self.pointwise_stddev = pointwise_stddev
+        self.depthwise = ConvBN(
+            kernel_size=kernel_size, stride=stride, rate=rate, depthwise=True,
+            bn_decay=bn_decay, bn_epsilon=bn_epsilon, activation=activation,
+            regularize=False, kernel_stddev=depthwise_stddev, name=scope + "_depthwise")
+        self.pointwise = ConvBN(
+            filters, 1, bn_decay=bn_decay, bn_epsilon=bn_epsilon, activation=activation,
+            kernel_stddev=pointwise_stddev, name=scope + "_pointwise")
+
+    def build(self, input_shape):
+        self.depthwise.build(input_shape)
+        self.pointwise.build((None, None, None, input_shape[-1]))
+
+    def call(self, inputs, training=False):
+        mid = self.depthwise(inputs, training=training)
+        out = self.pointwise(mid, training=training)
+        return out
+
+    def tf1_variable_map(self):
+        out = join_scope(self.scope + "_depthwise", self.depthwise.tf1_variable_map())
+        out.update(join_scope(self.scope + "_pointwise", self.pointwise.tf1_variable_map()))
+        return out
+
+    def regularized_kernels(self):
+        return self.depthwise.regularized_kernels() + self.pointwise.regularized_kernels()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dict(
+            filters=self.filters, scope=self.scope, kernel_size=self.kernel_size,
+            stride=self.stride, rate=self.rate, bn_decay=self.bn_decay,
+            bn_epsilon=self.bn_epsilon, activation=self.activation,
+            depthwise_stddev=self.depthwise_stddev, pointwise_stddev=self.pointwise_stddev))
+        return config

@@ -1,0 +1,28 @@
+"""Installs the PseudoSeg reimplementation: `deeplab_ext` (Keras DeepLab) and `wss` (the method).
+
+The top-level `datasets/` folder holds dataset-building scripts and split lists; it is
+deliberately not installed as a package, since a top-level `datasets` package would clash
+with the popular PyPI package of that name.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="pseudoseg-tf2",
+    version="0.1.0",
+    description="PseudoSeg (ICLR 2021) in TensorFlow 2 / Keras 3, faithful to DeepLab",
+    packages=find_packages(include=["deeplab_ext", "deeplab_ext.*", "wss", "wss.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.26,<3",
+        "absl-py>=2.0,<3",
+        "gin-config>=0.5,<0.6",
+        "pillow>=10,<14",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "coco": ["pycocotools>=2.0.7,<3"],
+    },
+)
