@@ -130,6 +130,11 @@ class DeepLabV3Plus(keras.Model):
             x = self.decoder((x, end_points[self.low_level_end_point]), training=bn_training)
         return self.semantic_logits(x)
 
+    def decoder_size(self, end_points):
+        """Spatial size of the logits `segmentation_logits` gives for these end points."""
+        name = self.low_level_end_point or self.backbone.feature_end_point
+        return tf.shape(end_points[name])[1:3]
+
     def pool_features(self, end_points):
         """Global average pool of the last block (the classification head's input)."""
         return tf.reduce_mean(end_points[self.backbone.feature_end_point], axis=[1, 2],

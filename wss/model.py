@@ -1,0 +1,116 @@
+"""The PseudoSeg Keras model: DeepLabv3+ plus the SGC, and one custom `train_step`.
+
+A step (spec sections 3-4), with the passes the method needs and no more:
+  1. labeled images, training-mode batch norm: decoder logits (L_s) and, from the same
+     backbone pass, the classification logits (L_x in semi mode), Grad-CAM with the
+     ground-truth image labels and the SGC trained against the masks (L_sa);
+  2. weak view, training mode: decoder logits p (and L_x in weakly mode);
+  3. weak view, inference-mode backbone: Grad-CAM and SGC logits m;
+  4. pseudo labels P = calibrated fusion of p and m (stop-gradient);
+  5. strong view, training mode: decoder logits supervised by P (L_u).
+The same methods compute the parity references' PseudoSeg keys in the tests.
+"""
+import keras
+import tensorflow as tf
+
+from deeplab_ext.deeplab import DeepLabV3Plus
+from deeplab_ext.resize import resize_bilinear
+from deeplab_ext.xception import CAM_END_POINT, HYPERCOLUMN_END_POINTS
+from wss import metrics
+from wss.method import fusion, losses
+from wss.method.gradcam import grad_cam
+from wss.method.options import MethodOptions
+from wss.method.sgc import SelfAttentionGradCAM, attention_valid_mask
+
+# Names of the numbers a step reports (never 'loss': Keras's own tracker owns that name).
+LOSS_NAMES = ("total_loss", "sup_loss", "unsup_loss", "cls_loss", "sgc_loss", "wd_loss")
+MONITOR_NAMES = ("acc_seg", "acc_pseudo", "acc_weak", "acc_strong", "max_prob_pseudo",
+                 "learning_rate")
+
+
+class PseudoSegModel(keras.Model):
+    """DeepLabv3+ (`self.deeplab`) and the SGC (`self.sgc`) trained the PseudoSeg way."""
+
+    def __init__(self, deeplab_config=None, options=None, **kwargs):
+        kwargs.setdefault("name", "pseudoseg")
+        super().__init__(**kwargs)
+        self.deeplab_config = dict(deeplab_config or {})
+        self.options = options if options is not None else MethodOptions()
+        self.deeplab = DeepLabV3Plus(**self.deeplab_config)
+        self.num_classes = self.deeplab.num_classes
+        self.sgc = SelfAttentionGradCAM(self.num_classes, self.options.attention_dim)
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in LOSS_NAMES + MONITOR_NAMES}
+
+    # ------------------------------------------------------------------ building
+    def build(self, input_shape=(None, None, None, 3)):
+        """Builds every sub-layer from shapes (no forward pass), before any optimizer step."""
+        self.deeplab.build(input_shape)
+        channels = sum(self._end_point_channels(name) for name in HYPERCOLUMN_END_POINTS)
+        self.sgc.build(channels)
+        self.built = True
+
+    def _end_point_channels(self, name):
+        for scope, _, module in self.deeplab.backbone.units:
+            if scope == name:
+                channels = module.depth_list[-1]
+        return channels
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def tf1_variable_map(self):
+        """DeepLab's and the release's names for every weight (for checkpoint loading)."""
+        out = self.deeplab.tf1_variable_map()
+        out.update(self.sgc.tf1_variable_map())
+        return out
+
+    def call(self, images, training=False):
+        return self.deeplab(images, training=training)
+
+    # ------------------------------------------------------------------ the method
+    def _classifier(self):
+        return lambda pooled, dropout: self.deeplab.classify_pooled(pooled, dropout)
+
+    def cam_and_sgc(self, end_points, valid, decoder_size, image_labels=None, dropout=False,
+                    sgc_bn_training=True):
+        """Grad-CAM of the last block and SGC logits from one backbone pass's end points.
+
+        `valid` is the full-resolution valid mask; it reaches the attention as the release
+        passes it (nearest to the decoder size, then to the CAM size). Returns a dict with
+        'cam' (no background), 'cls_logits', 'labels' (used to mask the CAM), 'sgc_logits'.
+        """
+        cam, cls_logits, labels = grad_cam(end_points[CAM_END_POINT], self._classifier(),
+                                           image_labels, dropout=dropout)
+        mask = attention_valid_mask(valid, decoder_size, tf.shape(cam)[1:3])
+        hypercolumn = [end_points[name] for name in HYPERCOLUMN_END_POINTS]
+        sgc_logits = self.sgc(hypercolumn, cam, mask, training=sgc_bn_training)
+        return {"cam": cam, "cls_logits": cls_logits, "labels": labels, "sgc_logits": sgc_logits}
+
+    def pseudo_labels(self, weak_images, valid, image_labels=None, dropout=True):
+        """Passes 2-4: inference-mode Grad-CAM/SGC, weak-view decoder logits, fusion.
+
+        The inference-mode pass runs first: Keras updates batch-norm moving statistics as
+        soon as a training-mode pass runs, while the release's graph applies all updates
+        after the step, so every pass of a step must see the statistics of its start.
+        Returns a dict: 'weak' (training-mode pass outputs), 'probs' (stop-gradient P),
+        and, when the SGC is used, 'sgc_logits_upsampled' and the CAM/SGC outputs.
+        """
+        opts = self.options
+        out = {}
+        sgc_up = None
+        if opts.uses_sgc:
+            end_points = self.deeplab.extract_features(weak_images, training=False)
+            decoder_size = self.deeplab.decoder_size(end_points)
+            cam_out = self.cam_and_sgc(end_points, valid, decoder_size, image_labels,
+                                       dropout=False,
+                                       sgc_bn_training=opts.sgc_bn_training_in_weak_branch)
+            sgc_up = resize_bilinear(cam_out["sgc_logits"], decoder_size)
+            out.update(cam_out, sgc_logits_upsampled=sgc_up)
+        out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
+        out["probs"] = fusion.pseudo_label_probs(
+            out["weak"]["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
+            temperature=opts.temperature, logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form, soft=opts.soft_labels)
+        return out
