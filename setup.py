@@ -15,6 +15,7 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.10,<4",
+        "tensorboard>=2.20,<2.22",
         "tensorflow-datasets>=4.9,<5",
         "numpy>=1.26,<3",
         "absl-py>=2.0,<3",

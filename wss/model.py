@@ -10,6 +10,8 @@ A step (spec sections 3-4), with the passes the method needs and no more:
   5. strong view, training mode: decoder logits supervised by P (L_u).
 The same methods compute the parity references' PseudoSeg keys in the tests.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -114,3 +116,89 @@ class PseudoSegModel(keras.Model):
             temperature=opts.temperature, logit_norm=opts.logit_norm,
             norm_form=opts.norm_form, soft=opts.soft_labels)
         return out
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, data):
+        """One PseudoSeg step on `(labeled, extra)` batches (`labeled` alone when supervised).
+
+        Losses are means over this replica's batch; the gradient of the total is divided by
+        the number of replicas because the optimizer sums gradients across replicas.
+        """
+        opts = self.options
+        labeled, extra = (data, None) if opts.mode == "supervised" else data
+        dl = self.deeplab
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        logged = {}
+        with tf.GradientTape() as tape:
+            branch = None
+            if extra is not None:
+                # First: the inference-mode pass inside must see this step's BN statistics.
+                branch = self.pseudo_labels(
+                    extra["image"], extra.get("weak_valid", extra["valid"]),
+                    image_labels=extra["image_labels"] if opts.mode == "weakly" else None)
+            end_points = dl.extract_features(labeled["image"], training=True)
+            logits = dl.segmentation_logits(end_points, training=True)
+            sup = losses.supervised_ce(logits, labeled["label"])
+            cls = sgc = unsup = tf.constant(0.0)
+            if opts.uses_sgc:
+                decoder_size = tf.shape(logits)[1:3]
+                lab = self.cam_and_sgc(end_points, labeled["valid"], decoder_size,
+                                       labeled["image_labels"], dropout=True)
+                sgc = losses.supervised_ce(lab["sgc_logits"], labeled["label"])
+                if opts.mode == "semi":
+                    cls = losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
+            if opts.mode == "weakly":
+                cls = losses.classification_loss(branch["weak"]["cls_logits"],
+                                                 extra["image_labels"])
+            if extra is not None:
+                strong_logits = dl.forward(extra["strong"], training=True)["logits"]
+                size = tf.shape(strong_logits)[1:3]
+                valid = losses.resize_mask_nearest(extra["valid"], size)
+                unsup = losses.unlabeled_ce(
+                    branch["probs"], strong_logits, valid,
+                    confidence_threshold=opts.confidence_threshold, soft=opts.soft_labels,
+                    weight=opts.unlabeled_weight)
+            wd = losses.weight_decay(self.deeplab.regularized_kernels(), opts.weight_decay)
+            total = sup + unsup + cls + sgc + wd
+            scaled = self.optimizer.scale_loss(total / replicas)
+        logged["learning_rate"] = self._current_learning_rate()  # the rate this step uses
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+        logged.update(total_loss=total, sup_loss=sup, unsup_loss=unsup, cls_loss=cls,
+                      sgc_loss=sgc, wd_loss=wd)
+        logged["acc_seg"] = self._class_accuracy(logits, labeled["label"])
+        if extra is not None:
+            label = losses.resize_mask_nearest(extra["label"], size)
+            has_gt = tf.cast(tf.reduce_any(label != 255), tf.float32)
+            for name, scores in (("acc_pseudo", branch["probs"]),
+                                 ("acc_weak", branch["weak"]["logits"]),
+                                 ("acc_strong", strong_logits)):
+                self.trackers[name].update_state(self._class_accuracy(scores, label), has_gt)
+            logged["max_prob_pseudo"] = metrics.mean_max_prob(branch["probs"], valid)
+        for name, value in logged.items():
+            self.trackers[name].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def _class_accuracy(self, scores, labels):
+        labels = losses.resize_mask_nearest(labels, tf.shape(scores)[1:3])
+        return metrics.mean_class_accuracy(tf.argmax(scores, axis=-1), labels, self.num_classes)
+
+    def _current_learning_rate(self):
+        lr = self.optimizer.learning_rate
+        return tf.cast(lr, tf.float32)
+
+    def test_step(self, data):
+        raise NotImplementedError("evaluate with wss.eval (streaming mIoU), not Model.evaluate")
+
+    def get_config(self):
+        return {"name": self.name, "deeplab_config": self.deeplab_config,
+                "options": dataclasses.asdict(self.options)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["options"] = MethodOptions(**config["options"])
+        return cls(**config)

@@ -30,8 +30,6 @@ class MethodOptions:
     attention_dim: key/query channels of the SGC.
     sgc_bn_training_in_weak_branch: the release runs the SGC batch norm in training mode in
       the weak branch although that backbone pass is in inference mode.
-    weak_valid_padding_only: give the weak branch's attention a padding-only mask instead
-      of the shared mask that also zeroes the strong view's cut-out square.
     weight_decay: L2 coefficient on DeepLab's regularised kernels (slim semantics).
     """
     mode: str = "semi"
@@ -45,7 +43,6 @@ class MethodOptions:
     unlabeled_weight: float = 1.0
     attention_dim: int = 128
     sgc_bn_training_in_weak_branch: bool = True
-    weak_valid_padding_only: bool = False
     weight_decay: float = 4e-5
 
     def __post_init__(self):

@@ -1,0 +1,93 @@
+"""One experiment's settings, filled by gin: data, model, schedule, and how to build each.
+
+Every paper experiment is a gin file that binds these (see gin/); the training driver,
+evaluation and export read the same bindings, so a model is always rebuilt exactly as it
+was trained. Batch sizes are global (split across replicas by tf.distribute).
+"""
+import dataclasses
+from typing import Optional, Tuple
+
+import gin
+
+from wss.data import descriptors
+from wss.method.options import MethodOptions
+from wss.model import PseudoSegModel
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """DeepLabv3+ options (see deeplab_ext.deeplab.DeepLabV3Plus); defaults: the paper's."""
+    backbone: str = "xception_65"
+    output_stride: int = 16
+    atrous_rates: Tuple[int, ...] = (6, 12, 18)
+    multi_grid: Optional[Tuple[int, ...]] = None
+    decoder_output_stride: Optional[int] = 4
+    aspp_depth: int = 256
+    decoder_depth: int = 256
+    fine_tune_batch_norm: bool = True
+    width_multiplier: float = 1.0
+    middle_flow_units: Optional[int] = None
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What to train on and for how long.
+
+    dataset_name: a wss.data.descriptors name ('pascal_voc_seg', 'coco', 'demo').
+    labeled_split / labeled_id_list: the pixel-labeled set D_l (a split, optionally
+      narrowed by an id list file such as datasets/splits/pascal_voc_seg/8_clean.txt).
+    extra_split / extra_id_list / exclude_labeled_from_extra: the extra set D_u (the
+      release feeds all of train_aug, labeled ids included).
+    crop_size: training crop; eval_split / eval_crop_size: evaluation (None = dataset's).
+    labeled_batch_size / extra_batch_size: GLOBAL batch sizes (paper: 64 + 64).
+    num_steps, base_learning_rate, learning_power, momentum, slow_start_*: DeepLab's poly
+      schedule and SGD; scale_learning_rate_with_batch multiplies the base rate by
+      labeled_batch_size / 64 (linear rule) for runs smaller than the paper's.
+    init_checkpoint: a TF1 DeepLab checkpoint (ImageNet or trained; logits are left out)
+      or a Keras .weights.h5 of this model.
+    """
+    dataset_name: str = "pascal_voc_seg"
+    labeled_split: str = "train_aug"
+    labeled_id_list: Optional[str] = None
+    extra_split: str = "train_aug"
+    extra_id_list: Optional[str] = None
+    exclude_labeled_from_extra: bool = False
+    crop_size: int = 513
+    eval_split: str = "val"
+    eval_crop_size: Optional[int] = None
+    labeled_batch_size: int = 64
+    extra_batch_size: int = 64
+    num_steps: int = 30000
+    base_learning_rate: float = 0.007
+    learning_power: float = 0.9
+    end_learning_rate: float = 0.0
+    momentum: float = 0.9
+    slow_start_steps: int = 0
+    slow_start_learning_rate: float = 1e-4
+    scale_learning_rate_with_batch: bool = False
+    init_checkpoint: Optional[str] = None
+    seed: Optional[int] = 0
+
+    @property
+    def descriptor(self):
+        return descriptors.get_descriptor(self.dataset_name)
+
+    @property
+    def learning_rate(self):
+        if self.scale_learning_rate_with_batch:
+            return self.base_learning_rate * self.labeled_batch_size / 64.0
+        return self.base_learning_rate
+
+
+def build_model(num_classes=None, model_settings=None, options=None):
+    """The PseudoSeg model of the gin bindings, built (all variables exist)."""
+    settings = model_settings or ModelSettings()
+    if num_classes is None:
+        num_classes = Experiment().descriptor.num_classes
+    config = dataclasses.asdict(settings)
+    config["num_classes"] = num_classes
+    model = PseudoSegModel(deeplab_config=config, options=options or MethodOptions())
+    model.build()
+    return model

@@ -1,0 +1,179 @@
+"""Rebuilding a trained PseudoSeg model for evaluation, export and visualisation.
+
+The training driver saves `tf.train.Checkpoint(model=..., optimizer=..., step=...)` with a
+CheckpointManager (prefix 'ckpt') and writes the effective gin config to
+`model_dir/operative_config.gin`. A model is restored by parsing the same gin files,
+building it with `wss.experiment.build_model` and restoring the `model` object only.
+
+Also holds the small absl-flags helpers the command-line tools share (each tool keeps
+its own FlagValues so that importing several tools in one process never clashes).
+"""
+import os
+import re
+import sys
+
+import gin
+import tensorflow as tf
+from absl import flags
+
+# Imported for their gin registrations (Experiment, ModelSettings, MethodOptions,
+# eval_dataset), so gin files that bind them parse with skip_unknown=False.
+from wss import experiment  # noqa: F401
+from wss.data import pipeline  # noqa: F401
+
+OPERATIVE_CONFIG = "operative_config.gin"
+
+
+class RestoreError(RuntimeError):
+    """A checkpoint or gin file could not be found or does not fit the model."""
+
+
+def parse_gin(gin_files=(), gin_params=(), skip_unknown=False, clear=True):
+    """Parses gin files and bindings (unknown configurables are errors by default).
+
+    `clear` resets gin first, so repeated calls in one process do not mix configs.
+    Missing files raise RestoreError naming the file.
+    """
+    gin_files = [f for f in (gin_files or []) if f]
+    for path in gin_files:
+        if not tf.io.gfile.exists(path):
+            raise RestoreError(f"gin file {path!r} does not exist. Fix: pass the gin files "
+                               "the model was trained with (e.g. MODEL_DIR/"
+                               f"{OPERATIVE_CONFIG}) with --gin_file.")
+    if clear:
+        gin.clear_config()
+    gin.parse_config_files_and_bindings(gin_files, list(gin_params or []),
+                                        skip_unknown=skip_unknown)
+
+
+def default_gin_files(model_dir, gin_files):
+    """The gin files to use: `gin_files` if given, else model_dir's operative config."""
+    if gin_files:
+        return list(gin_files), False
+    operative = os.path.join(model_dir, OPERATIVE_CONFIG) if model_dir else None
+    if operative and tf.io.gfile.exists(operative):
+        return [operative], True
+    raise RestoreError(f"no --gin_file given and {operative!r} does not exist. Fix: pass "
+                       "the experiment's gin file(s) with --gin_file.")
+
+
+def find_checkpoint(model_dir_or_ckpt):
+    """Resolves a checkpoint prefix from a model directory (latest) or a prefix."""
+    path = model_dir_or_ckpt
+    if path is None:
+        raise RestoreError("no model directory or checkpoint given. Fix: pass --model_dir "
+                           "(or --checkpoint).")
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise RestoreError(f"no checkpoint in directory {path!r} (no 'checkpoint' "
+                               "index file or no ckpt-* files). Fix: train first, or point "
+                               "--model_dir/--checkpoint at a directory or prefix holding "
+                               "a checkpoint.")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise RestoreError(f"checkpoint {path!r} not found (expected {path}.index). Fix: "
+                           "pass a prefix such as MODEL_DIR/ckpt-1000, or the model "
+                           "directory for the latest one.")
+    return path
+
+
+def restore_model(model, model_dir_or_ckpt, assert_matched=True):
+    """Restores `model`'s weights from a model directory (latest checkpoint) or prefix.
+
+    Only the `model` object of the training checkpoint is read (the optimizer and step
+    are skipped). With `assert_matched`, every model variable must be in the checkpoint.
+    Returns the checkpoint prefix restored.
+    """
+    path = find_checkpoint(model_dir_or_ckpt)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        if assert_matched:
+            status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise RestoreError(f"checkpoint {path!r} does not fit the model built from the gin "
+                           f"config: {e}. Fix: use the gin files the model was trained with "
+                           f"(its {OPERATIVE_CONFIG}).") from e
+    return path
+
+
+def checkpoint_step(path):
+    """Training step of a checkpoint: its 'step' variable, else the prefix's number."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        key = "step/.ATTRIBUTES/VARIABLE_VALUE"
+        if reader.has_tensor(key):
+            return int(reader.get_tensor(key))
+    except (tf.errors.OpError, ValueError):
+        pass
+    match = re.search(r"-(\d+)$", path)
+    return int(match.group(1)) if match else 0
+
+
+def build_and_restore(model_dir=None, checkpoint=None, gin_files=(), gin_params=(),
+                      num_classes=None):
+    """Parses gin, builds the model, restores it; returns (model, checkpoint prefix).
+
+    Without gin files the model directory's operative config is used (unknown bindings of
+    the training driver are then skipped, since that module may not be imported here).
+    """
+    files, operative = default_gin_files(model_dir, gin_files)
+    parse_gin(files, gin_params, skip_unknown=operative)
+    model = experiment.build_model(num_classes)
+    path = restore_model(model, checkpoint or model_dir)
+    return model, path
+
+
+# ----------------------------------------------------------------------- CLI helpers
+
+def define_model_flags(fv):
+    """Flags every tool needs to rebuild a model: gin files/params, model dir, checkpoint."""
+    flags.DEFINE_multi_string("gin_file", [], "Gin file(s) of the experiment (default: "
+                              "MODEL_DIR/operative_config.gin).", flag_values=fv)
+    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
+    flags.DEFINE_string("model_dir", None, "Training directory holding the checkpoints.",
+                        flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: latest in "
+                        "--model_dir).", flag_values=fv)
+
+
+def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_split)."):
+    """Dataset flags: directory, name, split, crop and batch size."""
+    flags.DEFINE_string("dataset_dir", None, "Directory of the TFRecords (with "
+                        "--dataset_name=demo and no directory: ./demo_data, generated).",
+                        flag_values=fv)
+    flags.DEFINE_string("dataset_name", None, "Dataset (default: Experiment.dataset_name).",
+                        flag_values=fv)
+    flags.DEFINE_string("split", None, split_help, flag_values=fv)
+    flags.DEFINE_integer("eval_crop_size", None, "Pad size (default: the experiment's or "
+                         "the dataset's eval crop).", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 4, "Images per batch.", flag_values=fv)
+
+
+def parse_flags(fv, argv):
+    """Parses argv into `fv`; prints help and returns False for -h/--help."""
+    argv = list(argv if argv is not None else sys.argv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(fv.get_help())
+        return False
+    fv.unparse_flags()
+    fv(argv)
+    return True
+
+
+def resolve_data(fv):
+    """(dataset_name, dataset_dir, split, eval_crop_size) from flags and the gin config."""
+    from wss.data import demo
+    exp = experiment.Experiment()
+    name = fv.dataset_name or exp.dataset_name
+    split = fv.split or exp.eval_split
+    crop = fv.eval_crop_size or exp.eval_crop_size
+    dataset_dir = fv.dataset_dir
+    if dataset_dir is None:
+        if name != "demo":
+            raise RestoreError(f"--dataset_dir is required for dataset {name!r} (only "
+                               "--dataset_name=demo can generate its data).")
+        dataset_dir = demo.ensure_demo_dataset(os.path.abspath("demo_data"))
+    elif not tf.io.gfile.isdir(dataset_dir):
+        raise RestoreError(f"--dataset_dir {dataset_dir!r} is not a directory.")
+    return name, dataset_dir, split, crop

@@ -1,0 +1,260 @@
+"""Trains PseudoSeg (or the supervised baseline): `python -m wss.train --gin_file=gin/voc_1_8.gin`.
+
+    python -m wss.train --gin_file=gin/voc_1_8.gin --model_dir=runs/voc_1_8 \
+        --dataset_dir=/data/voc_tfrecord [--gin_param="Experiment.num_steps = 100"]
+
+Sections: config, strategy and model, input, resume, loop (progress line, TensorBoard,
+checkpoints every --checkpoint_every steps and at the end, a clean stop on NaN/Inf that
+keeps the last good checkpoint), then evaluation of the final model. A killed job restarts
+with the same command and continues from its latest checkpoint: same step, learning rate
+and optimizer slots. With `Experiment.dataset_name = 'demo'` and no --dataset_dir, the
+built-in demo dataset is generated into ./demo_data when absent.
+"""
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from deeplab_ext.checkpoint import load_tf1_checkpoint
+from wss import distribute
+from wss.data import pipeline
+from wss.data.augment import AugmentConfig
+from wss.data.demo import ensure_demo_dataset
+from wss.experiment import Experiment, build_model
+from wss.method.options import MethodOptions
+from wss.schedule import PolyWithSlowStart
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "gin config files (later ones override).")
+flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'Experiment.num_steps = 10'.")
+flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and the config go.")
+flags.DEFINE_string("dataset_dir", None, "Folder of DeepLab-format TFRecords.")
+flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute precision (losses stay float32).")
+flags.DEFINE_integer("log_every", None, "Steps between progress lines (default: TrainLoop.log_every).")
+flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (default: TrainLoop.checkpoint_every).")
+flags.DEFINE_integer("images_every", 500, "Steps between image summaries (0 = never).")
+flags.DEFINE_integer("max_checkpoints", 5, "Checkpoints kept.")
+flags.DEFINE_boolean("eval_at_end", True, "Evaluate the final model on Experiment.eval_split.")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf loss."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainLoop:
+    """Loop settings that gin files may set (flags give the same for one run)."""
+    log_every: int = 10
+    checkpoint_every: int = 1000
+
+
+def resolve_dataset_dir(exp, dataset_dir):
+    """The TFRecord folder; for the demo dataset, builds ./demo_data when none is given."""
+    if dataset_dir:
+        return dataset_dir
+    if exp.dataset_name == "demo":
+        return ensure_demo_dataset(os.path.abspath("demo_data"))
+    raise app.UsageError(f"--dataset_dir is required for dataset {exp.dataset_name!r} "
+                         "(a folder of DeepLab-format TFRecords; see README: building data)")
+
+
+def make_input(strategy, exp, options, dataset_dir):
+    """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised."""
+    augment = AugmentConfig(crop_size=exp.crop_size)
+    lab_fn = pipeline.make_dataset_fn(
+        pipeline.labeled_dataset, exp.labeled_batch_size, dataset_dir=dataset_dir,
+        split=exp.labeled_split, dataset_name=exp.dataset_name, id_list=exp.labeled_id_list,
+        augment_config=augment, seed=exp.seed)
+    if options.mode == "supervised":
+        fn = lab_fn
+    else:
+        exclude = exp.labeled_id_list if exp.exclude_labeled_from_extra else None
+        extra_fn = pipeline.make_dataset_fn(
+            pipeline.extra_dataset, exp.extra_batch_size, dataset_dir=dataset_dir,
+            split=exp.extra_split, dataset_name=exp.dataset_name, id_list=exp.extra_id_list,
+            exclude_ids=exclude, augment_config=augment,
+            seed=None if exp.seed is None else exp.seed + 1)
+
+        def fn(ctx):
+            return tf.data.Dataset.zip((lab_fn(ctx), extra_fn(ctx)))
+    return strategy.distribute_datasets_from_function(fn)
+
+
+def initialize(model, path):
+    """Loads initial weights: a TF1 DeepLab checkpoint (logits left out) or a .weights.h5."""
+    if path.endswith(".weights.h5"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"init checkpoint {path} does not exist")
+        model.deeplab.load_weights(path)
+        return f"loaded Keras weights {path}"
+    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True)
+    return f"initialised from {path}: {report.summary()}"
+
+
+def format_logs(step, total, logs, rate, eta):
+    keys = ("total_loss", "sup_loss", "unsup_loss", "cls_loss", "sgc_loss", "acc_seg",
+            "acc_pseudo", "learning_rate")
+    parts = " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs)
+    return f"step {step}/{total} {parts} | {rate:.2f} steps/s, ETA {eta}"
+
+
+def _eta(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def write_images(writer, model, batch, step):
+    """TensorBoard images of one batch: input, label, weak prediction, CAM, SGC, pseudo
+    label, strong prediction (first 3 images). Runs outside the training step."""
+    labeled, extra = (batch, None) if model.options.mode == "supervised" else batch
+    scale = 255.0 / max(1, model.num_classes - 1)
+
+    def as_image(classes):
+        return tf.cast(tf.cast(classes, tf.float32) * scale, tf.uint8)[..., tf.newaxis]
+
+    with writer.as_default(step=step):
+        tf.summary.image("labeled/image", tf.cast(labeled["image"], tf.uint8), max_outputs=3)
+        lab = tf.where(labeled["label"] == 255, 0, labeled["label"])
+        tf.summary.image("labeled/label", as_image(lab[..., 0]), max_outputs=3)
+        if extra is None:
+            return
+        branch = model.pseudo_labels(extra["image"], extra["valid"], dropout=False)
+        strong = model.deeplab.forward(extra["strong"], training=False)["logits"]
+        tf.summary.image("extra/weak_image", tf.cast(extra["image"], tf.uint8), max_outputs=3)
+        tf.summary.image("extra/strong_image", tf.cast(extra["strong"], tf.uint8), max_outputs=3)
+        tf.summary.image("extra/weak_prediction", as_image(tf.argmax(branch["weak"]["logits"], -1)),
+                         max_outputs=3)
+        tf.summary.image("extra/pseudo_label", as_image(tf.argmax(branch["probs"], -1)),
+                         max_outputs=3)
+        tf.summary.image("extra/strong_prediction", as_image(tf.argmax(strong, -1)), max_outputs=3)
+        if "cam" in branch:
+            tf.summary.image("extra/cam_max", tf.reduce_max(branch["cam"], -1, keepdims=True),
+                             max_outputs=3)
+            tf.summary.image("extra/sgc", as_image(tf.argmax(branch["sgc_logits"], -1)),
+                             max_outputs=3)
+
+
+def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precision="float32",
+          log_every=None, checkpoint_every=None, images_every=500, max_checkpoints=5,
+          print_fn=print):
+    """Runs (or resumes) the experiment of the parsed gin config; returns the final logs."""
+    exp = Experiment()
+    options = MethodOptions()
+    loop = TrainLoop()
+    log_every = log_every or loop.log_every
+    checkpoint_every = checkpoint_every or loop.checkpoint_every
+    dataset_dir = resolve_dataset_dir(exp, dataset_dir)
+    tf.io.gfile.makedirs(model_dir)
+
+    # ------------------------------------------------------------ strategy and model
+    distribute.set_precision(precision)
+    strategy = distribute.make_strategy(strategy_name, tpu)
+    replicas = strategy.num_replicas_in_sync
+    for name, size in (("labeled", exp.labeled_batch_size), ("extra", exp.extra_batch_size)):
+        if size % replicas:
+            raise ValueError(f"{name} batch size {size} is not divisible by {replicas} replicas")
+    if exp.labeled_batch_size // replicas < 12 and not exp.scale_learning_rate_with_batch:
+        logging.warning("per-replica batch %d: batch norm statistics of small batches are "
+                        "noisy; consider Experiment.scale_learning_rate_with_batch = True "
+                        "or ModelSettings.fine_tune_batch_norm = False",
+                        exp.labeled_batch_size // replicas)
+    with strategy.scope():
+        model = build_model(exp.descriptor.num_classes, options=options)
+        schedule = PolyWithSlowStart(exp.learning_rate, exp.num_steps, exp.learning_power,
+                                     exp.end_learning_rate, exp.slow_start_steps,
+                                     exp.slow_start_learning_rate)
+        optimizer = keras.optimizers.SGD(schedule, momentum=exp.momentum)
+        if precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_checkpoints,
+                                             checkpoint_name="ckpt")
+
+    # ------------------------------------------------------------ resume or initialise
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print_fn(f"resumed from {manager.latest_checkpoint} at step "
+                 f"{int(optimizer.iterations.numpy())}")
+    elif exp.init_checkpoint:
+        print_fn(initialize(model, exp.init_checkpoint))
+    with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+        f.write(gin.config_str())
+
+    # ------------------------------------------------------------ input and step
+    dataset = make_input(strategy, exp, options, dataset_dir)
+    iterator = iter(dataset)
+
+    @tf.function
+    def train_step(it):
+        per_replica = strategy.run(model.train_step, args=(next(it),))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in per_replica.items()}
+
+    # ------------------------------------------------------------ loop
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    step = int(optimizer.iterations.numpy())
+    start_step, start_time = step, time.time()
+    logs = {}
+    if step >= exp.num_steps:
+        print_fn(f"already trained: step {step} >= num_steps {exp.num_steps}")
+    while step < exp.num_steps:
+        for tracker in model.metrics:
+            tracker.reset_state()
+        logs = {k: float(v) for k, v in train_step(iterator).items()}
+        step = int(optimizer.iterations.numpy())
+        if not math.isfinite(logs["total_loss"]):
+            kept = manager.latest_checkpoint or "none (no checkpoint was written yet)"
+            raise NonFiniteLossError(
+                f"loss became {logs['total_loss']} at step {step}; training stopped without "
+                f"saving. Last good checkpoint: {kept}. Lower the learning rate or check the "
+                "data (labels out of range, empty crops).")
+        if step % log_every == 0 or step == exp.num_steps:
+            elapsed = time.time() - start_time
+            rate = (step - start_step) / elapsed if elapsed > 0 else float("nan")
+            eta = _eta((exp.num_steps - step) / rate if rate > 0 else float("inf"))
+            print_fn(format_logs(step, exp.num_steps, logs, rate, eta))
+            with writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(name, value)
+        if images_every and step % images_every == 0 and replicas == 1:
+            write_images(writer, model, next(iter(dataset)), step)
+        if step % checkpoint_every == 0 or step == exp.num_steps:
+            path = manager.save(checkpoint_number=step)
+            print_fn(f"saved {path}")
+    writer.flush()
+    return model, logs, dataset_dir
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required")
+    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=False)
+    try:
+        _, logs, dataset_dir = train(
+            FLAGS.model_dir, FLAGS.dataset_dir, FLAGS.strategy, FLAGS.tpu, FLAGS.precision,
+            FLAGS.log_every, FLAGS.checkpoint_every, FLAGS.images_every, FLAGS.max_checkpoints)
+    except NonFiniteLossError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(3)
+    print(f"checkpoints and TensorBoard summaries: {os.path.abspath(FLAGS.model_dir)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
