@@ -5,13 +5,29 @@ evaluation and export read the same bindings, so a model is always rebuilt exact
 was trained. Batch sizes are global (split across replicas by tf.distribute).
 """
 import dataclasses
+import os
 from typing import Optional, Tuple
 
 import gin
+import keras
 
 from wss.data import descriptors
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
+from wss.schedule import PolyWithSlowStart
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `include 'base.gin'` in an experiment file finds the project's gin folder from any cwd.
+gin.add_config_file_search_path(os.path.join(PROJECT_ROOT, "gin"))
+
+
+def resolve_path(path):
+    """A path as given if it exists, else relative to the project root (for the split lists
+    the gin files name, e.g. datasets/splits/pascal_voc_seg/8_clean.txt), else as given."""
+    if path is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
 
 
 @gin.configurable
@@ -81,6 +97,14 @@ class Experiment:
         return self.base_learning_rate
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainLoop:
+    """Progress and checkpoint intervals of the training loop (flags override them)."""
+    log_every: int = 10
+    checkpoint_every: int = 1000
+
+
 def build_model(num_classes=None, model_settings=None, options=None):
     """The PseudoSeg model of the gin bindings, built (all variables exist)."""
     settings = model_settings or ModelSettings()
@@ -91,3 +115,16 @@ def build_model(num_classes=None, model_settings=None, options=None):
     model = PseudoSegModel(deeplab_config=config, options=options or MethodOptions())
     model.build()
     return model
+
+
+def build_optimizer(exp, model, precision="float32"):
+    """DeepLab's SGD with momentum and poly schedule over `exp.num_steps`, built for the
+    model's trainable variables (so its slots exist before a checkpoint is restored)."""
+    schedule = PolyWithSlowStart(exp.learning_rate, exp.num_steps, exp.learning_power,
+                                 exp.end_learning_rate, exp.slow_start_steps,
+                                 exp.slow_start_learning_rate)
+    optimizer = keras.optimizers.SGD(schedule, momentum=exp.momentum)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer

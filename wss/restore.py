@@ -1,9 +1,9 @@
 """Rebuilding a trained PseudoSeg model for evaluation, export and visualisation.
 
-The training driver saves `tf.train.Checkpoint(model=..., optimizer=..., step=...)` with a
+The training driver saves `wss.checkpointing.training_checkpoint(model, optimizer)` with a
 CheckpointManager (prefix 'ckpt') and writes the effective gin config to
 `model_dir/operative_config.gin`. A model is restored by parsing the same gin files,
-building it with `wss.experiment.build_model` and restoring the `model` object only.
+building it with `wss.experiment.build_model` and restoring the model's part only.
 
 Also holds the small absl-flags helpers the command-line tools share (each tool keeps
 its own FlagValues so that importing several tools in one process never clashes).
@@ -19,6 +19,7 @@ from absl import flags
 # Imported for their gin registrations (Experiment, ModelSettings, MethodOptions,
 # eval_dataset), so gin files that bind them parse with skip_unknown=False.
 from wss import experiment  # noqa: F401
+from wss.checkpointing import training_checkpoint
 from wss.data import pipeline  # noqa: F401
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -78,22 +79,30 @@ def find_checkpoint(model_dir_or_ckpt):
     return path
 
 
-def restore_model(model, model_dir_or_ckpt, assert_matched=True):
+def restore_model(model, model_dir_or_ckpt):
     """Restores `model`'s weights from a model directory (latest checkpoint) or prefix.
 
-    Only the `model` object of the training checkpoint is read (the optimizer and step
-    are skipped). With `assert_matched`, every model variable must be in the checkpoint.
-    Returns the checkpoint prefix restored.
+    Only the model's weights are read (the optimizer is skipped). Every model weight must
+    receive a value: a checkpoint that lacks some, or holds them with other shapes, raises
+    RestoreError instead of leaving weights at their initial values. Returns the prefix.
     """
     path = find_checkpoint(model_dir_or_ckpt)
+    fix = f" Fix: use the gin files the model was trained with (its {OPERATIVE_CONFIG})."
+    # Object-graph keys escape '.' as '..' and '/' as '.S'.
+    expected = {"model/variables_by_name/" + name.replace(".", "..").replace("/", ".S")
+                + "/.ATTRIBUTES/VARIABLE_VALUE" for name in model.tf1_variable_map()}
+    keys = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+    missing = sorted(expected - keys)
+    if missing:
+        raise RestoreError(f"checkpoint {path!r} does not fit the model built from the gin "
+                           f"config: no value for {len(missing)} of {len(expected)} model "
+                           f"weights (e.g. {missing[:3]})." + fix)
     try:
-        status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
-        if assert_matched:
-            status.assert_existing_objects_matched()
+        status = training_checkpoint(model).restore(path).expect_partial()
+        status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise RestoreError(f"checkpoint {path!r} does not fit the model built from the gin "
-                           f"config: {e}. Fix: use the gin files the model was trained with "
-                           f"(its {OPERATIVE_CONFIG}).") from e
+                           f"config: {e}." + fix) from e
     return path
 
 

@@ -10,27 +10,26 @@ with the same command and continues from its latest checkpoint: same step, learn
 and optimizer slots. With `Experiment.dataset_name = 'demo'` and no --dataset_dir, the
 built-in demo dataset is generated into ./demo_data when absent.
 """
-import dataclasses
-import json
 import math
 import os
 import sys
 import time
 
 import gin
-import keras
-import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
+from deeplab_ext.resize import resize_bilinear
 from wss import distribute
+from wss.checkpointing import training_checkpoint
 from wss.data import pipeline
 from wss.data.augment import AugmentConfig
 from wss.data.demo import ensure_demo_dataset
-from wss.experiment import Experiment, build_model
+from wss.method import fusion
+from wss.experiment import (Experiment, TrainLoop, build_model, build_optimizer,
+                            resolve_path)
 from wss.method.options import MethodOptions
-from wss.schedule import PolyWithSlowStart
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config files (later ones override).")
@@ -52,14 +51,6 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or Inf loss."""
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class TrainLoop:
-    """Loop settings that gin files may set (flags give the same for one run)."""
-    log_every: int = 10
-    checkpoint_every: int = 1000
-
-
 def resolve_dataset_dir(exp, dataset_dir):
     """The TFRecord folder; for the demo dataset, builds ./demo_data when none is given."""
     if dataset_dir:
@@ -75,15 +66,17 @@ def make_input(strategy, exp, options, dataset_dir):
     augment = AugmentConfig(crop_size=exp.crop_size)
     lab_fn = pipeline.make_dataset_fn(
         pipeline.labeled_dataset, exp.labeled_batch_size, dataset_dir=dataset_dir,
-        split=exp.labeled_split, dataset_name=exp.dataset_name, id_list=exp.labeled_id_list,
+        split=exp.labeled_split, dataset_name=exp.dataset_name,
+        id_list=resolve_path(exp.labeled_id_list),
         augment_config=augment, seed=exp.seed)
     if options.mode == "supervised":
         fn = lab_fn
     else:
-        exclude = exp.labeled_id_list if exp.exclude_labeled_from_extra else None
+        exclude = resolve_path(exp.labeled_id_list) if exp.exclude_labeled_from_extra else None
         extra_fn = pipeline.make_dataset_fn(
             pipeline.extra_dataset, exp.extra_batch_size, dataset_dir=dataset_dir,
-            split=exp.extra_split, dataset_name=exp.dataset_name, id_list=exp.extra_id_list,
+            split=exp.extra_split, dataset_name=exp.dataset_name,
+            id_list=resolve_path(exp.extra_id_list),
             exclude_ids=exclude, augment_config=augment,
             seed=None if exp.seed is None else exp.seed + 1)
 
@@ -118,34 +111,46 @@ def _eta(seconds):
 
 
 def write_images(writer, model, batch, step):
-    """TensorBoard images of one batch: input, label, weak prediction, CAM, SGC, pseudo
-    label, strong prediction (first 3 images). Runs outside the training step."""
+    """TensorBoard images of one batch (first 3 images): input, label, and for the extra
+    set the weak prediction, CAM, SGC, pseudo label and strong prediction. Everything runs
+    in inference mode so that no batch-norm statistic moves outside the training step."""
     labeled, extra = (batch, None) if model.options.mode == "supervised" else batch
     scale = 255.0 / max(1, model.num_classes - 1)
 
     def as_image(classes):
         return tf.cast(tf.cast(classes, tf.float32) * scale, tf.uint8)[..., tf.newaxis]
 
+    def classes(scores):
+        return as_image(tf.argmax(scores, axis=-1))
+
     with writer.as_default(step=step):
         tf.summary.image("labeled/image", tf.cast(labeled["image"], tf.uint8), max_outputs=3)
-        lab = tf.where(labeled["label"] == 255, 0, labeled["label"])
-        tf.summary.image("labeled/label", as_image(lab[..., 0]), max_outputs=3)
+        tf.summary.image("labeled/label", as_image(
+            tf.where(labeled["label"] == 255, 0, labeled["label"])[..., 0]), max_outputs=3)
         if extra is None:
             return
-        branch = model.pseudo_labels(extra["image"], extra["valid"], dropout=False)
+        opts = model.options
+        weak = model.deeplab.forward(extra["image"], training=False)
+        size = model.deeplab.decoder_size(weak["end_points"])
+        sgc_up = None
+        if opts.uses_sgc:
+            labels = extra["image_labels"] if opts.mode == "weakly" else None
+            cam = model.cam_and_sgc(weak["end_points"], extra["valid"], size, labels,
+                                    sgc_bn_training=False)
+            sgc_up = resize_bilinear(cam["sgc_logits"], size)
+            tf.summary.image("extra/cam_max", tf.reduce_max(cam["cam"], -1, keepdims=True),
+                             max_outputs=3)
+            tf.summary.image("extra/sgc", classes(cam["sgc_logits"]), max_outputs=3)
+        probs = fusion.pseudo_label_probs(
+            weak["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
+            temperature=opts.temperature, logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form, soft=opts.soft_labels)
         strong = model.deeplab.forward(extra["strong"], training=False)["logits"]
         tf.summary.image("extra/weak_image", tf.cast(extra["image"], tf.uint8), max_outputs=3)
         tf.summary.image("extra/strong_image", tf.cast(extra["strong"], tf.uint8), max_outputs=3)
-        tf.summary.image("extra/weak_prediction", as_image(tf.argmax(branch["weak"]["logits"], -1)),
-                         max_outputs=3)
-        tf.summary.image("extra/pseudo_label", as_image(tf.argmax(branch["probs"], -1)),
-                         max_outputs=3)
-        tf.summary.image("extra/strong_prediction", as_image(tf.argmax(strong, -1)), max_outputs=3)
-        if "cam" in branch:
-            tf.summary.image("extra/cam_max", tf.reduce_max(branch["cam"], -1, keepdims=True),
-                             max_outputs=3)
-            tf.summary.image("extra/sgc", as_image(tf.argmax(branch["sgc_logits"], -1)),
-                             max_outputs=3)
+        tf.summary.image("extra/weak_prediction", classes(weak["logits"]), max_outputs=3)
+        tf.summary.image("extra/pseudo_label", classes(probs), max_outputs=3)
+        tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
 
 
 def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precision="float32",
@@ -174,21 +179,15 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
                         exp.labeled_batch_size // replicas)
     with strategy.scope():
         model = build_model(exp.descriptor.num_classes, options=options)
-        schedule = PolyWithSlowStart(exp.learning_rate, exp.num_steps, exp.learning_power,
-                                     exp.end_learning_rate, exp.slow_start_steps,
-                                     exp.slow_start_learning_rate)
-        optimizer = keras.optimizers.SGD(schedule, momentum=exp.momentum)
-        if precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = build_optimizer(exp, model, precision)
         model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        checkpoint = training_checkpoint(model, optimizer)
         manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_checkpoints,
                                              checkpoint_name="ckpt")
 
     # ------------------------------------------------------------ resume or initialise
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         print_fn(f"resumed from {manager.latest_checkpoint} at step "
                  f"{int(optimizer.iterations.numpy())}")
     elif exp.init_checkpoint:
@@ -233,7 +232,7 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
                 for name, value in logs.items():
                     tf.summary.scalar(name, value)
         if images_every and step % images_every == 0 and replicas == 1:
-            write_images(writer, model, next(iter(dataset)), step)
+            write_images(writer, model, next(iterator), step)
         if step % checkpoint_every == 0 or step == exp.num_steps:
             path = manager.save(checkpoint_number=step)
             print_fn(f"saved {path}")

@@ -1,0 +1,103 @@
+"""Tests of wss.calibration: ECE per pseudo-label source, reliability PNG, CLI."""
+import dataclasses
+import json
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from deeplab_ext.resize import resize_nearest
+from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
+from wss import calibration, metrics
+from wss.data import pipeline
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    yield
+    gin.clear_config()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib")
+    data = make_demo(root / "demo_data", num_val=4)
+    model, _ = make_checkpoint(root / "model", step=2)
+    gin.clear_config()
+    return {"root": root, "data": data, "model": model}
+
+
+def _first_batch(setup):
+    ds = pipeline.eval_dataset(setup["data"], 4, split="val", dataset_name="demo")
+    return ds, next(iter(ds))
+
+
+def test_ece_matches_metrics_reference(setup):
+    model = setup["model"]
+    ds, batch = _first_batch(setup)
+    stats_before = [w.numpy() for w in model.weights if "moving_" in w.path]
+    results = calibration.calibrate(model, ds, NUM_CLASSES, max_batches=1)
+    assert set(results) == set(calibration.VARIANTS)
+    # The model's moving statistics are left untouched.
+    for before, w in zip(stats_before, [w for w in model.weights if "moving_" in w.path]):
+        np.testing.assert_array_equal(before, w.numpy())
+
+    def labels_at(size):
+        return resize_nearest(batch["label"], size).numpy()[..., 0]
+
+    # Model predictions: softmax of inference-mode decoder logits.
+    logits = model.deeplab.forward(batch["image"], training=False)["logits"]
+    ref = metrics.expected_calibration_error(tf.nn.softmax(logits).numpy(),
+                                             labels_at(tf.shape(logits)[1:3]))
+    assert results["model"]["ece"] == pytest.approx(ref, abs=1e-6)
+
+    # The default method's pseudo labels (fusion, norm, sharpened) via model.pseudo_labels.
+    with calibration.frozen_statistics(model):
+        probs = model.pseudo_labels(batch["image"], batch["valid"], dropout=False)["probs"]
+    ref = metrics.expected_calibration_error(probs.numpy(), labels_at(tf.shape(probs)[1:3]))
+    assert results["fusion_norm_sharpened"]["ece"] == pytest.approx(ref, abs=1e-5)
+
+    # Decoder-only without sharpening, through the options the method reads.
+    model.options, saved = dataclasses.replace(model.options, source="decoder",
+                                               temperature=1.0), model.options
+    try:
+        with calibration.frozen_statistics(model):
+            probs = model.pseudo_labels(batch["image"], batch["valid"],
+                                        dropout=False)["probs"]
+    finally:
+        model.options = saved
+    ref = metrics.expected_calibration_error(probs.numpy(), labels_at(tf.shape(probs)[1:3]))
+    assert results["decoder"]["ece"] == pytest.approx(ref, abs=1e-5)
+    # Sharpening raises the confidence of the same predictions.
+    assert results["decoder_sharpened"]["confidence"] > results["decoder"]["confidence"]
+    assert results["decoder_sharpened"]["accuracy"] == results["decoder"]["accuracy"]
+    valid = int((labels_at(tf.shape(probs)[1:3]) != 255).sum())
+    assert all(r["num_pixels"] == valid for r in results.values())
+
+
+def test_reliability_png_and_cli(setup, monkeypatch, capsys):
+    root = setup["root"]
+    monkeypatch.chdir(root)
+    results, json_path, png_path = calibration.main(
+        ["calibration", f"--model_dir={root / 'model'}", "--dataset_name=demo",
+         "--split=val", "--batch_size=2", f"--output_dir={root / 'out'}"])
+    out = capsys.readouterr().out
+    assert "fusion_nonorm_sharpened" in out and "ECE" in out
+    with open(json_path) as f:
+        saved = json.load(f)
+    assert saved["step"] == 2
+    for name in calibration.VARIANTS:
+        assert saved["variants"][name]["ece"] == pytest.approx(results[name]["ece"])
+        assert 0.0 <= results[name]["ece"] <= 1.0
+    image = np.asarray(Image.open(png_path))
+    assert image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[1] > image.shape[0] > 100  # one panel per variant, side by side
+    assert (image == [60, 90, 200]).all(-1).any()  # accuracy bars were drawn
+
+
+def test_image_labels_from_mask():
+    labels = tf.constant([[[0, 2], [255, 2]], [[5, 5], [1, 255]]])[..., None]
+    hot = calibration.image_labels_from_mask(labels, NUM_CLASSES).numpy()
+    np.testing.assert_array_equal(hot, [[0, 1, 0, 0, 0], [1, 0, 0, 0, 1]])

@@ -1,0 +1,95 @@
+"""The training driver: resume after SIGKILL, checkpoints that always load, NaN stops."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wss.checkpointing import training_checkpoint
+from wss.experiment import Experiment, ModelSettings, build_model, build_optimizer
+from wss.schedule import PolyWithSlowStart
+
+TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
+        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8",
+        "Experiment.crop_size = 33", "Experiment.labeled_batch_size = 2",
+        "Experiment.extra_batch_size = 2"]
+
+
+def command(model_dir, demo_dir, *params):
+    args = [sys.executable, "-m", "wss.train", "--gin_file=gin/demo.gin",
+            f"--model_dir={model_dir}", f"--dataset_dir={demo_dir}", "--images_every=0",
+            "--eval_at_end=false"]
+    return args + [f"--gin_param={p}" for p in TINY + list(params)]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    from wss.data.demo import ensure_demo_dataset
+    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
+
+
+def restore_latest(model_dir):
+    """Restores the latest checkpoint into a fresh tiny model + optimizer (all consumed)."""
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(["gin/demo.gin"], TINY, skip_unknown=False)
+    model = build_model(6, ModelSettings())
+    optimizer = build_optimizer(Experiment(), model)
+    path = tf.train.latest_checkpoint(model_dir)
+    training_checkpoint(model, optimizer).restore(path).assert_consumed()
+    gin.clear_config()
+    return model, optimizer, path
+
+
+def test_sigkill_then_resume_continues_exactly(tmp_path, demo_dir):
+    model_dir = tmp_path / "run"
+    cmd = command(model_dir, demo_dir, "Experiment.num_steps = 8",
+                  "TrainLoop.checkpoint_every = 2", "TrainLoop.log_every = 1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (model_dir / "ckpt-4.index").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint at step 4 in time"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)  # not a clean exit
+    proc.wait()
+    # Whatever was being written when the kill landed, the latest checkpoint loads.
+    _, optimizer, path = restore_latest(str(model_dir))
+    saved_step = int(re.search(r"ckpt-(\d+)", path).group(1))
+    assert saved_step >= 4 and int(optimizer.iterations.numpy()) == saved_step
+    momentum = [v for v in optimizer.variables if "momentum" in v.path]
+    assert any(np.abs(v.numpy()).max() > 0 for v in momentum), "optimizer slots not saved"
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    assert f"resumed from {path} at step {saved_step}" in text
+    steps = [int(s) for s in re.findall(r"^step (\d+)/8", text, re.M)]
+    assert steps and steps[0] == saved_step + 1 and steps[-1] == 8
+    first = re.search(rf"^step {saved_step + 1}/8 .*learning_rate=([0-9.e-]+)", text, re.M)
+    expected = PolyWithSlowStart(0.02, 8)(saved_step).numpy()
+    assert float(first.group(1)) == pytest.approx(expected, rel=1e-3)
+    assert (model_dir / "ckpt-8.index").exists()
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, demo_dir):
+    model_dir = tmp_path / "nan"
+    cmd = command(model_dir, demo_dir, "Experiment.num_steps = 20",
+                  "Experiment.base_learning_rate = 1e30", "TrainLoop.checkpoint_every = 1",
+                  "TrainLoop.log_every = 1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 3, out.stdout + out.stderr
+    match = re.search(r"ERROR: loss became (nan|inf|-inf) at step (\d+).*Last good checkpoint: (\S+)\.",
+                      out.stderr)
+    assert match, out.stderr
+    bad_step, kept = int(match.group(2)), match.group(3)
+    assert not os.path.exists(f"{model_dir}/ckpt-{bad_step}.index")
+    model, _, path = restore_latest(str(model_dir))
+    assert path == kept
+    assert all(np.isfinite(v.numpy()).all() for v in model.weights)
