@@ -17,11 +17,13 @@ from deeplab_ext.xception import Xception
 BACKBONES = ("xception_41", "xception_65", "xception_71")
 
 
-def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units):
+def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units,
+                   bn_decay):
     """Returns the backbone layer for a DeepLab model variant name."""
     if name.startswith("xception_"):
         return Xception(name, output_stride=output_stride, multi_grid=multi_grid,
-                        width_multiplier=width_multiplier, middle_flow_units=middle_flow_units)
+                        width_multiplier=width_multiplier, middle_flow_units=middle_flow_units,
+                        bn_decay=bn_decay)
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
 
 
@@ -42,6 +44,9 @@ class DeepLabV3Plus(keras.Model):
       classification_head: add `{backbone}/logits` (global pool, dropout, 1x1 conv).
       fine_tune_batch_norm: when False, batch norm always uses its moving statistics.
       width_multiplier, middle_flow_units: shrink the backbone for tests and the demo.
+      batch_norm_decay: moving-average decay of every DeepLab batch norm (DeepLab: 0.9997,
+        tuned for 30k+ steps; short runs need less, or the moving statistics that
+        evaluation uses stay near their initial values).
     """
 
     def __init__(self, num_classes=21, backbone="xception_65", output_stride=16,
@@ -49,7 +54,8 @@ class DeepLabV3Plus(keras.Model):
                  add_image_level_feature=True, aspp_depth=256, decoder_output_stride=4,
                  decoder_use_separable_conv=True, decoder_depth=256, logits_kernel_size=1,
                  classification_head=True, cls_keep_prob=0.5, fine_tune_batch_norm=True,
-                 width_multiplier=1.0, middle_flow_units=None, **kwargs):
+                 width_multiplier=1.0, middle_flow_units=None, batch_norm_decay=0.9997,
+                 **kwargs):
         kwargs.setdefault("name", "deeplab_v3_plus")
         super().__init__(**kwargs)
         self.num_classes = num_classes
@@ -69,13 +75,16 @@ class DeepLabV3Plus(keras.Model):
         self.fine_tune_batch_norm = fine_tune_batch_norm
         self.width_multiplier = width_multiplier
         self.middle_flow_units = middle_flow_units
+        self.batch_norm_decay = batch_norm_decay
 
         self.backbone = build_backbone(backbone, output_stride, multi_grid,
-                                       width_multiplier, middle_flow_units)
+                                       width_multiplier, middle_flow_units, batch_norm_decay)
         self.aspp = ASPP(self.atrous_rates, depth=aspp_depth,
                          use_separable_conv=aspp_with_separable_conv,
-                         add_image_level_feature=add_image_level_feature)
-        self.decoder = (Decoder(depth=decoder_depth, use_separable_conv=decoder_use_separable_conv)
+                         add_image_level_feature=add_image_level_feature,
+                         bn_decay=batch_norm_decay)
+        self.decoder = (Decoder(depth=decoder_depth, use_separable_conv=decoder_use_separable_conv,
+                                bn_decay=batch_norm_decay)
                         if decoder_output_stride else None)
         self.low_level_end_point = (self.backbone.decoder_end_point(decoder_output_stride)
                                     if decoder_output_stride else None)
@@ -204,4 +213,5 @@ class DeepLabV3Plus(keras.Model):
             decoder_depth=self.decoder_depth, logits_kernel_size=self.logits_kernel_size,
             classification_head=self.classification_head, cls_keep_prob=self.cls_keep_prob,
             fine_tune_batch_norm=self.fine_tune_batch_norm,
-            width_multiplier=self.width_multiplier, middle_flow_units=self.middle_flow_units)
+            width_multiplier=self.width_multiplier, middle_flow_units=self.middle_flow_units,
+            batch_norm_decay=self.batch_norm_decay)

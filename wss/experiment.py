@@ -44,6 +44,7 @@ class ModelSettings:
     fine_tune_batch_norm: bool = True
     width_multiplier: float = 1.0
     middle_flow_units: Optional[int] = None
+    batch_norm_decay: float = 0.9997
 
 
 @gin.configurable

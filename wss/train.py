@@ -237,7 +237,24 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
             path = manager.save(checkpoint_number=step)
             print_fn(f"saved {path}")
     writer.flush()
-    return model, logs, dataset_dir
+    return model, logs, dataset_dir, manager.latest_checkpoint
+
+
+def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
+    """Evaluates `checkpoint` on Experiment.eval_split: table, JSON and summaries."""
+    from wss import eval as wss_eval  # the evaluation tool; imported only when used
+    exp = Experiment()
+    desc = exp.descriptor
+
+    def dataset_fn():
+        return pipeline.eval_dataset(dataset_dir, batch_size, split=exp.eval_split,
+                                     dataset_name=exp.dataset_name,
+                                     eval_crop_size=exp.eval_crop_size)
+
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    return wss_eval.evaluate_checkpoint(model, checkpoint, dataset_fn, desc, exp.eval_split,
+                                        model_dir, scales=(1.0,), flip=False,
+                                        progress_every=0, writer=writer)
 
 
 def main(argv):
@@ -245,14 +262,22 @@ def main(argv):
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=False)
+    start = time.time()
     try:
-        _, logs, dataset_dir = train(
+        model, _, dataset_dir, checkpoint = train(
             FLAGS.model_dir, FLAGS.dataset_dir, FLAGS.strategy, FLAGS.tpu, FLAGS.precision,
             FLAGS.log_every, FLAGS.checkpoint_every, FLAGS.images_every, FLAGS.max_checkpoints)
     except NonFiniteLossError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(3)
-    print(f"checkpoints and TensorBoard summaries: {os.path.abspath(FLAGS.model_dir)}")
+    print(f"training took {_eta(time.time() - start)}")
+    if FLAGS.eval_at_end and checkpoint:
+        result = evaluate_final(model, checkpoint, FLAGS.model_dir, dataset_dir)
+        print(f"final mIoU on {Experiment().eval_split}: {100 * result['miou']:.2f}%  "
+              f"(details: {result['json_path']})")
+    out = os.path.abspath(FLAGS.model_dir)
+    print(f"outputs: checkpoints, operative_config.gin and eval JSON in {out}; "
+          f"TensorBoard: tensorboard --logdir {out}")
 
 
 if __name__ == "__main__":
