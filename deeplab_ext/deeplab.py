@@ -12,18 +12,23 @@ import tensorflow as tf
 from deeplab_ext.aspp import ASPP
 from deeplab_ext.decoder import Decoder
 from deeplab_ext.layers import join_scope
+from deeplab_ext.resnet import VARIANTS as RESNETS, ResNetV1
 from deeplab_ext.xception import Xception
 
-BACKBONES = ("xception_41", "xception_65", "xception_71")
+BACKBONES = ("xception_41", "xception_65", "xception_71") + RESNETS
+HEAD_BN_DECAY = 0.9997  # ASPP and decoder, whatever the backbone
 
 
 def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units,
                    bn_decay):
-    """Returns the backbone layer for a DeepLab model variant name."""
+    """Returns the backbone layer for a DeepLab model variant name (None: its BN decay)."""
     if name.startswith("xception_"):
         return Xception(name, output_stride=output_stride, multi_grid=multi_grid,
                         width_multiplier=width_multiplier, middle_flow_units=middle_flow_units,
-                        bn_decay=bn_decay)
+                        bn_decay=bn_decay or 0.9997)
+    if name in RESNETS:
+        return ResNetV1(name, output_stride=output_stride, multi_grid=multi_grid,
+                        width_multiplier=width_multiplier, bn_decay=bn_decay)
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
 
 
@@ -33,7 +38,8 @@ class DeepLabV3Plus(keras.Model):
     Args:
       num_classes: segmentation classes including background; the classification head
         predicts the `num_classes - 1` foreground classes.
-      backbone: 'xception_65' (paper default), 'xception_41' or 'xception_71'.
+      backbone: 'xception_65' (paper default), 'xception_41', 'xception_71',
+        'resnet_v1_50_beta', 'resnet_v1_101_beta' (or the plain 'resnet_v1_50/101').
       output_stride: 8, 16 or 32; later strides become atrous rates.
       atrous_rates: ASPP rates (DeepLab: 6/12/18 at stride 16, 12/24/36 at stride 8).
       multi_grid: unit rates of the last block, e.g. (1, 2, 4); None = (1, 1, 1).
@@ -42,19 +48,21 @@ class DeepLabV3Plus(keras.Model):
       decoder_output_stride: 4 (paper) or 8; None disables the decoder (DeepLabv3).
       logits_kernel_size: kernel of the final `logits/semantic` conv.
       classification_head: add `{backbone}/logits` (global pool, dropout, 1x1 conv).
+      cls_keep_prob: dropout keep probability of that head; None = the backbone's
+        (0.5 for Xception as PseudoSeg, 1.0 for ResNet, whose DeepLab head has none).
       fine_tune_batch_norm: when False, batch norm always uses its moving statistics.
       width_multiplier, middle_flow_units: shrink the backbone for tests and the demo.
-      batch_norm_decay: moving-average decay of every DeepLab batch norm (DeepLab: 0.9997,
-        tuned for 30k+ steps; short runs need less, or the moving statistics that
-        evaluation uses stay near their initial values).
+      batch_norm_decay: moving-average decay of every batch norm; None = DeepLab's
+        (0.9997, ResNet backbones 0.95), tuned for 30k+ steps: short runs need less, or the
+        moving statistics that evaluation uses stay near their initial values.
     """
 
     def __init__(self, num_classes=21, backbone="xception_65", output_stride=16,
                  atrous_rates=(6, 12, 18), multi_grid=None, aspp_with_separable_conv=True,
                  add_image_level_feature=True, aspp_depth=256, decoder_output_stride=4,
                  decoder_use_separable_conv=True, decoder_depth=256, logits_kernel_size=1,
-                 classification_head=True, cls_keep_prob=0.5, fine_tune_batch_norm=True,
-                 width_multiplier=1.0, middle_flow_units=None, batch_norm_decay=0.9997,
+                 classification_head=True, cls_keep_prob=None, fine_tune_batch_norm=True,
+                 width_multiplier=1.0, middle_flow_units=None, batch_norm_decay=None,
                  **kwargs):
         kwargs.setdefault("name", "deeplab_v3_plus")
         super().__init__(**kwargs)
@@ -82,9 +90,9 @@ class DeepLabV3Plus(keras.Model):
         self.aspp = ASPP(self.atrous_rates, depth=aspp_depth,
                          use_separable_conv=aspp_with_separable_conv,
                          add_image_level_feature=add_image_level_feature,
-                         bn_decay=batch_norm_decay)
+                         bn_decay=batch_norm_decay or HEAD_BN_DECAY)
         self.decoder = (Decoder(depth=decoder_depth, use_separable_conv=decoder_use_separable_conv,
-                                bn_decay=batch_norm_decay)
+                                bn_decay=batch_norm_decay or HEAD_BN_DECAY)
                         if decoder_output_stride else None)
         self.low_level_end_point = (self.backbone.decoder_end_point(decoder_output_stride)
                                     if decoder_output_stride else None)
@@ -93,7 +101,8 @@ class DeepLabV3Plus(keras.Model):
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
             name="logits_semantic")
         if classification_head:
-            self.cls_dropout = keras.layers.Dropout(1.0 - cls_keep_prob)
+            keep = self.backbone.classifier_keep_prob if cls_keep_prob is None else cls_keep_prob
+            self.cls_dropout = keras.layers.Dropout(1.0 - keep)
             self.cls_logits = keras.layers.Conv2D(
                 num_classes - 1, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.09),
                 name="cls_logits")
@@ -114,12 +123,7 @@ class DeepLabV3Plus(keras.Model):
         self.built = True
 
     def _low_level_channels(self):
-        for scope, unit, module in self.backbone.units:
-            prefix = f"{scope}/{unit}/xception_module/separable_conv"
-            if self.low_level_end_point.startswith(prefix):
-                index = int(self.low_level_end_point[len(prefix)]) - 1
-                return module.depth_list[index]
-        raise ValueError(f"no unit produces {self.low_level_end_point}")
+        return self.backbone.end_point_channels(self.low_level_end_point)
 
     # ---------------------------------------------------------------- forward
     def _bn_training(self, training):
@@ -187,7 +191,7 @@ class DeepLabV3Plus(keras.Model):
         out.update({"logits/semantic/weights": self.semantic_logits.kernel,
                     "logits/semantic/biases": self.semantic_logits.bias})
         if self.classification_head:
-            out.update(join_scope(f"{self.backbone_name}/logits",
+            out.update(join_scope(f"{self.backbone.scope}/logits",
                                   {"weights": self.cls_logits.kernel,
                                    "biases": self.cls_logits.bias}))
         return out

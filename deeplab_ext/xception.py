@@ -215,9 +215,26 @@ class Xception(keras.layers.Layer):
         kernels = self.conv1_1.regularized_kernels() + self.conv1_2.regularized_kernels()
         return kernels + [k for _, _, m in self.units for k in m.regularized_kernels()]
 
+    # The interface DeepLabV3Plus and PseudoSeg use (shared with ResNetV1).
+    feature_end_point = "exit_flow/block2"
+    cam_end_point = CAM_END_POINT
+    hypercolumn_end_points = HYPERCOLUMN_END_POINTS
+    classifier_keep_prob = 0.5  # dropout before PseudoSeg's classification logits
+
     @property
-    def feature_end_point(self):
-        return "exit_flow/block2"
+    def scope(self):
+        return self.variant
+
+    def end_point_channels(self, name):
+        """Channels of an end point: a block's output or a unit's separable conv tap."""
+        for scope, unit, module in self.units:
+            prefix = f"{scope}/{unit}/xception_module/separable_conv"
+            if name.startswith(prefix):
+                return module.depth_list[int(name[len(prefix)]) - 1]
+        depths = [m.depth_list[-1] for scope, _, m in self.units if scope == name]
+        if not depths:
+            raise KeyError(f"no end point {name!r} in {self.variant}")
+        return depths[-1]
 
     def decoder_end_point(self, decoder_output_stride):
         try:

@@ -201,3 +201,32 @@ def test_convert_checkpoint_writes_keras_weights(tmp_path):
     restored.load_weights(out)
     x = tf.random.uniform([1, 33, 33, 3], 0, 255, seed=2)
     np.testing.assert_allclose(restored.forward(x)["logits"], source.forward(x)["logits"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_101_beta"])
+def test_resnet_layout_matches_the_official_manifest(variant):
+    model = DeepLabV3Plus(backbone=variant)
+    model.build()
+    with open(SHARED / "spec" / f"{variant}_variables.tsv") as f:
+        manifest = {l.split("\t")[0]: tuple(int(s) for s in l.split("\t")[1].split(","))
+                    for l in f if l.strip()}
+    pseudoseg_only = {n for n in manifest if n.startswith(("hyper_column/", "pixel_normalization/"))}
+    ours = {n: tuple(v.shape) for n, v in model.tf1_variable_map().items()}
+    assert ours == {n: s for n, s in manifest.items() if n not in pseudoseg_only}
+    assert model.cls_dropout.rate == 0.0  # DeepLab's ResNet head has no dropout
+
+
+@pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_50"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_resnet_shapes_and_end_points(variant, output_stride):
+    model = DeepLabV3Plus(num_classes=5, backbone=variant, output_stride=output_stride,
+                          width_multiplier=0.0625, aspp_depth=8, decoder_depth=8)
+    out = model.forward(tf.zeros([1, 65, 65, 3]))
+    feat = (65 - 1) // output_stride + 1
+    assert out["end_points"]["block4"].shape[1:3] == (feat, feat)
+    assert out["end_points"]["block1"].shape[1:3] == (9, 9)  # block1 ends with stride 2
+    assert out["logits"].shape == (1, 17, 17, 5)
+    names = model.tf1_variable_map()
+    root = "resnet_v1_50/conv1_3/weights" if variant.endswith("beta") else "resnet_v1_50/conv1/weights"
+    assert root in names
+    assert model.backbone.units[-1][2].rate == (2 if output_stride == 16 else 4)

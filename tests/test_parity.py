@@ -24,7 +24,7 @@ PARITY_DIR = os.environ.get("PSEUDOSEG_PARITY_DIR", str(SHARED / "spec" / "parit
 MAKE_CHECKPOINT = SHARED / "spec" / "make_parity_checkpoint.py"
 INPUT_KEYS = {"image", "valid", "image_labels", "crop", "checkpoint_seed", "model_variant",
               "output_stride", "atrous_rates"}
-FILES = sorted(glob.glob(os.path.join(PARITY_DIR, "*.npz")))
+FILES = sorted(glob.glob(os.path.join(PARITY_DIR, "**", "*.npz"), recursive=True))
 # Worst relative error per key, printed at the end with `pytest -s` (README figures).
 WORST = {}
 
@@ -33,26 +33,35 @@ def test_parity_directory_has_reference_files():
     assert FILES, f"no *.npz parity references in {PARITY_DIR} (set PSEUDOSEG_PARITY_DIR)"
 
 
+def manifest_for(variant):
+    """The spec's variable manifest of a DeepLab model variant."""
+    path = SHARED / "spec" / f"{variant}_variables.tsv"
+    if variant == "xception_65":
+        path = SHARED / "spec" / "deeplab_xception65_variables.tsv"
+    if not path.exists():
+        pytest.fail(f"no variable manifest {path} for model_variant {variant!r}")
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """Rebuilds each needed parity checkpoint once per test run: {seed: prefix}."""
+    """Rebuilds each needed parity checkpoint once per test run: {(variant, seed): prefix}."""
     cache = {}
 
-    def get(seed):
-        if seed not in cache:
-            prefix = str(tmp_path_factory.mktemp(f"parity_seed{seed}") / "model.ckpt")
-            subprocess.run([sys.executable, str(MAKE_CHECKPOINT), prefix, "--seed", str(seed)],
+    def get(variant, seed):
+        if (variant, seed) not in cache:
+            prefix = str(tmp_path_factory.mktemp(f"parity_{variant}_{seed}") / "model.ckpt")
+            subprocess.run([sys.executable, str(MAKE_CHECKPOINT), prefix, "--seed", str(seed),
+                            "--manifest", str(manifest_for(variant))],
                            check=True, capture_output=True)
-            cache[seed] = prefix
-        return cache[seed]
+            cache[(variant, seed)] = prefix
+        return cache[(variant, seed)]
     return get
 
 
 def ours_for(ref, prefix):
     """Every output key of a reference file, computed by our model and method."""
     variant = str(ref["model_variant"])
-    if not variant.startswith("xception_"):
-        pytest.fail(f"parity file uses backbone {variant!r}, which this test does not build")
     model = PseudoSegModel(deeplab_config=dict(
         num_classes=21, backbone=variant, output_stride=int(ref["output_stride"]),
         atrous_rates=tuple(int(r) for r in ref["atrous_rates"]), decoder_output_stride=4))
@@ -103,11 +112,11 @@ def ours_for(ref, prefix):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("path", FILES, ids=[os.path.basename(f) for f in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[os.path.relpath(f, PARITY_DIR) for f in FILES])
 def test_parity_with_official_graph(path, checkpoints):
     ref = dict(np.load(path))
     outputs = [k for k in ref if k not in INPUT_KEYS and not k.startswith("tol/")]
-    ours = ours_for(ref, checkpoints(int(ref["checkpoint_seed"])))
+    ours = ours_for(ref, checkpoints(str(ref["model_variant"]), int(ref["checkpoint_seed"])))
     unknown = [k for k in outputs if k not in ours]
     assert not unknown, f"{os.path.basename(path)}: keys this test does not compute: {unknown}"
     failures = []

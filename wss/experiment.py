@@ -44,7 +44,7 @@ class ModelSettings:
     fine_tune_batch_norm: bool = True
     width_multiplier: float = 1.0
     middle_flow_units: Optional[int] = None
-    batch_norm_decay: float = 0.9997
+    batch_norm_decay: Optional[float] = None  # None: DeepLab's (0.9997; ResNet 0.95)
 
 
 @gin.configurable

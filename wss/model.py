@@ -17,7 +17,6 @@ import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
-from deeplab_ext.xception import CAM_END_POINT, HYPERCOLUMN_END_POINTS
 from wss import metrics
 from wss.method import fusion, losses
 from wss.method.gradcam import grad_cam
@@ -48,15 +47,10 @@ class PseudoSegModel(keras.Model):
     def build(self, input_shape=(None, None, None, 3)):
         """Builds every sub-layer from shapes (no forward pass), before any optimizer step."""
         self.deeplab.build(input_shape)
-        channels = sum(self._end_point_channels(name) for name in HYPERCOLUMN_END_POINTS)
-        self.sgc.build(channels)
+        backbone = self.deeplab.backbone
+        self.sgc.build(sum(backbone.end_point_channels(name)
+                           for name in backbone.hypercolumn_end_points))
         self.built = True
-
-    def _end_point_channels(self, name):
-        for scope, _, module in self.deeplab.backbone.units:
-            if scope == name:
-                channels = module.depth_list[-1]
-        return channels
 
     @property
     def metrics(self):
@@ -83,10 +77,11 @@ class PseudoSegModel(keras.Model):
         passes it (nearest to the decoder size, then to the CAM size). Returns a dict with
         'cam' (no background), 'cls_logits', 'labels' (used to mask the CAM), 'sgc_logits'.
         """
-        cam, cls_logits, labels = grad_cam(end_points[CAM_END_POINT], self._classifier(),
-                                           image_labels, dropout=dropout)
+        backbone = self.deeplab.backbone
+        cam, cls_logits, labels = grad_cam(end_points[backbone.cam_end_point],
+                                           self._classifier(), image_labels, dropout=dropout)
         mask = attention_valid_mask(valid, decoder_size, tf.shape(cam)[1:3])
-        hypercolumn = [end_points[name] for name in HYPERCOLUMN_END_POINTS]
+        hypercolumn = [end_points[name] for name in backbone.hypercolumn_end_points]
         sgc_logits = self.sgc(hypercolumn, cam, mask, training=sgc_bn_training)
         return {"cam": cam, "cls_logits": cls_logits, "labels": labels, "sgc_logits": sgc_logits}
 

@@ -16,6 +16,7 @@ import sys
 import time
 
 import gin
+import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -166,6 +167,8 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     tf.io.gfile.makedirs(model_dir)
 
     # ------------------------------------------------------------ strategy and model
+    if exp.seed is not None:
+        keras.utils.set_random_seed(exp.seed)  # same seed, same initial weights and data
     distribute.set_precision(precision)
     strategy = distribute.make_strategy(strategy_name, tpu)
     replicas = strategy.num_replicas_in_sync

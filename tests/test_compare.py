@@ -1,0 +1,93 @@
+"""Tests of wss.compare: a two-row, one-seed comparison end to end, then its resumption."""
+import json
+import math
+import os
+
+import gin
+import pytest
+from PIL import Image
+
+from wss import compare
+
+TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
+        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8",
+        "Experiment.crop_size = 33", "Experiment.labeled_batch_size = 2",
+        "Experiment.extra_batch_size = 2",
+        "Experiment.eval_split = 'labeled'"]  # 32 images instead of 100: keeps it < 60 s
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _argv(out_dir, demo_dir):
+    return (["compare", f"--output_dir={out_dir}", "--seeds=0", "--rows=supervised,semi",
+             "--num_steps=2", f"--dataset_dir={demo_dir}", "--ece_batches=1"]
+            + [f"--gin_param={p}" for p in TINY])
+
+
+def test_compare_two_rows_then_reuse(tmp_path, capsys):
+    from wss.data.demo import ensure_demo_dataset
+    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
+    out_dir = tmp_path / "compare"
+
+    summary = compare.main(_argv(out_dir, demo_dir))
+    first = capsys.readouterr().out
+    assert "[1/2] supervised seed 0" in first and "[2/2] semi seed 0" in first
+    assert "reusing" not in first
+
+    with open(out_dir / "compare.json") as f:
+        data = json.load(f)
+    assert list(data["rows"]) == ["supervised", "semi"]
+    for row in ("supervised", "semi"):
+        (miou,) = data["rows"][row]["miou"]
+        assert math.isfinite(miou) and 0.0 <= miou <= 1.0
+        assert data["rows"][row]["mean"] == pytest.approx(miou)
+        assert os.path.isdir(out_dir / row / "seed0")
+    assert data["settings"]["num_steps"] == 2
+    assert data["settings"]["eval_split"] == "labeled"
+    assert data["rows"]["semi"]["paper_voc_1_8"]["miou_percent"] == 73.13
+    # The semi model's pseudo-label sources were calibrated.
+    ece = data["ece_semi"]
+    assert {"decoder", "sgc", "fusion_norm_sharpened"} <= set(ece)
+    assert all(0.0 <= e["mean"] <= 1.0 for e in ece.values())
+
+    markdown = (out_dir / "compare.md").read_text()
+    assert "| supervised |" in markdown and "| semi |" in markdown
+    assert "64.00" in markdown and "73.13" in markdown and "not comparable" in markdown
+    assert "| fusion_norm_sharpened |" in markdown
+
+    with Image.open(out_dir / "compare.png") as image:
+        image.load()
+        assert image.size == compare.chart_size(2)
+        assert image.mode == "RGB"
+
+    # Second call: every run (and the ECE) is read back, nothing is retrained.
+    checkpoints = sorted((out_dir / "semi" / "seed0").glob("ckpt-*"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    again = compare.main(_argv(out_dir, demo_dir))
+    second = capsys.readouterr().out
+    assert second.count("reusing") == 3  # two eval JSONs and one calibration JSON
+    assert "step 1/2" not in second and "saved " not in second
+    assert all(run["reused"] for run in again["runs"])
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert again["rows"]["semi"]["miou"] == summary["rows"]["semi"]["miou"]
+
+
+def test_errors_are_clear(tmp_path):
+    with pytest.raises(compare.CompareError, match="unknown rows"):
+        compare.run_comparison(str(tmp_path), rows=["fusion"])
+    with pytest.raises(compare.CompareError, match="conflicts"):
+        compare.run_bindings("semi", 0, ["MethodOptions.mode = 'weakly'"])
+    with pytest.raises(compare.CompareError, match="does not parse"):
+        compare.run_comparison(str(tmp_path), rows=["semi"], gin_params=["Experiment.nope = 1"])
+    # A run directory started with other settings is refused, not silently mixed.
+    run_dir = tmp_path / "semi" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / compare.RUN_RECORD).write_text(json.dumps({"row": "semi", "seed": 0}))
+    with pytest.raises(compare.CompareError, match="other settings"):
+        compare.run_one("semi", 0, str(run_dir), [compare.resolve_path(compare.DEFAULT_GIN)],
+                        TINY, num_steps=2, dataset_dir=str(tmp_path))
