@@ -64,6 +64,9 @@ class Experiment:
       labeled_batch_size / 64 (linear rule) for runs smaller than the paper's.
     init_checkpoint: a TF1 DeepLab checkpoint (ImageNet or trained; logits are left out)
       or a Keras .weights.h5 of this model.
+    class_weights: a class_weights.json (datasets/build_folder_data.py --class_weights, or
+      wss.data.class_stats) weighting L_s and L_sa per class; None = unweighted (paper).
+    dataset_name may also be the path of a descriptor.json written by the folder builder.
     """
     dataset_name: str = "pascal_voc_seg"
     labeled_split: str = "train_aug"
@@ -85,6 +88,7 @@ class Experiment:
     slow_start_learning_rate: float = 1e-4
     scale_learning_rate_with_batch: bool = False
     init_checkpoint: Optional[str] = None
+    class_weights: Optional[str] = None
     seed: Optional[int] = 0
 
     @property
@@ -106,14 +110,15 @@ class TrainLoop:
     checkpoint_every: int = 1000
 
 
-def build_model(num_classes=None, model_settings=None, options=None):
+def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
     """The PseudoSeg model of the gin bindings, built (all variables exist)."""
     settings = model_settings or ModelSettings()
     if num_classes is None:
         num_classes = Experiment().descriptor.num_classes
     config = dataclasses.asdict(settings)
     config["num_classes"] = num_classes
-    model = PseudoSegModel(deeplab_config=config, options=options or MethodOptions())
+    model = PseudoSegModel(deeplab_config=config, options=options or MethodOptions(),
+                           class_weights=class_weights)
     model.build()
     return model
 

@@ -32,11 +32,13 @@ MONITOR_NAMES = ("acc_seg", "acc_pseudo", "acc_weak", "acc_strong", "max_prob_ps
 class PseudoSegModel(keras.Model):
     """DeepLabv3+ (`self.deeplab`) and the SGC (`self.sgc`) trained the PseudoSeg way."""
 
-    def __init__(self, deeplab_config=None, options=None, **kwargs):
+    def __init__(self, deeplab_config=None, options=None, class_weights=None, **kwargs):
         kwargs.setdefault("name", "pseudoseg")
         super().__init__(**kwargs)
         self.deeplab_config = dict(deeplab_config or {})
         self.options = options if options is not None else MethodOptions()
+        # Per-class weights of the supervised losses (L_s, L_sa); None = unweighted.
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.deeplab = DeepLabV3Plus(**self.deeplab_config)
         self.num_classes = self.deeplab.num_classes
         self.sgc = SelfAttentionGradCAM(self.num_classes, self.options.attention_dim)
@@ -133,13 +135,14 @@ class PseudoSegModel(keras.Model):
                     image_labels=extra["image_labels"] if opts.mode == "weakly" else None)
             end_points = dl.extract_features(labeled["image"], training=True)
             logits = dl.segmentation_logits(end_points, training=True)
-            sup = losses.supervised_ce(logits, labeled["label"])
+            sup = losses.supervised_ce(logits, labeled["label"], class_weights=self.class_weights)
             cls = sgc = unsup = tf.constant(0.0)
             if opts.uses_sgc:
                 decoder_size = tf.shape(logits)[1:3]
                 lab = self.cam_and_sgc(end_points, labeled["valid"], decoder_size,
                                        labeled["image_labels"], dropout=True)
-                sgc = losses.supervised_ce(lab["sgc_logits"], labeled["label"])
+                sgc = losses.supervised_ce(lab["sgc_logits"], labeled["label"],
+                                           class_weights=self.class_weights)
                 if opts.mode == "semi":
                     cls = losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
             if opts.mode == "weakly":
@@ -152,7 +155,7 @@ class PseudoSegModel(keras.Model):
                 unsup = losses.unlabeled_ce(
                     branch["probs"], strong_logits, valid,
                     confidence_threshold=opts.confidence_threshold, soft=opts.soft_labels,
-                    weight=opts.unlabeled_weight)
+                    weight=self._unlabeled_weight())
             wd = losses.weight_decay(self.deeplab.regularized_kernels(), opts.weight_decay)
             total = sup + unsup + cls + sgc + wd
             scaled = self.optimizer.scale_loss(total / replicas)
@@ -177,6 +180,14 @@ class PseudoSegModel(keras.Model):
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}
 
+    def _unlabeled_weight(self):
+        """L_u's weight at this step: constant, or ramped up over the warm-up steps."""
+        opts = self.options
+        if opts.unlabeled_warmup_steps <= 0:
+            return opts.unlabeled_weight
+        progress = tf.cast(self.optimizer.iterations, tf.float32) / opts.unlabeled_warmup_steps
+        return opts.unlabeled_weight * tf.minimum(1.0, progress)
+
     def _class_accuracy(self, scores, labels):
         labels = losses.resize_mask_nearest(labels, tf.shape(scores)[1:3])
         return metrics.mean_class_accuracy(tf.argmax(scores, axis=-1), labels, self.num_classes)
@@ -190,7 +201,7 @@ class PseudoSegModel(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "deeplab_config": self.deeplab_config,
-                "options": dataclasses.asdict(self.options)}
+                "options": dataclasses.asdict(self.options), "class_weights": self.class_weights}
 
     @classmethod
     def from_config(cls, config):

@@ -24,7 +24,7 @@ from deeplab_ext.checkpoint import load_tf1_checkpoint
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute
 from wss.checkpointing import training_checkpoint
-from wss.data import pipeline
+from wss.data import class_stats, descriptors, pipeline
 from wss.data.augment import AugmentConfig
 from wss.data.demo import ensure_demo_dataset
 from wss.method import fusion
@@ -58,6 +58,9 @@ def resolve_dataset_dir(exp, dataset_dir):
         return dataset_dir
     if exp.dataset_name == "demo":
         return ensure_demo_dataset(os.path.abspath("demo_data"))
+    default = descriptors.default_dataset_dir(exp.dataset_name)
+    if default:
+        return default
     raise app.UsageError(f"--dataset_dir is required for dataset {exp.dataset_name!r} "
                          "(a folder of DeepLab-format TFRecords; see README: building data)")
 
@@ -181,7 +184,10 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
                         "or ModelSettings.fine_tune_batch_norm = False",
                         exp.labeled_batch_size // replicas)
     with strategy.scope():
-        model = build_model(exp.descriptor.num_classes, options=options)
+        weights = (class_stats.load_class_weights(resolve_path(exp.class_weights),
+                                                  exp.descriptor.num_classes)
+                   if exp.class_weights else None)
+        model = build_model(exp.descriptor.num_classes, options=options, class_weights=weights)
         optimizer = build_optimizer(exp, model, precision)
         model.compile(optimizer=optimizer)
         checkpoint = training_checkpoint(model, optimizer)

@@ -1,10 +1,14 @@
 """Dataset descriptors: the one place that fixes class counts, names, split sizes and crops.
 
 Every other module (readers, pipelines, split makers, the training driver) looks datasets up
-here by name: 'pascal_voc_seg', 'coco' or 'demo'.
+here by name: 'pascal_voc_seg', 'coco' or 'demo' -- or by the path of a descriptor.json
+(or of a folder holding one) such as datasets/build_folder_data.py writes, so that
+`Experiment.dataset_name = '/data/mine/descriptor.json'` works wherever a name does.
 """
 import dataclasses
-from typing import Dict, Tuple
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
 
 IGNORE_LABEL = 255
 
@@ -21,6 +25,9 @@ class DatasetDescriptor:
     splits_to_sizes: number of images in each known split (TFRecord split or id list).
     eval_crop_size: side every eval image is padded to.
     train_crop_size: default training crop side.
+    class_colors: optional (r, g, b) per class for label images (None = the default
+      palette of the dataset).
+    source: the descriptor.json this descriptor was read from (None if built in).
   """
   name: str
   num_classes: int
@@ -29,10 +36,15 @@ class DatasetDescriptor:
   splits_to_sizes: Dict[str, int]
   eval_crop_size: int
   train_crop_size: int
+  class_colors: Optional[Tuple[Tuple[int, int, int], ...]] = None
+  source: Optional[str] = None
 
   def __post_init__(self):
     if len(self.class_names) != self.num_classes:
       raise ValueError(f'{self.name}: {len(self.class_names)} class names for '
+                       f'{self.num_classes} classes')
+    if self.class_colors is not None and len(self.class_colors) != self.num_classes:
+      raise ValueError(f'{self.name}: {len(self.class_colors)} class colours for '
                        f'{self.num_classes} classes')
 
   @property
@@ -111,13 +123,168 @@ LABELED_FRACTIONS = {
 }
 
 
-def get_descriptor(name: str) -> DatasetDescriptor:
-  """Returns the descriptor registered under `name`, or raises naming the known ones."""
+class DescriptorError(ValueError):
+  """A dataset name that is neither registered nor a readable descriptor.json."""
+
+
+DESCRIPTOR_FILE = 'descriptor.json'
+DESCRIPTOR_FORMAT = 1
+# Keys every descriptor.json holds; anything else (e.g. 'build') is kept out of the type.
+_REQUIRED_KEYS = ('name', 'num_classes', 'class_names', 'ignore_label', 'splits_to_sizes',
+                  'eval_crop_size', 'train_crop_size')
+_FILE_CACHE: Dict[tuple, DatasetDescriptor] = {}
+
+
+def _has_scheme(path: str) -> bool:
+  return '://' in path
+
+
+def _exists(path: str, isdir: bool = False) -> bool:
+  if _has_scheme(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile.isdir(path) if isdir else tf.io.gfile.exists(path)
+  return os.path.isdir(path) if isdir else os.path.exists(path)
+
+
+def _read_text(path: str) -> str:
+  if _has_scheme(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(path, 'r') as f:
+      return f.read()
+  with open(path, encoding='utf-8') as f:
+    return f.read()
+
+
+def looks_like_path(name: str) -> bool:
+  """True for strings that can only be meant as a file path (not a registry name)."""
+  return (name.endswith('.json') or '/' in name or os.sep in name or
+          name.startswith('.') or name.startswith('~'))
+
+
+def descriptor_file(name: str) -> Optional[str]:
+  """The descriptor.json `name` points to (the file itself, or a folder holding
+  descriptor.json), or None when there is none."""
+  if not isinstance(name, str) or not name:
+    return None
+  path = os.path.expanduser(name)
+  if _exists(path, isdir=True):
+    path = os.path.join(path, DESCRIPTOR_FILE)
+  return path if _exists(path) and not _exists(path, isdir=True) else None
+
+
+def descriptor_from_dict(d: Dict[str, Any], source: Optional[str] = None) -> DatasetDescriptor:
+  """A DatasetDescriptor from the dict of a descriptor.json; raises naming the source."""
+  where = source or '<descriptor dict>'
+  if not isinstance(d, dict):
+    raise DescriptorError(f'{where}: expected a JSON object, got {type(d).__name__}')
+  missing = [k for k in _REQUIRED_KEYS if k not in d]
+  if missing:
+    raise DescriptorError(f'{where}: missing keys {missing}; a dataset descriptor needs '
+                          f'{list(_REQUIRED_KEYS)} (datasets/build_folder_data.py writes one)')
+  colors = d.get('class_colors')
   try:
+    desc = DatasetDescriptor(
+        name=str(d['name']),
+        num_classes=int(d['num_classes']),
+        class_names=tuple(str(n) for n in d['class_names']),
+        ignore_label=int(d['ignore_label']),
+        splits_to_sizes={str(k): int(v) for k, v in dict(d['splits_to_sizes']).items()},
+        eval_crop_size=int(d['eval_crop_size']),
+        train_crop_size=int(d['train_crop_size']),
+        class_colors=None if colors is None else tuple(
+            tuple(int(v) for v in c) for c in colors),
+        source=source)
+  except (TypeError, ValueError) as e:
+    raise DescriptorError(f'{where}: invalid descriptor ({e})') from None
+  if desc.num_classes < 2 or desc.num_classes > 255:
+    raise DescriptorError(f'{where}: num_classes {desc.num_classes} is not in [2, 255]')
+  if desc.class_colors is not None and any(
+      len(c) != 3 or min(c) < 0 or max(c) > 255 for c in desc.class_colors):
+    raise DescriptorError(f'{where}: class_colors must be [r, g, b] triples in 0..255')
+  return desc
+
+
+def descriptor_to_dict(desc: DatasetDescriptor,
+                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """The JSON-ready dict of a descriptor (`extra` keys, e.g. build facts, are added)."""
+  d = {
+      'format': DESCRIPTOR_FORMAT,
+      'name': desc.name,
+      'num_classes': desc.num_classes,
+      'class_names': list(desc.class_names),
+      'class_colors': (None if desc.class_colors is None
+                       else [list(c) for c in desc.class_colors]),
+      'ignore_label': desc.ignore_label,
+      'splits_to_sizes': dict(desc.splits_to_sizes),
+      'eval_crop_size': desc.eval_crop_size,
+      'train_crop_size': desc.train_crop_size,
+  }
+  d.update(extra or {})
+  return d
+
+
+def save_descriptor(desc: DatasetDescriptor, path: str,
+                    extra: Optional[Dict[str, Any]] = None) -> str:
+  """Writes descriptor.json atomically (`path` may be a folder); returns the file path."""
+  if os.path.isdir(path):
+    path = os.path.join(path, DESCRIPTOR_FILE)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(descriptor_to_dict(desc, extra), f, indent=2)
+    f.write('\n')
+  os.replace(tmp, path)
+  return path
+
+
+def load_descriptor(path: str) -> DatasetDescriptor:
+  """Reads a descriptor.json (or the one in folder `path`); cached per file version."""
+  found = descriptor_file(path)
+  if found is None:
+    raise DescriptorError(f'Dataset descriptor {path!r} does not exist (give a '
+                          f'descriptor.json or a folder holding one)')
+  key = (os.path.abspath(found) if not _has_scheme(found) else found,
+         None if _has_scheme(found) else os.stat(found).st_mtime_ns)
+  if key[1] is not None and key in _FILE_CACHE:
+    return _FILE_CACHE[key]
+  try:
+    d = json.loads(_read_text(found))
+  except (OSError, UnicodeDecodeError) as e:
+    raise DescriptorError(f'{found}: cannot read dataset descriptor ({e})') from None
+  except json.JSONDecodeError as e:
+    raise DescriptorError(f'{found}: not valid JSON ({e}); rebuild it with '
+                          'datasets/build_folder_data.py') from None
+  desc = descriptor_from_dict(d, found)
+  if key[1] is not None:
+    _FILE_CACHE[key] = desc
+  return desc
+
+
+def get_descriptor(name) -> DatasetDescriptor:
+  """The descriptor registered under `name`, else the one in descriptor.json at path
+  `name` (a file or a folder holding descriptor.json); raises DescriptorError (a
+  ValueError) naming the known datasets otherwise."""
+  if isinstance(name, DatasetDescriptor):
+    return name
+  if name in _REGISTRY:
     return _REGISTRY[name]
-  except KeyError:
-    raise ValueError(f'Unknown dataset {name!r}; known datasets: '
-                     f'{sorted(_REGISTRY)}') from None
+  if isinstance(name, str) and descriptor_file(name) is not None:
+    return load_descriptor(name)
+  if isinstance(name, str) and looks_like_path(name):
+    raise DescriptorError(f'Dataset descriptor {name!r} does not exist: give a registered '
+                          f'dataset ({sorted(_REGISTRY)}), a descriptor.json file, or a '
+                          'folder holding one (datasets/build_folder_data.py writes it)')
+  raise DescriptorError(f'Unknown dataset {name!r}; known datasets: {sorted(_REGISTRY)}, '
+                        'or give the path of a descriptor.json')
+
+
+def default_dataset_dir(name) -> Optional[str]:
+  """For a descriptor given by path: the folder holding it (where build_folder_data.py
+  writes the TFRecords); None for registered names."""
+  if isinstance(name, str) and name not in _REGISTRY:
+    found = descriptor_file(name)
+    if found is not None:
+      return os.path.dirname(found) or '.'
+  return None
 
 
 def register(descriptor: DatasetDescriptor) -> None:

@@ -1,6 +1,7 @@
 """PseudoSeg training losses as pure float32 tensor functions (spec section 4).
 
-  * supervised_ce: DeepLab's softmax CE with logits upsampled to the labels (L_s, L_sa).
+  * supervised_ce: DeepLab's softmax CE with logits upsampled to the labels (L_s, L_sa),
+    optionally class-weighted (weighted mean over valid pixels; off by default).
   * unlabeled_ce: the consistency loss L_u between pseudo labels and strong-view logits.
   * classification_loss: sigmoid CE of the image-level classifier (L_x).
   * weight_decay: slim-style L2 regulariser over the kernels the model chooses.
@@ -68,7 +69,8 @@ def _squeeze_channel(x):
     return x
 
 
-def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=True):
+def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=True,
+                  class_weights=None):
     """Softmax cross-entropy averaged over non-ignored pixels (L_s and L_sa).
 
     Mirrors DeepLab's add_softmax_cross_entropy_loss_for_each_scale with
@@ -77,11 +79,21 @@ def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=Tru
     sum(per-pixel CE over pixels whose label != ignore) / number of such pixels, or 0
     when there are none.
 
+    With `class_weights` (off by default, as in the paper) every valid pixel's CE is
+    multiplied by class_weights[label] and the sum is divided by the SUM OF THE WEIGHTS
+    of the valid pixels (a weighted mean; 0 when that sum is 0):
+        sum_p w[y_p] * CE_p / sum_p w[y_p]   over pixels p with y_p != ignore.
+    All-ones weights give exactly the unweighted loss, and scaling every weight by the
+    same factor leaves the loss unchanged. (DeepLab's own weighted loss divides by the
+    NUMBER of non-zero-weight pixels instead; only the relative weights matter here.)
+
     Args:
       logits: [B, h, w, C] logits (decoder or SGC resolution).
       labels: [B, H, W] or [B, H, W, 1] integer labels in [0, C) or `ignore_label`.
       ignore_label: label value excluded from the loss and the count.
       upsample_logits: set False only when the logits already have the label size.
+      class_weights: None, or C non-negative per-class weights (list, array or tensor),
+        e.g. wss.data.class_stats.inverse_frequency_weights.
 
     Returns:
       float32 scalar.
@@ -96,6 +108,14 @@ def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=Tru
     pixel_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
                                                               logits=logits)
     keep = tf.cast(keep, tf.float32)
+    if class_weights is not None:
+        weights = tf.reshape(tf.cast(tf.convert_to_tensor(class_weights), tf.float32), [-1])
+        num_classes = logits.shape[-1]
+        if (weights.shape[0] is not None and num_classes is not None
+                and weights.shape[0] != num_classes):
+            raise ValueError(f"class_weights has {weights.shape[0]} entries for "
+                             f"{num_classes} classes")
+        keep = keep * tf.gather(weights, safe_labels)
     return div_maybe_zero(tf.reduce_sum(pixel_ce * keep), tf.reduce_sum(keep))
 
 

@@ -27,6 +27,9 @@ class MethodOptions:
     soft_labels: soft cross-entropy (True) or hard argmax labels.
     confidence_threshold: pseudo-label pixels below it leave the sum of L_u.
     unlabeled_weight: weight of L_u.
+    unlabeled_warmup_steps: ramp the weight of L_u linearly from 0 over this many steps
+      (0 = the release: full weight from the first step). Useful when training starts
+      without pretrained weights, when early pseudo labels are mostly background.
     attention_dim: key/query channels of the SGC.
     sgc_bn_training_in_weak_branch: the release runs the SGC batch norm in training mode in
       the weak branch although that backbone pass is in inference mode.
@@ -41,6 +44,7 @@ class MethodOptions:
     soft_labels: bool = True
     confidence_threshold: float = 0.0
     unlabeled_weight: float = 1.0
+    unlabeled_warmup_steps: int = 0
     attention_dim: int = 128
     sgc_bn_training_in_weak_branch: bool = True
     weight_decay: float = 4e-5

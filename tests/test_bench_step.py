@@ -1,0 +1,58 @@
+"""Smoke test of the step benchmark (wss.bench.step) on a tiny model."""
+import json
+import math
+
+import gin
+import pytest
+
+from wss.bench import step
+
+TINY = ("ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
+        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8")
+SEMI_PARTS = ("labeled_pass", "cam_backbone_pass", "gradcam_sgc", "weak_pass",
+              "strong_pass", "optimizer")
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    """Each test parses its own config and leaves none behind."""
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _run(tmp_path, *extra_args):
+    """Runs the tool's main at crop 33 for 2 steps; returns the JSON it wrote."""
+    path = tmp_path / "bench.json"
+    argv = ["step", "--crop=33", "--steps=2", f"--json={path}"]
+    argv += [f"--gin_param={p}" for p in TINY] + list(extra_args)
+    step.main(argv)
+    return json.loads(path.read_text())
+
+
+def _positive(value):
+    """A finite number > 0."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_semi_train_step_and_split(tmp_path):
+    """Step timings, throughput, memory and the split of a PseudoSeg step."""
+    out = _run(tmp_path, "--what=train_step", "--mode=semi")
+    assert out["mode"] == "semi" and out["num_classes"] == 21
+    for key in ("median_s", "min_s", "max_s", "images_per_s", "peak_rss_gb"):
+        assert _positive(out[key]), key
+    assert out["min_s"] <= out["median_s"] <= out["max_s"]
+    assert len(out["times_s"]) == 2
+    for name in SEMI_PARTS:
+        part = out["split"][name]
+        assert _positive(part["median_s"]), name
+        assert 0 < part["share"] <= 1.5, (name, part["share"])
+
+
+def test_forward(tmp_path):
+    """The bare model's inference pass: timings and no split."""
+    out = _run(tmp_path, "--what=forward")
+    for key in ("median_s", "min_s", "max_s", "images_per_s", "peak_rss_gb"):
+        assert _positive(out[key]), key
+    assert out["images_per_step"] == 1
+    assert "split" not in out

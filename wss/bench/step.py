@@ -1,0 +1,366 @@
+"""Measures the model's forward pass and training step on synthetic data.
+
+    python -m wss.bench.step [--gin_file=gin/voc_1_16.gin] [--gin_param=...] --crop=513 \
+        --labeled_batch=1 --extra_batch=1 --steps=5 --mode=supervised|semi|weakly \
+        [--what=forward|train_step] [--json=PATH]
+
+The model is the one the gin config builds (default: gin/base.gin, whose dataset is
+pascal_voc_seg with 21 classes; the full Xception-65 unless gin params shrink it). Batches
+are random but have the real pipelines' keys, dtypes and shapes. Every timed computation
+is a tf.function, as in training; warm-up calls (tracing included) are not timed.
+Reported: median / min / max seconds per call, images per second, peak RSS of the process
+(getrusage high-water mark) and, for train_step, the time split of the step: each part runs
+as its own tf.function on the same model and inputs, differentiated where the step
+differentiates it, and its median is given as a share of the full step's median.
+"""
+import functools
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+import keras
+import tensorflow as tf
+from absl import flags
+
+from deeplab_ext.resize import resize_bilinear
+from deeplab_ext.xception import CAM_END_POINT, HYPERCOLUMN_END_POINTS
+from wss import experiment
+from wss.method import fusion, losses
+from wss.method.options import MODES, MethodOptions
+from wss.restore import parse_flags, parse_gin
+
+DEFAULT_GIN = os.path.join(experiment.PROJECT_ROOT, "gin", "base.gin")
+IGNORE_LABEL = 255
+
+
+def define_flags(fv):
+    """Registers the tool's flags on the FlagValues `fv`."""
+    flags.DEFINE_multi_string("gin_file", [], "Gin files (default: gin/base.gin).",
+                              flag_values=fv)
+    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
+    flags.DEFINE_integer("crop", None, "Crop size (default: Experiment.crop_size).",
+                         flag_values=fv)
+    flags.DEFINE_integer("labeled_batch", 1, "Labeled images per step (forward: batch).",
+                         flag_values=fv)
+    flags.DEFINE_integer("extra_batch", 1, "Extra (weak + strong) images per step.",
+                         flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "Timed calls.", flag_values=fv)
+    flags.DEFINE_integer("warmup", 1, "Untimed calls first (the first one traces).",
+                         flag_values=fv)
+    flags.DEFINE_integer("split_steps", None, "Timed calls per split part (default: "
+                         "--steps).", flag_values=fv)
+    flags.DEFINE_enum("mode", None, list(MODES), "Overrides MethodOptions.mode.",
+                      flag_values=fv)
+    flags.DEFINE_enum("what", "train_step", ["train_step", "forward"],
+                      "The full training step, or the bare model's inference pass.",
+                      flag_values=fv)
+    flags.DEFINE_boolean("split", True, "Time the parts of the step (train_step only).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("jit_compile", False, "Compile every timed function with XLA.",
+                         flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.",
+                         flag_values=fv)
+    flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=fv)
+
+
+# ----------------------------------------------------------------------- synthetic data
+
+def synthetic_labels(batch, crop, num_classes, seed):
+    """Label maps [B, crop, crop, 1] int32 of a few blocky classes, ~5% ignore pixels and
+    an ignored padding strip; and the valid mask (0 on the strip) [B, crop, crop, 1]."""
+    cells = 8
+    grid_seed = tf.constant([seed, 1], tf.int32)
+    # Each image uses background plus up to three foreground classes, so that the
+    # image-level labels are sparse as in real data.
+    palette = tf.random.stateless_uniform([batch, 4], grid_seed, 1, num_classes, tf.int32)
+    palette = tf.concat([tf.zeros([batch, 1], tf.int32), palette[:, 1:]], axis=1)
+    pick = tf.random.stateless_uniform([batch, cells, cells], grid_seed + 1, 0, 4, tf.int32)
+    grid = tf.gather(palette, pick, batch_dims=1)[..., tf.newaxis]
+    label = tf.image.resize(grid, [crop, crop], method="nearest")
+    noise = tf.random.stateless_uniform([batch, crop, crop, 1], grid_seed + 2)
+    label = tf.where(noise < 0.05, IGNORE_LABEL, label)
+    rows = tf.range(crop)[tf.newaxis, :, tf.newaxis, tf.newaxis]
+    valid = tf.cast(rows < crop - max(1, crop // 8), tf.float32) * tf.ones_like(noise)
+    label = tf.where(valid > 0, label, IGNORE_LABEL)
+    return tf.cast(label, tf.int32), valid
+
+
+def image_labels_of(label, num_classes):
+    """Multi-hot [B, C-1] of the foreground classes present in each label map."""
+    flat = tf.reshape(label, [tf.shape(label)[0], -1])
+    hot = tf.one_hot(flat, num_classes, dtype=tf.float32)  # 255 gives an all-zero row
+    return tf.reduce_max(hot, axis=1)[:, 1:]
+
+
+def synthetic_batches(labeled_batch, extra_batch, crop, num_classes, seed=0):
+    """(labeled, extra) dicts with the pipelines' keys, dtypes and shapes."""
+    def images(batch, offset):
+        """Uniform [0, 255] float32 images."""
+        return tf.random.stateless_uniform([batch, crop, crop, 3], [seed, offset], 0.0, 255.0)
+
+    label, valid = synthetic_labels(labeled_batch, crop, num_classes, seed)
+    labeled = {"image": images(labeled_batch, 10), "label": label, "valid": valid,
+               "image_labels": image_labels_of(label, num_classes)}
+    label, valid = synthetic_labels(extra_batch, crop, num_classes, seed + 1)
+    extra = {"image": images(extra_batch, 11), "strong": images(extra_batch, 12),
+             "valid": valid, "label": label, "has_label": tf.ones([extra_batch]),
+             "image_labels": image_labels_of(label, num_classes)}
+    return labeled, extra
+
+
+# ----------------------------------------------------------------------- timing
+
+def _wait(outputs):
+    """Blocks until `outputs` exist by fetching one (small) tensor of them."""
+    tensors = [t for t in tf.nest.flatten(outputs) if isinstance(t, tf.Tensor)]
+    if tensors:
+        sizes = [t.shape.num_elements() or 0 for t in tensors]
+        tensors[sizes.index(min(sizes))].numpy()
+
+
+def time_calls(fn, args, warmup, steps):
+    """(wall seconds, process CPU seconds) of each of `steps` calls of `fn(*args)`, after
+    `warmup` untimed calls."""
+    for _ in range(warmup):
+        _wait(fn(*args))
+    times, cpu = [], []
+    for _ in range(steps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        _wait(fn(*args))
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return times, cpu
+
+
+def summarize(times, cpu):
+    """Median, min, max and all call times (wall seconds), and the median CPU seconds
+    (all threads; less sensitive than wall time to other jobs on a shared machine)."""
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "times_s": list(times), "cpu_median_s": statistics.median(cpu)}
+
+
+def peak_rss_gb():
+    """The process's resident-set high-water mark in GB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0 ** 20
+
+
+# ----------------------------------------------------------------------- step parts
+
+def split_parts(model, labeled, extra, jit_compile=False):
+    """The parts of one train step as separate computations on the step's inputs.
+
+    Returns a list of (name, fn, args); the `args` of later parts are outputs of earlier
+    ones (computed once here, untimed). Names: labeled_pass, cam_backbone_pass (the
+    inference-mode backbone pass that feeds Grad-CAM), gradcam_sgc (both Grad-CAM + SGC
+    heads, with the backward of L_sa and L_x into the heads), weak_pass (training-mode
+    weak view and fusion), strong_pass, optimizer.
+    """
+    opts = model.options
+    dl = model.deeplab
+    variables = model.trainable_variables
+
+    def gradients(tape, loss):
+        """{variable path: gradient} of the variables `loss` depends on."""
+        grads = tape.gradient(loss, variables)
+        return {v.path: g for v, g in zip(variables, grads) if g is not None}
+
+    def labeled_pass(images, label):
+        """Training-mode pass of the labeled images with L_s and weight decay, backward."""
+        with tf.GradientTape() as tape:
+            end_points = dl.extract_features(images, training=True)
+            logits = dl.segmentation_logits(end_points, training=True)
+            loss = (losses.supervised_ce(logits, label)
+                    + losses.weight_decay(dl.regularized_kernels(), opts.weight_decay))
+        return loss, gradients(tape, loss)
+
+    def features(images, training):
+        """The end points Grad-CAM and the SGC read, and the decoder size."""
+        end_points = dl.extract_features(images, training=training)
+        needed = {name: end_points[name] for name in (CAM_END_POINT,) + HYPERCOLUMN_END_POINTS}
+        return needed, dl.decoder_size(end_points)
+
+    def cam_backbone_pass(images):
+        """The inference-mode backbone pass of the weak view (forward only)."""
+        return features(images, False)
+
+    def gradcam_sgc(weak_points, weak_size, lab_points, lab_size):
+        """Both Grad-CAM + SGC calls of a step; L_sa (+ L_x in semi mode) backward."""
+        weak_labels = extra["image_labels"] if opts.mode == "weakly" else None
+        weak = model.cam_and_sgc(weak_points, extra["valid"], weak_size, weak_labels,
+                                 dropout=False,
+                                 sgc_bn_training=opts.sgc_bn_training_in_weak_branch)
+        sgc_up = resize_bilinear(weak["sgc_logits"], weak_size)
+        with tf.GradientTape() as tape:
+            lab = model.cam_and_sgc(lab_points, labeled["valid"], lab_size,
+                                    labeled["image_labels"], dropout=True)
+            loss = losses.supervised_ce(lab["sgc_logits"], labeled["label"])
+            if opts.mode == "semi":
+                loss += losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
+        return sgc_up, loss, gradients(tape, loss)
+
+    def weak_pass(images, sgc_up):
+        """Training-mode weak view and fusion; backward of L_x in weakly mode only."""
+        with tf.GradientTape() as tape:
+            out = dl.forward(images, training=True, dropout=True)
+            loss = tf.constant(0.0)
+            if opts.mode == "weakly":
+                loss = losses.classification_loss(out["cls_logits"], extra["image_labels"])
+        probs = fusion.pseudo_label_probs(
+            out["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
+            temperature=opts.temperature, logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form, soft=opts.soft_labels)
+        grads = gradients(tape, loss) if opts.mode == "weakly" else {}
+        return probs, grads
+
+    def strong_pass(images, probs):
+        """Training-mode strong view with L_u against fixed pseudo labels, backward."""
+        with tf.GradientTape() as tape:
+            logits = dl.forward(images, training=True)["logits"]
+            valid = losses.resize_mask_nearest(extra["valid"], tf.shape(logits)[1:3])
+            loss = losses.unlabeled_ce(
+                probs, logits, valid, confidence_threshold=opts.confidence_threshold,
+                soft=opts.soft_labels, weight=opts.unlabeled_weight)
+        return loss, gradients(tape, loss)
+
+    def compile_(fn):
+        """A tf.function of `fn`, as every timed computation is."""
+        return tf.function(fn, jit_compile=jit_compile)
+
+    parts = [("labeled_pass", compile_(labeled_pass), (labeled["image"], labeled["label"]))]
+    touched = set(parts[0][1](*parts[0][2])[1])
+    if extra is not None:
+        sgc_up = None
+        if opts.uses_sgc:
+            cam_fn = compile_(cam_backbone_pass)
+            weak_points, weak_size = cam_fn(extra["image"])
+            lab_points, lab_size = compile_(features)(labeled["image"], True)
+            heads = compile_(gradcam_sgc)
+            head_args = (weak_points, weak_size, lab_points, lab_size)
+            sgc_up, _, grads = heads(*head_args)
+            touched |= set(grads)
+            parts += [("cam_backbone_pass", cam_fn, (extra["image"],)),
+                      ("gradcam_sgc", heads, head_args)]
+        weak_fn = compile_(weak_pass)
+        probs, grads = weak_fn(extra["image"], sgc_up)
+        touched |= set(grads)
+        strong_fn = compile_(strong_pass)
+        touched |= set(strong_fn(extra["strong"], probs)[1])
+        parts += [("weak_pass", weak_fn, (extra["image"], sgc_up)),
+                  ("strong_pass", strong_fn, (extra["strong"], probs))]
+    # The optimizer updates the variables that receive a gradient in the step.
+    updated = [v for v in variables if v.path in touched]
+    zeros = [tf.zeros_like(v) for v in updated]
+
+    def optimizer(grads):
+        """SGD-momentum update of the step's variables."""
+        model.optimizer.apply(grads, updated)
+
+    apply = compile_(optimizer)
+    parts.append(("optimizer", apply, (zeros,)))
+    return parts
+
+
+# ----------------------------------------------------------------------- the tool
+
+def build(gin_files, gin_params, mode):
+    """Parses gin (mode override last) and returns (model with optimizer, Experiment)."""
+    params = list(gin_params)
+    if mode:
+        params.append(f"MethodOptions.mode = '{mode}'")
+    parse_gin(gin_files or [DEFAULT_GIN], params)
+    exp = experiment.Experiment()
+    model = experiment.build_model(exp.descriptor.num_classes, options=MethodOptions())
+    model.compile(optimizer=experiment.build_optimizer(exp, model))
+    return model, exp
+
+
+def run(gin_files=(), gin_params=(), crop=None, labeled_batch=1, extra_batch=1, steps=5,
+        warmup=1, split_steps=None, mode=None, what="train_step", split=True,
+        jit_compile=False, seed=0, print_fn=print):
+    """Builds the configured model, times it and returns a dict of every number."""
+    keras.utils.set_random_seed(seed)
+    model, exp = build(gin_files, gin_params, mode)
+    opts = model.options
+    crop = crop or exp.crop_size
+    labeled, extra = synthetic_batches(labeled_batch, extra_batch, crop, model.num_classes,
+                                       seed)
+    result = {"what": what, "mode": opts.mode, "crop": crop, "labeled_batch": labeled_batch,
+              "extra_batch": extra_batch, "steps": steps, "warmup": warmup,
+              "jit_compile": jit_compile, "num_classes": model.num_classes,
+              "backbone": model.deeplab.backbone_name,
+              "parameters": int(sum(v.numpy().size for v in model.trainable_variables)),
+              "tensorflow": tf.__version__, "cpus": os.cpu_count(),
+              "load_average_start": os.getloadavg()[0]}
+    if what == "forward":
+        def forward(images):
+            """Inference-mode decoder logits."""
+            return model.deeplab.forward(images, training=False)["logits"]
+
+        fn = tf.function(forward, jit_compile=jit_compile)
+        args, images = (labeled["image"],), labeled_batch
+    else:
+        fn = tf.function(model.train_step, jit_compile=jit_compile)
+        supervised = opts.mode == "supervised"
+        args = (labeled,) if supervised else ((labeled, extra),)
+        images = labeled_batch + (0 if supervised else extra_batch)
+    full = summarize(*time_calls(fn, args, warmup, steps))
+    result.update(full, images_per_step=images, images_per_s=images / full["median_s"],
+                  peak_rss_gb=peak_rss_gb())
+    print_fn(f"{what} ({opts.mode}, crop {crop}, batch {labeled_batch}"
+             f"{'' if what == 'forward' or opts.mode == 'supervised' else f'+{extra_batch}'})"
+             f": median {full['median_s']:.3f} s, min {full['min_s']:.3f} s, "
+             f"max {full['max_s']:.3f} s (CPU {full['cpu_median_s']:.3f} s), "
+             f"{result['images_per_s']:.2f} images/s, "
+             f"peak RSS {result['peak_rss_gb']:.2f} GB")
+    if what == "train_step" and split:
+        result["split"] = time_split(model, labeled, None if opts.mode == "supervised"
+                                     else extra, warmup, split_steps or steps,
+                                     full["median_s"], jit_compile, print_fn)
+        result["peak_rss_after_split_gb"] = peak_rss_gb()
+    result["load_average_end"] = os.getloadavg()[0]
+    return result
+
+
+def time_split(model, labeled, extra, warmup, steps, full_median, jit_compile=False,
+               print_fn=print):
+    """Median of each part of the step and its share of the full step's median."""
+    out = {}
+    for name, fn, args in split_parts(model, labeled, extra, jit_compile):
+        times, cpu = time_calls(fn, args, warmup, steps)
+        median = statistics.median(times)
+        out[name] = {"median_s": median, "share": median / full_median,
+                     "cpu_median_s": statistics.median(cpu)}
+        print_fn(f"  {name:18s} {median:8.3f} s  {100 * median / full_median:5.1f}%")
+    total = sum(p["median_s"] for p in out.values())
+    out["sum_of_parts"] = {"median_s": total, "share": total / full_median}
+    if "gradcam_sgc" in out:
+        both = out["gradcam_sgc"]["median_s"] + out["cam_backbone_pass"]["median_s"]
+        out["gradcam_sgc_with_backbone"] = {"median_s": both, "share": both / full_median}
+    print_fn(f"  {'sum of parts':18s} {total:8.3f} s  {100 * total / full_median:5.1f}%")
+    return out
+
+
+def main(argv=None):
+    """Command line entry; returns the result dict (None for --help)."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    if not parse_flags(fv, argv):
+        return None
+    result = run(fv.gin_file, fv.gin_param, fv.crop, fv.labeled_batch, fv.extra_batch,
+                 fv.steps, fv.warmup, fv.split_steps, fv.mode, fv.what, fv.split,
+                 fv.jit_compile, fv.seed, functools.partial(print, flush=True))
+    if fv.json:
+        with open(fv.json, "w") as f:
+            json.dump(result, f, indent=2)
+    bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        print(f"warning: non-finite numbers: {bad}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv)
