@@ -30,7 +30,6 @@ from PIL import Image, ImageDraw
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
 from wss import metrics, restore
-from wss.data import descriptors
 from wss.method import fusion
 
 VARIANTS = ("model", "decoder", "decoder_sharpened", "sgc", "sgc_sharpened",
@@ -216,19 +215,14 @@ flags.DEFINE_bool("decoder_bn_training", True, "Decoder logits of the pseudo lab
 
 def main(argv=None):
     """CLI entry point; returns (results, json path, png path)."""
-    from wss import experiment
     from wss.data import pipeline
     if not restore.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
-    if not fv.model_dir and not fv.checkpoint:
-        raise restore.RestoreError("pass --model_dir (and optionally --checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
-    restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
-    name, dataset_dir, split, crop = restore.resolve_data(fv)
-    desc = descriptors.get_descriptor(name)
-    model = experiment.build_model(desc.num_classes)
+    setup = restore.setup_from_flags(fv)
+    model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
+    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
+                                      setup.crop)
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     step = restore.checkpoint_step(ckpt)
     dataset = pipeline.eval_dataset(dataset_dir, fv.batch_size, split=split,

@@ -37,13 +37,17 @@ def generated_colormap(num_classes):
 
 
 def colormap_for_dataset(dataset_name, num_classes=None):
-    """The palette of a dataset: VOC for 'pascal_voc_seg', generated otherwise."""
+    """The palette of a dataset: VOC for 'pascal_voc_seg', the descriptor's own colours
+    when it has them (folder-built datasets), generated otherwise."""
     if dataset_name == "pascal_voc_seg":
         return pascal_colormap()
-    if num_classes is None:
-        from wss.data import descriptors
-        num_classes = descriptors.get_descriptor(dataset_name).num_classes
-    return generated_colormap(num_classes)
+    from wss.data import descriptors
+    desc = descriptors.get_descriptor(dataset_name)
+    cmap = generated_colormap(num_classes or desc.num_classes)
+    colors = getattr(desc, "class_colors", None)
+    if colors:
+        cmap[:len(colors)] = np.asarray(colors, dtype=cmap.dtype)
+    return cmap
 
 
 def colorize(label, cmap):

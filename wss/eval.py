@@ -21,7 +21,6 @@ from tensorflow.core.framework import summary_pb2
 from deeplab_ext.resize import resize_bilinear, scale_dimension
 from wss import metrics
 from wss import restore
-from wss.data import descriptors
 
 IGNORE_LABEL = metrics.IGNORE_LABEL
 
@@ -258,18 +257,13 @@ def evaluate_checkpoint(model, ckpt, dataset_fn, desc, split, output_dir, scales
 def main(argv=None):
     """CLI entry point; returns the list of results (one per evaluated checkpoint)."""
     from wss.data import pipeline
-    from wss import experiment
     if not restore.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
-    if not fv.model_dir and not fv.checkpoint:
-        raise restore.RestoreError("pass --model_dir (and optionally --checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
-    restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
-    name, dataset_dir, split, crop = restore.resolve_data(fv)
-    desc = descriptors.get_descriptor(name)
-    model = experiment.build_model(desc.num_classes)
+    setup = restore.setup_from_flags(fv)
+    model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
+    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
+                                      setup.crop)
     output_dir = fv.output_dir or model_dir
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
 
@@ -284,6 +278,7 @@ def main(argv=None):
         return [evaluate_checkpoint(ckpt=restore.find_checkpoint(fv.checkpoint or model_dir),
                                     **kwargs)]
     results = []
+    from wss import experiment
     last_step = experiment.Experiment().num_steps
     print(f"Waiting for checkpoints in {model_dir} ...", flush=True)
     for ckpt in tf.train.checkpoints_iterator(model_dir, fv.eval_interval_secs,

@@ -110,6 +110,23 @@ class TrainLoop:
     checkpoint_every: int = 1000
 
 
+def resolve_dataset_dir(dataset_name, dataset_dir=None):
+    """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
+    ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path."""
+    from wss.data import demo  # noqa: F401  (imports TF record writers only when needed)
+    if dataset_dir:
+        if not os.path.isdir(dataset_dir):
+            raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist")
+        return dataset_dir
+    if dataset_name == "demo":
+        return demo.ensure_demo_dataset(os.path.abspath("demo_data"))
+    default = descriptors.default_dataset_dir(dataset_name)
+    if default:
+        return default
+    raise ValueError(f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
+                     "DeepLab-format TFRecords; see the README's Data section)")
+
+
 def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
     """The PseudoSeg model of the gin bindings, built (all variables exist)."""
     settings = model_settings or ModelSettings()

@@ -8,6 +8,7 @@ building it with `wss.experiment.build_model` and restoring the model's part onl
 Also holds the small absl-flags helpers the command-line tools share (each tool keeps
 its own FlagValues so that importing several tools in one process never clashes).
 """
+import dataclasses
 import os
 import re
 import sys
@@ -170,19 +171,40 @@ def parse_flags(fv, argv):
     return True
 
 
+@dataclasses.dataclass
+class ToolSetup:
+    """What every command-line tool rebuilds from its flags before it starts."""
+    model: object
+    model_dir: str
+    descriptor: object
+    dataset_name: str  # as given (a registered name or a descriptor.json path)
+    dataset_dir: str
+    split: str
+    crop: object
+
+
+def setup_from_flags(fv):
+    """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
+    from wss.data import descriptors
+    if not fv.model_dir and not fv.checkpoint:
+        raise RestoreError("pass --model_dir (and optionally --checkpoint).")
+    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
+    gin_files, operative = default_gin_files(model_dir, fv.gin_file)
+    parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
+    name, dataset_dir, split, crop = resolve_data(fv)
+    desc = descriptors.get_descriptor(name)
+    return ToolSetup(experiment.build_model(desc.num_classes), model_dir, desc, name,
+                     dataset_dir, split, crop)
+
+
 def resolve_data(fv):
     """(dataset_name, dataset_dir, split, eval_crop_size) from flags and the gin config."""
-    from wss.data import demo
     exp = experiment.Experiment()
     name = fv.dataset_name or exp.dataset_name
     split = fv.split or exp.eval_split
     crop = fv.eval_crop_size or exp.eval_crop_size
-    dataset_dir = fv.dataset_dir
-    if dataset_dir is None:
-        if name != "demo":
-            raise RestoreError(f"--dataset_dir is required for dataset {name!r} (only "
-                               "--dataset_name=demo can generate its data).")
-        dataset_dir = demo.ensure_demo_dataset(os.path.abspath("demo_data"))
-    elif not tf.io.gfile.isdir(dataset_dir):
-        raise RestoreError(f"--dataset_dir {dataset_dir!r} is not a directory.")
+    try:
+        dataset_dir = experiment.resolve_dataset_dir(name, fv.dataset_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise RestoreError(str(e)) from e
     return name, dataset_dir, split, crop

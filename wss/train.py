@@ -24,12 +24,11 @@ from deeplab_ext.checkpoint import load_tf1_checkpoint
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute
 from wss.checkpointing import training_checkpoint
-from wss.data import class_stats, descriptors, pipeline
+from wss.data import class_stats, pipeline
 from wss.data.augment import AugmentConfig
-from wss.data.demo import ensure_demo_dataset
 from wss.method import fusion
 from wss.experiment import (Experiment, TrainLoop, build_model, build_optimizer,
-                            resolve_path)
+                            resolve_dataset_dir, resolve_path)
 from wss.method.options import MethodOptions
 
 FLAGS = flags.FLAGS
@@ -50,19 +49,6 @@ flags.DEFINE_boolean("eval_at_end", True, "Evaluate the final model on Experimen
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or Inf loss."""
-
-
-def resolve_dataset_dir(exp, dataset_dir):
-    """The TFRecord folder; for the demo dataset, builds ./demo_data when none is given."""
-    if dataset_dir:
-        return dataset_dir
-    if exp.dataset_name == "demo":
-        return ensure_demo_dataset(os.path.abspath("demo_data"))
-    default = descriptors.default_dataset_dir(exp.dataset_name)
-    if default:
-        return default
-    raise app.UsageError(f"--dataset_dir is required for dataset {exp.dataset_name!r} "
-                         "(a folder of DeepLab-format TFRecords; see README: building data)")
 
 
 def make_input(strategy, exp, options, dataset_dir):
@@ -166,7 +152,7 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     loop = TrainLoop()
     log_every = log_every or loop.log_every
     checkpoint_every = checkpoint_every or loop.checkpoint_every
-    dataset_dir = resolve_dataset_dir(exp, dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
     tf.io.gfile.makedirs(model_dir)
 
     # ------------------------------------------------------------ strategy and model

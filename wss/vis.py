@@ -18,7 +18,6 @@ from PIL import Image
 from deeplab_ext.resize import resize_bilinear, resize_nearest
 from wss import calibration, colormap, restore
 from wss import eval as wss_eval
-from wss.data import descriptors
 
 SEPARATOR = 4  # white pixels between panels
 
@@ -110,19 +109,14 @@ flags.DEFINE_bool("with_pseudo", False, "Add the weak view's CAM, SGC and pseudo
 
 def main(argv=None):
     """CLI entry point; returns the written paths."""
-    from wss import experiment
     from wss.data import pipeline
     if not restore.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
-    if not fv.model_dir and not fv.checkpoint:
-        raise restore.RestoreError("pass --model_dir (and optionally --checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
-    restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
-    name, dataset_dir, split, crop = restore.resolve_data(fv)
-    desc = descriptors.get_descriptor(name)
-    model = experiment.build_model(desc.num_classes)
+    setup = restore.setup_from_flags(fv)
+    model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
+    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
+                                      setup.crop)
     restore.restore_model(model, fv.checkpoint or model_dir)
     dataset = pipeline.eval_dataset(dataset_dir, fv.batch_size, split=split,
                                     dataset_name=name, eval_crop_size=crop)
