@@ -6,7 +6,7 @@ was trained. Batch sizes are global (split across replicas by tf.distribute).
 """
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import gin
 import keras
@@ -54,7 +54,10 @@ class Experiment:
 
     dataset_name: a wss.data.descriptors name ('pascal_voc_seg', 'coco', 'demo').
     labeled_split / labeled_id_list: the pixel-labeled set D_l (a split, optionally
-      narrowed by an id list file such as datasets/splits/pascal_voc_seg/8_clean.txt).
+      narrowed by an id list file such as datasets/splits/pascal_voc_seg/8_clean.txt). A
+      tuple reads a union: plain names are splits of the dataset folder (the id list
+      applies to those), 'DIR:split' a split in another folder (e.g. a teacher's pseudo
+      labels for the self-training baseline, read whole).
     extra_split / extra_id_list / exclude_labeled_from_extra: the extra set D_u (the
       release feeds all of train_aug, labeled ids included).
     crop_size: training crop; eval_split / eval_crop_size: evaluation (None = dataset's).
@@ -69,7 +72,7 @@ class Experiment:
     dataset_name may also be the path of a descriptor.json written by the folder builder.
     """
     dataset_name: str = "pascal_voc_seg"
-    labeled_split: str = "train_aug"
+    labeled_split: Union[str, Tuple[str, ...]] = "train_aug"
     labeled_id_list: Optional[str] = None
     extra_split: str = "train_aug"
     extra_id_list: Optional[str] = None

@@ -25,6 +25,8 @@ from wss.data import splits
 
 AUTOTUNE = tf.data.AUTOTUNE
 IdList = Union[None, str, Sequence[str]]
+# A split name, or a list/tuple of split names and 'DIR:name' sources read as one stream.
+Split = Union[str, Sequence[str]]
 
 
 def _ids(id_list: IdList) -> Optional[list]:
@@ -42,7 +44,7 @@ def _pipeline_seed(seed, input_context):
 
 
 def decoded_records(dataset_dir: str,
-                    split: str,
+                    split: Split,
                     num_classes: int,
                     require_label: bool,
                     id_list: IdList = None,
@@ -54,31 +56,46 @@ def decoded_records(dataset_dir: str,
                     seed: Optional[int] = None,
                     num_parallel_calls=AUTOTUNE,
                     input_context=None) -> tf.data.Dataset:
-  """Checked, decoded records of a split (optionally selected by an id list).
+  """Checked, decoded records of a split or a union of splits (optionally by id list).
 
-  Files are scanned first (record framing, ids), so a corrupt file or an id missing from
-  the split is reported by name before training starts.
+  `split` is a split name of `dataset_dir`, or a list/tuple of sources, each a split
+  name of `dataset_dir` or 'DIR:name' (split `name` in folder DIR, e.g. a teacher's
+  pseudo labels), read together as one stream (see reader.parse_sources). `id_list`
+  and `exclude_ids` select records of the plain-name sources only; 'DIR:name' sources
+  are always read whole. Files are scanned first (record framing, ids), so a corrupt
+  file or an id missing from the split is reported by name before training starts.
   """
-  files = reader.split_files(dataset_dir, split)
+  files, plain_files = reader.source_files(dataset_dir, split)
   scans = reader.scan_files(files, skip_bad=skip_bad_records)
+  plain_set = set(plain_files)
+  plain_scans = [s for s in scans if s.path in plain_set]
   keep = _ids(id_list)
-  if keep is not None:
-    reader.select_ids(scans, keep, f'id list {id_list if isinstance(id_list, str) else ""}')
   drop = _ids(exclude_ids)
+  if (keep is not None or drop is not None) and not plain_scans:
+    raise reader.DataError(
+        f'An id list is set but split {split!r} has no source in {dataset_dir!r} to '
+        'apply it to (id lists select records of plain split names only, never of '
+        "'DIR:name' entries); unset the id list or add the split name")
+  if keep is not None:
+    reader.select_ids(plain_scans, keep,
+                      f'id list {id_list if isinstance(id_list, str) else ""}')
   if drop is not None:
     if keep is None:
-      keep = [reader.image_id(i) for s in scans for i in s.ids]
+      keep = [reader.image_id(i) for s in plain_scans for i in s.ids]
     drop_set = set(drop)
     keep = [i for i in keep if i not in drop_set]
-    if not keep:
+    if not keep and len(plain_scans) == len(scans):
       raise reader.DataError(f'Excluding {len(drop)} ids leaves split {split!r} empty')
   if sum(len(s.ids) for s in scans) == 0:
     raise reader.DataError(f'Split {split!r} in {dataset_dir!r} holds no records')
+  ids_apply_to = None
+  if keep is not None and len(plain_scans) < len(scans):
+    ids_apply_to = [s.path for s in plain_scans]
   shard = None
   if input_context is not None and input_context.num_input_pipelines > 1:
     shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
   ds = reader.records_dataset(scans, ids=keep, shuffle_files=shuffle_buffer > 0,
-                              seed=seed, shard=shard)
+                              seed=seed, shard=shard, ids_apply_to=ids_apply_to)
   if shuffle_buffer > 0:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -111,7 +128,7 @@ def _finish(ds, batch_size, drop_remainder, seed, prefetch=AUTOTUNE):
 @gin.configurable(denylist=['batch_size', 'input_context'])
 def labeled_dataset(dataset_dir: str,
                     batch_size: int,
-                    split: str = 'train',
+                    split: Split = 'train',
                     dataset_name: str = 'pascal_voc_seg',
                     id_list: IdList = None,
                     augment_config: Optional[augment.AugmentConfig] = None,
@@ -125,7 +142,13 @@ def labeled_dataset(dataset_dir: str,
                     input_context=None) -> tf.data.Dataset:
   """The pixel-labeled training stream (DeepLab training preprocessing).
 
-  `id_list` (file path or ids) selects the labeled subset from `split`.
+  `id_list` (file path or ids) selects the labeled subset from `split`. `split` may
+  be a list/tuple of sources read as one stream: split names of `dataset_dir` and
+  'DIR:name' entries (split `name` in folder DIR, absolute or relative to the working
+  directory). The id list applies to the plain names only; 'DIR:name' sources are read
+  whole. Self-training: split=('train', 'runs/voc_1_8_teacher/pseudo:pseudo') with the
+  1/8 id list trains on the labeled 1/8 of 'train' plus all of the teacher's pseudo
+  labels (wss.pseudo_label).
   """
   desc = descriptors.get_descriptor(dataset_name)
   cfg = augment_config or augment.AugmentConfig(crop_size=desc.train_crop_size)

@@ -10,7 +10,7 @@ import glob
 import os
 import re
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -42,12 +42,15 @@ class DataError(ValueError):
   """A dataset problem found before the pipeline runs (names the files and the fix)."""
 
 
-def split_files(dataset_dir: str, split: str) -> List[str]:
+def split_files(dataset_dir: str, split) -> List[str]:
   """Shards of `split` in `dataset_dir` (pattern `{split}-*`), sorted and complete.
 
-  Raises DataError when the folder or split is missing, when only part of a
+  A list/tuple of sources (see parse_sources) gives the shards of all of them, in
+  order. Raises DataError when the folder or split is missing, when only part of a
   `-of-N` shard set is present, or when a shard is empty.
   """
+  if not isinstance(split, str):
+    return source_files(dataset_dir, split)[0]
   if not os.path.isdir(dataset_dir):
     raise DataError(f'Dataset folder {dataset_dir!r} does not exist; build it first '
                     '(datasets/build_*_data.py) or fix --dataset_dir')
@@ -59,6 +62,51 @@ def split_files(dataset_dir: str, split: str) -> List[str]:
     raise DataError(f'No files match {pattern!r} (split {split!r} missing); splits '
                     f'present: {present}. Build the split or fix the split name.')
   return check_shard_set(files, pattern)
+
+
+# A source of a split union: `name` (a split of the dataset directory) or `DIR:name` (a
+# split in another directory, e.g. a teacher's pseudo labels 'runs/t/pseudo:pseudo').
+Source = collections.namedtuple('Source', ['directory', 'split', 'plain'])
+
+
+def parse_sources(dataset_dir: str, split) -> List[Source]:
+  """The sources of `split`: one name, or a list/tuple of names and 'DIR:name' entries.
+
+  A plain name (no ':') is a split of `dataset_dir` (plain=True); 'DIR:name' is split
+  `name` of folder DIR (absolute, or relative to the working directory; everything
+  before the last ':' is the folder), plain=False. Id lists select records of the plain
+  sources only (see pipeline.decoded_records).
+  """
+  entries = [split] if isinstance(split, str) else list(split)
+  if not entries:
+    raise DataError('The split list is empty; name at least one split')
+  out = []
+  for entry in entries:
+    if not isinstance(entry, str) or not entry:
+      raise DataError(f'Split entries must be non-empty strings, got {entry!r} in '
+                      f'{split!r}')
+    directory, sep, name = entry.rpartition(':')
+    if not sep:
+      out.append(Source(dataset_dir, entry, True))
+    elif not directory or not name:
+      raise DataError(f'Split entry {entry!r} is not NAME or DIR:NAME')
+    else:
+      out.append(Source(directory, name, False))
+  return out
+
+
+def source_files(dataset_dir: str, split) -> Tuple[List[str], List[str]]:
+  """(all shards, shards of the plain-name sources) of a split or union of splits.
+
+  Id lists apply to the second list only (records_dataset's `ids_apply_to`).
+  """
+  files, plain = [], []
+  for source in parse_sources(dataset_dir, split):
+    found = split_files(source.directory, source.split)
+    files.extend(found)
+    if source.plain:
+      plain.extend(found)
+  return files, plain
 
 
 def files_from_pattern(pattern: str) -> List[str]:
@@ -196,11 +244,14 @@ def records_dataset(scans: Sequence[FileScan],
                     seed: Optional[int] = None,
                     num_parallel_reads=tf.data.AUTOTUNE,
                     deterministic: Optional[bool] = None,
-                    shard: Optional[tuple] = None) -> tf.data.Dataset:
+                    shard: Optional[tuple] = None,
+                    ids_apply_to: Optional[Sequence[str]] = None) -> tf.data.Dataset:
   """Dataset of (path, record index, serialized record) over scanned files.
 
   Only the readable prefix of each file is read. `ids` keeps only records whose id is
-  listed. `shard=(num, index)` keeps every num-th file (or record if files are fewer).
+  listed; with `ids_apply_to` (file paths) only records of those files are filtered and
+  all records of the other files are kept. `shard=(num, index)` keeps every num-th file
+  (or record if files are fewer).
   """
   paths = [s.path for s in scans]
   counts = [len(s.ids) for s in scans]
@@ -227,12 +278,23 @@ def records_dataset(scans: Sequence[FileScan],
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(ids), tf.string), tf.ones([len(ids)], tf.int32)), 0)
 
+    filtered = None
+    if ids_apply_to is not None:
+      apply = sorted(set(ids_apply_to))
+      filtered = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.constant(apply or [''], tf.string),
+              tf.constant([1] * len(apply) or [0], tf.int32)), 0)
+
     def keep(path, index, record):
-      del path, index
+      del index
       name = tf.io.parse_single_example(record, schema.filename_spec())[
           schema.IMAGE_FILENAME]
       stem = tf.strings.regex_replace(name, r'\.(jpg|jpeg|png|JPG|JPEG|PNG)$', '')
-      return table.lookup(stem) > 0
+      listed = table.lookup(stem) > 0
+      if filtered is None:
+        return listed
+      return tf.logical_or(listed, filtered.lookup(path) == 0)
 
     ds = ds.filter(keep)
   return ds
