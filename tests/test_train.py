@@ -7,12 +7,14 @@ import sys
 import time
 
 import gin
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from wss.checkpointing import training_checkpoint
 from wss.experiment import Experiment, ModelSettings, build_model, build_optimizer
+from wss.method.options import MethodOptions
 from wss.schedule import PolyWithSlowStart
 
 TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
@@ -109,3 +111,38 @@ def test_demo_command_trains_evaluates_and_says_where_outputs_are(tmp_path, demo
     assert match and 0.0 <= float(match.group(1)) <= 100.0
     assert (model_dir / "eval_val_3.json").exists() and (model_dir / "operative_config.gin").exists()
     assert f"outputs: checkpoints, operative_config.gin and eval JSON in {model_dir}" in text
+
+
+def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_layers(tmp_path):
+    from deeplab_ext.checkpoint import save_tf1_checkpoint
+    from wss.model import PseudoSegModel
+    from wss.train import initialize
+    small = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8)
+    source = PseudoSegModel(deeplab_config=dict(num_classes=21, **small))
+    source.build()
+    for var in source.tf1_variable_map().values():
+        var.assign(var + 0.01)  # distinguishable from a fresh init
+    prefix = save_tf1_checkpoint(source, str(tmp_path / "voc.ckpt"))
+    target = PseudoSegModel(deeplab_config=dict(num_classes=3, **small))
+    target.build()
+    message = initialize(target, prefix)
+    assert "class count differs" in message
+    src, dst = source.tf1_variable_map(), target.tf1_variable_map()
+    np.testing.assert_array_equal(dst["aspp0/weights"].numpy(), src["aspp0/weights"].numpy())
+    np.testing.assert_array_equal(dst["hyper_column/key/weights"].numpy(),
+                                  src["hyper_column/key/weights"].numpy())
+    assert dst["logits/semantic/weights"].shape[-1] == 3
+    assert dst["pixel_normalization/weights"].shape == (1, 1, 3, 3)
+    assert not np.array_equal(dst["xception_65/logits/biases"].numpy(),
+                              src["xception_65/logits/biases"].numpy()[:2])
+    # and it trains: a few supervised steps on random data give finite losses
+    target.options = MethodOptions(mode="semi")
+    target.compile(optimizer=keras.optimizers.SGD(0.01))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
+             "label": rng.integers(0, 3, (2, 33, 33, 1)).astype("int32"),
+             "valid": np.ones((2, 33, 33, 1), "float32"),
+             "image_labels": np.ones((2, 2), "float32")}
+    extra = dict(batch, strong=batch["image"], has_label=np.ones([2], "float32"))
+    logs = target.train_step((batch, extra))
+    assert np.isfinite(float(logs["total_loss"]))

@@ -76,14 +76,25 @@ def make_input(strategy, exp, options, dataset_dir):
 
 
 def initialize(model, path):
-    """Loads initial weights: a TF1 DeepLab checkpoint (logits left out) or a .weights.h5."""
+    """Loads initial weights: a TF1 DeepLab checkpoint or a .weights.h5 of DeepLabV3Plus.
+
+    As DeepLab does, the logits layers are never taken from the initial checkpoint; the
+    SGC's output conv (`pixel_normalization`) is left out too when the class count differs.
+    Weights the checkpoint lacks (the decoder of an ImageNet checkpoint) keep their init.
+    """
     if path.endswith(".weights.h5"):
         if not os.path.exists(path):
             raise FileNotFoundError(f"init checkpoint {path} does not exist")
         model.deeplab.load_weights(path)
         return f"loaded Keras weights {path}"
-    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True)
-    return f"initialised from {path}: {report.summary()}"
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    exclude = [rf"^{name}$" for name, var in model.sgc.tf1_variable_map().items()
+               if name in shapes and list(shapes[name]) != list(var.shape)]
+    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True,
+                                 exclude=exclude)
+    note = (" (class count differs: the logits and the SGC output conv start fresh)"
+            if exclude else "")
+    return f"initialised from {path}: {report.summary()}{note}"
 
 
 def format_logs(step, total, logs, rate, eta):
