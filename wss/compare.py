@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from wss import calibration, restore
 from wss import train as train_lib
 from wss.data import pipeline
-from wss.experiment import Experiment, build_model, resolve_path
+from wss.experiment import Experiment, build_model, resolve_dataset_dir, resolve_path
 
 DEFAULT_GIN = "gin/demo.gin"
 RUN_RECORD = "compare_run.json"
@@ -164,7 +164,7 @@ def run_one(row, seed, run_dir, gin_files, gin_params=(), num_steps=None, datase
     exp = Experiment()
     _check_run_record(run_dir, {"row": row, "seed": int(seed), "bindings": bindings,
                                 "gin_files": [os.path.basename(f) for f in gin_files]})
-    dataset_dir = train_lib.resolve_dataset_dir(exp, dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
     eval_json = os.path.join(run_dir, f"eval_{exp.eval_split}_{exp.num_steps}.json")
     model = None
     reused = os.path.exists(eval_json)
@@ -224,7 +224,7 @@ def run_comparison(output_dir, seeds=(0, 1, 2), rows=tuple(ROWS), num_steps=None
     if dataset_dir is None:
         # Resolve once, so that every run (and ./demo_data generation) sees the same folder.
         _parse(gin_files, list(gin_params))
-        dataset_dir = train_lib.resolve_dataset_dir(Experiment(), None)
+        dataset_dir = resolve_dataset_dir(Experiment().dataset_name, None)
     os.makedirs(output_dir, exist_ok=True)
 
     runs, start = [], time.time()
