@@ -230,3 +230,20 @@ def test_resnet_shapes_and_end_points(variant, output_stride):
     root = "resnet_v1_50/conv1_3/weights" if variant.endswith("beta") else "resnet_v1_50/conv1/weights"
     assert root in names
     assert model.backbone.units[-1][2].rate == (2 if output_stride == 16 else 4)
+
+
+def test_resnet_config_round_trip_and_tf1_checkpoint_load(tmp_path):
+    source = DeepLabV3Plus(num_classes=5, backbone="resnet_v1_50_beta", output_stride=8,
+                           atrous_rates=(12, 24, 36), multi_grid=(1, 2, 4),
+                           width_multiplier=0.0625, aspp_depth=8, decoder_depth=8)
+    source.build()
+    clone = DeepLabV3Plus.from_config(source.get_config())
+    clone.build()
+    assert clone.get_config() == source.get_config()
+    # output stride 8: block4 runs at rate 4, times the multi-grid (DeepLab)
+    assert [m.rate for _, _, m in source.backbone.units[-3:]] == [4, 8, 16]
+    randomize(source, seed=7)
+    report = load_tf1_checkpoint(clone, save_tf1_checkpoint(source, str(tmp_path / "r50.ckpt")))
+    assert not report.missing and not report.unused
+    x = tf.random.uniform([1, 33, 33, 3], 0, 255, seed=4)
+    np.testing.assert_allclose(clone.forward(x)["logits"], source.forward(x)["logits"], rtol=1e-5)

@@ -23,6 +23,11 @@ def test_there_is_a_config_per_paper_experiment():
     for ratio in (32, 64, 128, 256, 512):
         assert {f"coco_1_{ratio}", f"coco_1_{ratio}_supervised"} <= names
     assert {"voc_full", "demo", "demo_supervised", "base"} <= names
+    for ratio in (2, 4, 8, 16):  # the ResNet tables
+        assert {f"voc_r101_1_{ratio}", f"voc_r101_1_{ratio}_supervised",
+                f"voc_r50_1_{ratio}_weakly", f"voc_r50_1_{ratio}_supervised"} <= names
+    assert {"voc_r50_full", "voc_r101_full", "voc_r50_full_supervised",
+            "voc_r101_full_supervised"} <= names
 
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.basename(f) for f in GIN_FILES])

@@ -41,9 +41,11 @@ def test_shared_labeled_pass_equals_two_separate_passes():
     np.testing.assert_allclose(shared["cls_logits"], cls, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,source", [("supervised", "fusion"), ("semi", "fusion"),
-                                         ("weakly", "fusion"), ("semi", "decoder")])
-def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source):
+@pytest.mark.parametrize("mode,source,backbone", [
+    ("supervised", "fusion", "xception_65"), ("semi", "fusion", "xception_65"),
+    ("weakly", "fusion", "xception_65"), ("semi", "decoder", "xception_65"),
+    ("semi", "fusion", "resnet_v1_50_beta"), ("weakly", "fusion", "resnet_v1_50_beta")])
+def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source, backbone):
     cfg = augment.AugmentConfig(crop_size=33)
     labeled = pipeline.labeled_dataset(demo_dir, 2, split="labeled", dataset_name="demo",
                                        augment_config=cfg, seed=0)
@@ -51,7 +53,8 @@ def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source
                                    augment_config=cfg, seed=1,
                                    strong_config=augment.StrongConfig(cutout_half_size=8))
     data = labeled if mode == "supervised" else tf.data.Dataset.zip((labeled, extra))
-    model = PseudoSegModel(deeplab_config=SMALL, options=MethodOptions(mode=mode, source=source))
+    model = PseudoSegModel(deeplab_config=dict(SMALL, backbone=backbone),
+                           options=MethodOptions(mode=mode, source=source))
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}

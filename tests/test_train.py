@@ -146,3 +146,18 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
     extra = dict(batch, strong=batch["image"], has_label=np.ones([2], "float32"))
     logs = target.train_step((batch, extra))
     assert np.isfinite(float(logs["total_loss"]))
+
+
+def test_excluding_the_labeled_split_from_the_extra_set(demo_dir):
+    from wss.data import reader
+    from wss.experiment import Experiment
+    from wss.train import labeled_ids
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings(["gin/demo.gin"], [], skip_unknown=False)
+        ids = labeled_ids(Experiment(), demo_dir)
+    finally:
+        gin.clear_config()
+    all_labeled = [i for s in reader.scan_files(reader.split_files(demo_dir, "labeled"))
+                   for i in s.ids]
+    assert sorted(ids) == sorted(all_labeled) and len(ids) == 32

@@ -24,7 +24,7 @@ from deeplab_ext.checkpoint import load_tf1_checkpoint
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute
 from wss.checkpointing import training_checkpoint
-from wss.data import class_stats, pipeline
+from wss.data import class_stats, pipeline, reader
 from wss.data.augment import AugmentConfig
 from wss.method import fusion
 from wss.experiment import (Experiment, TrainLoop, build_model, build_optimizer,
@@ -51,6 +51,14 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or Inf loss."""
 
 
+def labeled_ids(exp, dataset_dir):
+    """The ids of the labeled set: its id list, or every record of its split(s)."""
+    if exp.labeled_id_list:
+        return resolve_path(exp.labeled_id_list)
+    scans = reader.scan_files(reader.split_files(dataset_dir, exp.labeled_split))
+    return [image_id for scan in scans for image_id in scan.ids]
+
+
 def make_input(strategy, exp, options, dataset_dir):
     """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised."""
     augment = AugmentConfig(crop_size=exp.crop_size)
@@ -62,7 +70,7 @@ def make_input(strategy, exp, options, dataset_dir):
     if options.mode == "supervised":
         fn = lab_fn
     else:
-        exclude = resolve_path(exp.labeled_id_list) if exp.exclude_labeled_from_extra else None
+        exclude = labeled_ids(exp, dataset_dir) if exp.exclude_labeled_from_extra else None
         extra_fn = pipeline.make_dataset_fn(
             pipeline.extra_dataset, exp.extra_batch_size, dataset_dir=dataset_dir,
             split=exp.extra_split, dataset_name=exp.dataset_name,
