@@ -58,3 +58,36 @@ def test_multi_worker_mirrored_keeps_two_workers_identical(tmp_path, one_device)
     w0, w1 = np.load(tmp_path / "w0.npy"), np.load(tmp_path / "w1.npy")
     np.testing.assert_array_equal(w0, w1)
     assert np.abs(one_device - w0).max() <= 1e-6 * np.abs(w0).max(), outs
+
+
+PRECISION_STEP = """
+import sys, numpy as np, keras, tensorflow as tf
+from wss import distribute
+distribute.set_precision(sys.argv[1])
+from wss.model import PseudoSegModel
+from wss.method.options import MethodOptions
+model = PseudoSegModel(deeplab_config=dict(num_classes=5, width_multiplier=0.0625,
+    middle_flow_units=1, aspp_depth=8, decoder_depth=8), options=MethodOptions(mode='semi'))
+model.build()
+opt = keras.optimizers.SGD(0.01, momentum=0.9)
+if sys.argv[1] == 'mixed_float16':
+    opt = keras.optimizers.LossScaleOptimizer(opt)
+model.compile(optimizer=opt)
+rng = np.random.default_rng(0)
+b = {'image': rng.uniform(0, 255, (2, 33, 33, 3)).astype('float32'),
+     'label': rng.integers(0, 5, (2, 33, 33, 1)).astype('int32'),
+     'valid': np.ones((2, 33, 33, 1), 'float32'), 'image_labels': np.ones((2, 4), 'float32')}
+e = dict(b, strong=b['image'], has_label=np.ones([2], 'float32'))
+logs = tf.function(model.train_step)((b, e))
+assert model.deeplab.compute_dtype != 'float32'
+print('LOSSES', *[float(logs[k]) for k in ('total_loss', 'sup_loss', 'unsup_loss')])
+"""
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_step_is_finite_with_float32_losses(policy):
+    out = subprocess.run([sys.executable, "-c", PRECISION_STEP, policy], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    losses = [float(x) for x in out.stdout.split("LOSSES")[1].split()]
+    assert all(np.isfinite(losses)) and losses[1] > 0
