@@ -216,7 +216,7 @@ def test_resnet_layout_matches_the_official_manifest(variant):
     assert model.cls_dropout.rate == 0.0  # DeepLab's ResNet head has no dropout
 
 
-@pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_50"])
+@pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_101_beta", "resnet_v1_50"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_resnet_shapes_and_end_points(variant, output_stride):
     model = DeepLabV3Plus(num_classes=5, backbone=variant, output_stride=output_stride,
@@ -227,8 +227,13 @@ def test_resnet_shapes_and_end_points(variant, output_stride):
     assert out["end_points"]["block1"].shape[1:3] == (9, 9)  # block1 ends with stride 2
     assert out["logits"].shape == (1, 17, 17, 5)
     names = model.tf1_variable_map()
-    root = "resnet_v1_50/conv1_3/weights" if variant.endswith("beta") else "resnet_v1_50/conv1/weights"
+    scope = variant.replace("_beta", "")
+    root = f"{scope}/conv1_3/weights" if variant.endswith("beta") else f"{scope}/conv1/weights"
     assert root in names
+    units = 23 if "101" in variant else 6
+    assert f"{scope}/block3/unit_{units}/bottleneck_v1/conv3/weights" in names
+    assert f"{scope}/block3/unit_{units + 1}/bottleneck_v1/conv3/weights" not in names
+    assert out["cls_logits"].shape == (1, 4)
     assert model.backbone.units[-1][2].rate == (2 if output_stride == 16 else 4)
 
 
