@@ -75,7 +75,11 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, demo_dir):
     steps = [int(s) for s in re.findall(r"^step (\d+)/8", text, re.M)]
     assert steps and steps[0] == saved_step + 1 and steps[-1] == 8
     first = re.search(rf"^step {saved_step + 1}/8 .*learning_rate=([0-9.e-]+)", text, re.M)
-    expected = PolyWithSlowStart(0.02, 8)(saved_step).numpy()
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(["gin/demo.gin"], [], skip_unknown=False)
+    base_rate = Experiment().learning_rate
+    gin.clear_config()
+    expected = PolyWithSlowStart(base_rate, 8)(saved_step).numpy()
     assert float(first.group(1)) == pytest.approx(expected, rel=1e-3)
     assert (model_dir / "ckpt-8.index").exists()
 

@@ -27,7 +27,6 @@ import tensorflow as tf
 from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
-from deeplab_ext.xception import CAM_END_POINT, HYPERCOLUMN_END_POINTS
 from wss import experiment
 from wss.method import fusion, losses
 from wss.method.options import MODES, MethodOptions
@@ -180,7 +179,9 @@ def split_parts(model, labeled, extra, jit_compile=False):
     def features(images, training):
         """The end points Grad-CAM and the SGC read, and the decoder size."""
         end_points = dl.extract_features(images, training=training)
-        needed = {name: end_points[name] for name in (CAM_END_POINT,) + HYPERCOLUMN_END_POINTS}
+        backbone = dl.backbone
+        names = (backbone.cam_end_point,) + tuple(backbone.hypercolumn_end_points)
+        needed = {name: end_points[name] for name in names}
         return needed, dl.decoder_size(end_points)
 
     def cam_backbone_pass(images):
