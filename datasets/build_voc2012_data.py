@@ -2,7 +2,7 @@
 
   python datasets/build_voc2012_data.py --voc_dir=VOCdevkit/VOC2012 \
       --aug_label_dir=SegmentationClassAug --output_dir=data/voc \
-      --splits=train,val,train_aug [--id_list=4_clean=/work/shared/splits/pascal_voc_seg/4_clean.txt]
+      --splits=train,val,train_aug [--id_list=4_clean=datasets/splits/pascal_voc_seg/4_clean.txt]
 
 Palette label PNGs become index PNGs; every pair is checked (decodable, same size,
 values in [0, 21) or 255); shards are written atomically, in parallel.

@@ -15,10 +15,6 @@ def test_id_list_skips_comments_and_release_files_parse(tmp_path):
   p = tmp_path / 'l.txt'
   p.write_text('# seed=3\n\na\nb\n# trailing\n')
   assert splits.read_id_list(str(p)) == ['a', 'b']
-  release = '/work/shared/splits/pascal_voc_seg/4_clean.txt'
-  if os.path.exists(release):  # the release's split files, where available
-    assert len(splits.read_id_list(release)) == descriptors.get_descriptor(
-        'pascal_voc_seg').splits_to_sizes['4_clean']
   p.write_text('a\na\n')
   with pytest.raises(ValueError, match='repeats'):
     splits.read_id_list(str(p))
@@ -94,3 +90,20 @@ def test_descriptors_registry():
   assert descriptors.get_descriptor('demo').num_foreground_classes == 5
   with pytest.raises(ValueError, match='known datasets'):
     descriptors.get_descriptor('cityscapes')
+
+
+# The official lists shipped in datasets/splits and their documented sizes.
+SHIPPED = {'pascal_voc_seg/4_clean.txt': 366, 'pascal_voc_seg/8_clean.txt': 183,
+           'pascal_voc_seg/16_clean_3.txt': 92, 'pascal_voc_seg/16_clean_14.txt': 92,
+           'pascal_voc_seg/16_clean_20.txt': 92, 'coco/32_all.txt': 3697,
+           'coco/64_all.txt': 1849, 'coco/128_all.txt': 925, 'coco/256_all.txt': 463,
+           'coco/512_all.txt': 232}
+
+
+@pytest.mark.parametrize('name,size', sorted(SHIPPED.items()))
+def test_shipped_official_splits_parse_with_documented_sizes(name, size):
+  root = os.path.join(os.path.dirname(__file__), '..', '..', 'datasets', 'splits')
+  ids = splits.read_id_list(os.path.join(root, name))
+  assert len(ids) == size == len(set(ids))
+  if name.startswith('pascal_voc_seg/4'):
+    assert size == descriptors.get_descriptor('pascal_voc_seg').splits_to_sizes['4_clean']

@@ -14,8 +14,8 @@ import numpy as np
 def read_id_list(path: str) -> List[str]:
   """Ids of an id-list file in order, skipping '#' comments and blank lines."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'Id list {path!r} does not exist; check the path (split '
-                            'files of the release are in /work/shared/splits)')
+    raise FileNotFoundError(f'Id list {path!r} does not exist; check the path (the '
+                            "release's split files ship in datasets/splits)")
   ids = []
   with open(path) as f:
     for line in f:
