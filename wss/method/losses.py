@@ -11,6 +11,7 @@ Callers may run mixed precision; every input is cast to float32 before any arith
 """
 import tensorflow as tf
 
+from deeplab_ext.resize import resize_bilinear, resize_nearest
 from wss.method import fusion
 
 IGNORE_LABEL = 255
@@ -33,8 +34,8 @@ def _spatial_size(size):
 def resize_mask_nearest(mask, size):
     """Nearest-neighbour resize of a mask or label map with TF1 semantics.
 
-    Uses tf.compat.v1.image.resize_nearest_neighbor(align_corners=False,
-    half_pixel_centers=False), as the release does for the valid mask and the monitors.
+    The same op as tf.compat.v1.image.resize_nearest_neighbor(align_corners=False,
+    half_pixel_centers=False), as the release uses for the valid mask and the monitors.
 
     Args:
       mask: [B, H, W] or [B, H, W, 1] of any integer, float or bool dtype.
@@ -50,16 +51,14 @@ def resize_mask_nearest(mask, size):
         mask = mask[..., tf.newaxis]
     if dtype == tf.bool:
         mask = tf.cast(mask, tf.uint8)
-    out = tf.compat.v1.image.resize_nearest_neighbor(
-        mask, _spatial_size(size), align_corners=False, half_pixel_centers=False)
+    out = resize_nearest(mask, _spatial_size(size))
     out = tf.cast(out, dtype)
     return out[..., 0] if squeeze else out
 
 
 def resize_logits_bilinear(logits, size):
     """float32 bilinear resize with align_corners=True (DeepLab's logit upsampling)."""
-    logits = tf.cast(logits, tf.float32)
-    return tf.compat.v1.image.resize_bilinear(logits, _spatial_size(size), align_corners=True)
+    return resize_bilinear(tf.cast(logits, tf.float32), _spatial_size(size))
 
 
 def _squeeze_channel(x):
