@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from deeplab_ext.aspp import ASPP
 from deeplab_ext.decoder import Decoder
-from deeplab_ext.layers import join_scope
+from deeplab_ext.layers import join_scope, synchronize_batch_norms
 from deeplab_ext.resnet import VARIANTS as RESNETS, ResNetV1
 from deeplab_ext.xception import Xception
 
@@ -55,6 +55,8 @@ class DeepLabV3Plus(keras.Model):
       batch_norm_decay: moving-average decay of every batch norm; None = DeepLab's
         (0.9997, ResNet backbones 0.95), tuned for 30k+ steps: short runs need less, or the
         moving statistics that evaluation uses stay near their initial values.
+      sync_batch_norm: batch statistics over the global batch of all replicas (slower:
+        one all-reduce per batch norm); the math of one device with the global batch.
     """
 
     def __init__(self, num_classes=21, backbone="xception_65", output_stride=16,
@@ -63,7 +65,7 @@ class DeepLabV3Plus(keras.Model):
                  decoder_use_separable_conv=True, decoder_depth=256, logits_kernel_size=1,
                  classification_head=True, cls_keep_prob=None, fine_tune_batch_norm=True,
                  width_multiplier=1.0, middle_flow_units=None, batch_norm_decay=None,
-                 **kwargs):
+                 sync_batch_norm=False, **kwargs):
         kwargs.setdefault("name", "deeplab_v3_plus")
         super().__init__(**kwargs)
         self.num_classes = num_classes
@@ -84,6 +86,7 @@ class DeepLabV3Plus(keras.Model):
         self.width_multiplier = width_multiplier
         self.middle_flow_units = middle_flow_units
         self.batch_norm_decay = batch_norm_decay
+        self.sync_batch_norm = sync_batch_norm
 
         self.backbone = build_backbone(backbone, output_stride, multi_grid,
                                        width_multiplier, middle_flow_units, batch_norm_decay)
@@ -106,6 +109,8 @@ class DeepLabV3Plus(keras.Model):
             self.cls_logits = keras.layers.Conv2D(
                 num_classes - 1, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.09),
                 name="cls_logits")
+        if sync_batch_norm:
+            synchronize_batch_norms(self)
 
     # ---------------------------------------------------------------- building
     def build(self, input_shape=(None, None, None, 3)):
@@ -218,4 +223,4 @@ class DeepLabV3Plus(keras.Model):
             classification_head=self.classification_head, cls_keep_prob=self.cls_keep_prob,
             fine_tune_batch_norm=self.fine_tune_batch_norm,
             width_multiplier=self.width_multiplier, middle_flow_units=self.middle_flow_units,
-            batch_norm_decay=self.batch_norm_decay)
+            batch_norm_decay=self.batch_norm_decay, sync_batch_norm=self.sync_batch_norm)

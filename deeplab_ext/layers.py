@@ -34,11 +34,13 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     ops (faster on CPU and GPU), and the moving variance is updated with the unbiased
     batch variance, as TF1's fused batch norm does. The normalisation itself is the same
     math as Keras's (biased batch variance in training mode). Inputs are normalised in
-    float32, as Keras does, and cast back. Synchronized batch norm falls back to Keras.
+    float32, as Keras does, and cast back. Synchronized batch norm, float64 variables (no
+    fused kernel) and masks fall back to Keras.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if self.synchronized or mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+        if (self.synchronized or mask is not None or self.dtype != "float32"
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
@@ -59,6 +61,19 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
                 is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+def synchronize_batch_norms(layer):
+    """Makes every batch norm inside `layer` compute its batch statistics across all
+    replicas of the tf.distribute strategy (Keras's synchronized batch norm), so that N
+    small per-replica batches normalise as one global batch. Returns how many it changed.
+    """
+    count = 0
+    for sub in layer._flatten_layers(include_self=True):
+        if isinstance(sub, keras.layers.BatchNormalization):
+            sub.synchronized = True
+            count += 1
+    return count
 
 
 class ConvBN(keras.layers.Layer):

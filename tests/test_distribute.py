@@ -37,6 +37,39 @@ def test_mirrored_two_replicas_equal_one_device_on_the_same_global_batch(tmp_pat
     assert np.abs(one_device - two).max() <= 1e-6 * np.abs(one_device).max()
 
 
+def test_synchronized_batch_norm_on_two_replicas_equals_one_device(tmp_path):
+    """Fine-tuned batch norm: with synchronized statistics 2 replicas of 2 images give the
+    gradients of 1 device with 4 (float64, to rounding); with per-replica statistics they
+    do not (why the option exists)."""
+    script = os.path.join(os.path.dirname(__file__), "sync_bn_worker.py")
+    runs = {name: subprocess.Popen([sys.executable, script, str(tmp_path / f"{name}.npy"),
+                                    replicas, bn], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+            for name, replicas, bn in (("one", "1", "sync"), ("two", "2", "sync"),
+                                       ("local", "2", "local"))}
+    for proc in runs.values():
+        finish(proc)
+    one, two, local = (np.load(tmp_path / f"{name}.npy") for name in runs)
+    scale = np.abs(one).max()
+    assert np.abs(one - two).max() <= 1e-9 * scale
+    assert np.abs(one - local).max() > 1e-3 * scale
+
+
+def test_small_batch_advice_names_the_fix():
+    from wss.distribute import small_batch_advice
+    assert small_batch_advice(64, 8) == []  # 8 images per replica at the paper's batch
+    assert "batches of 4 images" in small_batch_advice(64, 16)[0]  # the paper's 16 GPUs
+    advice = small_batch_advice(16, 4)  # 4 images per replica, batch norm fine-tuned
+    assert "batches of 4 images" in advice[0] and "sync_batch_norm = True" in advice[0]
+    assert "scale_learning_rate_with_batch" in advice[1]
+    assert len(small_batch_advice(16, 4, sync_batch_norm=True,
+                                  scale_learning_rate=True)) == 0
+    assert small_batch_advice(4, 1, fine_tune_batch_norm=False, scale_learning_rate=True) == []
+    assert small_batch_advice(8, 1, base_learning_rate=0.05) == []  # a rate of one's own
+    only_freeze = small_batch_advice(4, 1, scale_learning_rate=True)
+    assert "fine_tune_batch_norm = False" in only_freeze[0] and "sync" not in only_freeze[0]
+
+
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

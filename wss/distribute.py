@@ -1,8 +1,12 @@
-"""Choosing a tf.distribute strategy and a mixed-precision policy from flag values."""
+"""Choosing a tf.distribute strategy and a mixed-precision policy from flag values, and
+advice for runs on fewer devices than the paper's 16 GPUs."""
 import keras
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PAPER_LABELED_BATCH = 64  # the global labeled batch the paper's learning rate is tuned for
+PAPER_LEARNING_RATE = 0.007
+MIN_BATCH_NORM_BATCH = 8  # fewer images give batch statistics too noisy to fine-tune on
 
 
 def make_strategy(name="default", tpu=""):
@@ -28,3 +32,29 @@ def set_precision(policy):
     if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"unknown precision policy {policy!r}")
     keras.mixed_precision.set_global_policy(policy)
+
+
+def small_batch_advice(labeled_batch_size, replicas, fine_tune_batch_norm=True,
+                       sync_batch_norm=False, scale_learning_rate=False,
+                       base_learning_rate=PAPER_LEARNING_RATE):
+    """Warnings for a run whose batches are smaller than the paper's, each naming the gin
+    binding that fixes it: batch norm fine-tuned on fewer than 8 images (per replica, or
+    per global batch when synchronized), and the paper's learning rate on a smaller batch
+    without linear scaling (a learning rate of one's own is left alone)."""
+    advice = []
+    per_replica = labeled_batch_size // max(replicas, 1)
+    stats_batch = labeled_batch_size if sync_batch_norm else per_replica
+    if fine_tune_batch_norm and stats_batch < MIN_BATCH_NORM_BATCH:
+        fixes = ["ModelSettings.fine_tune_batch_norm = False (keep the checkpoint's statistics)"]
+        if replicas > 1 and not sync_batch_norm and labeled_batch_size >= MIN_BATCH_NORM_BATCH:
+            fixes.insert(0, "ModelSettings.sync_batch_norm = True (statistics over all "
+                         f"{replicas} replicas' {labeled_batch_size} images)")
+        advice.append(f"batch norm is fine-tuned on batches of {stats_batch} images "
+                      f"(< {MIN_BATCH_NORM_BATCH}); its statistics will be noisy and mIoU "
+                      "lower. Consider " + " or ".join(fixes))
+    if (labeled_batch_size < PAPER_LABELED_BATCH and not scale_learning_rate
+            and base_learning_rate == PAPER_LEARNING_RATE):
+        advice.append(f"global labeled batch {labeled_batch_size} < the paper's "
+                      f"{PAPER_LABELED_BATCH}, at the paper's learning rate; consider "
+                      "Experiment.scale_learning_rate_with_batch = True (linear scaling)")
+    return advice

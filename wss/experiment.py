@@ -45,6 +45,7 @@ class ModelSettings:
     width_multiplier: float = 1.0
     middle_flow_units: Optional[int] = None
     batch_norm_decay: Optional[float] = None  # None: DeepLab's (0.9997; ResNet 0.95)
+    sync_batch_norm: bool = False  # batch statistics over all replicas' global batch
 
 
 @gin.configurable

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
+from deeplab_ext.layers import synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
 from wss import metrics
 from wss.method import fusion, losses
@@ -42,6 +43,8 @@ class PseudoSegModel(keras.Model):
         self.deeplab = DeepLabV3Plus(**self.deeplab_config)
         self.num_classes = self.deeplab.num_classes
         self.sgc = SelfAttentionGradCAM(self.num_classes, self.options.attention_dim)
+        if self.deeplab.sync_batch_norm:
+            synchronize_batch_norms(self.sgc)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in LOSS_NAMES + MONITOR_NAMES}
 
