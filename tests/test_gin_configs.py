@@ -52,3 +52,17 @@ def test_a_typo_in_a_binding_fails_loudly():
     gin.clear_config()
     with pytest.raises(ValueError, match="gamm"):
         gin.parse_config_files_and_bindings([], ["MethodOptions.gamm = 0.3"], skip_unknown=False)
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.basename(f) for f in GIN_FILES])
+def test_cutout_fits_the_crop_of_every_pseudoseg_config(path):
+    """Cut-out pixels leave the unlabeled loss: a square sized for another crop must not
+    blank the strong view (the demo at 65 px once ran with the release's 100 px square)."""
+    from wss.data.augment import StrongConfig, cutout_advice
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings([path], [], skip_unknown=False)
+        if MethodOptions().mode != "supervised":
+            assert cutout_advice(Experiment().crop_size, StrongConfig()) is None
+    finally:
+        gin.clear_config()

@@ -25,9 +25,9 @@ from deeplab_ext.resize import resize_bilinear
 from wss import distribute
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
-from wss.data.augment import AugmentConfig
+from wss.data.augment import AugmentConfig, StrongConfig, cutout_advice
 from wss.method import fusion
-from wss.experiment import (Experiment, TrainLoop, build_model, build_optimizer,
+from wss.experiment import (Experiment, ModelSettings, TrainLoop, build_model, build_optimizer,
                             resolve_dataset_dir, resolve_path)
 from wss.method.options import MethodOptions
 
@@ -183,11 +183,16 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     for name, size in (("labeled", exp.labeled_batch_size), ("extra", exp.extra_batch_size)):
         if size % replicas:
             raise ValueError(f"{name} batch size {size} is not divisible by {replicas} replicas")
-    if exp.labeled_batch_size // replicas < 12 and not exp.scale_learning_rate_with_batch:
-        logging.warning("per-replica batch %d: batch norm statistics of small batches are "
-                        "noisy; consider Experiment.scale_learning_rate_with_batch = True "
-                        "or ModelSettings.fine_tune_batch_norm = False",
-                        exp.labeled_batch_size // replicas)
+    settings = ModelSettings()
+    for advice in distribute.small_batch_advice(
+            exp.labeled_batch_size, replicas, settings.fine_tune_batch_norm,
+            settings.sync_batch_norm, exp.scale_learning_rate_with_batch,
+            exp.base_learning_rate):
+        logging.warning(advice)
+    if options.mode != "supervised":
+        advice = cutout_advice(exp.crop_size, StrongConfig())
+        if advice:
+            logging.warning(advice)
     with strategy.scope():
         weights = (class_stats.load_class_weights(resolve_path(exp.class_weights),
                                                   exp.descriptor.num_classes)

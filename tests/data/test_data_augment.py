@@ -162,3 +162,11 @@ def test_configs_are_gin_configurable():
     assert augment.StrongConfig().jitter_strength == 0.5
   finally:
     gin.clear_config()
+
+
+def test_cutout_advice_scales_the_release_square_with_the_crop():
+  release = augment.StrongConfig()
+  assert augment.cutout_advice(513, release) is None  # the release's own setting
+  advice = augment.cutout_advice(65, release)  # a 100 px square on a 65 px crop
+  assert 'StrongConfig.cutout_half_size = 6' in advice and '65 px crop' in advice
+  assert augment.cutout_advice(65, augment.StrongConfig(cutout_half_size=6)) is None

@@ -62,6 +62,28 @@ class StrongConfig:
   image_labels_before_cutout: bool = False
 
 
+RELEASE_CROP = 513  # the crop the release's CutOut size (half size 50) was chosen for
+MAX_CUTOUT_SHARE = 0.25
+
+
+def cutout_advice(crop_size: int, strong: 'StrongConfig') -> Optional[str]:
+  """A warning when the CutOut square can cover more than a quarter of the crop.
+
+  Cut-out pixels are excluded from L_u and from the SGC attention, so a square sized for
+  the release's 513 crop (up to 100x100) leaves almost nothing to learn from at a small
+  crop (at 65 it covers the whole crop); its half size should scale with the crop.
+  """
+  side = 2 * strong.cutout_half_size
+  if side * side <= MAX_CUTOUT_SHARE * crop_size * crop_size:
+    return None
+  scaled = max(1, round(50 * crop_size / RELEASE_CROP))
+  return (f'the CutOut square (up to {side}x{side} px, StrongConfig.cutout_half_size = '
+          f'{strong.cutout_half_size}) can cover over {MAX_CUTOUT_SHARE:.0%} of the '
+          f'{crop_size} px crop, and cut-out pixels are excluded from the unlabeled loss; '
+          f'the release used 50 at crop {RELEASE_CROP}. Consider '
+          f'StrongConfig.cutout_half_size = {scaled}')
+
+
 def _sub(seed, k):
   """A stateless-op seed pair for sub-stream k of an element seed."""
   return tf.stack([tf.cast(seed, tf.int64), tf.constant(k, tf.int64)])
