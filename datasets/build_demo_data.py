@@ -1,6 +1,10 @@
 """Builds the synthetic 'demo' dataset (see wss/data/demo.py) as DeepLab TFRecords.
 
   python datasets/build_demo_data.py --output_dir=demo_data [--seed=0]
+  python datasets/build_demo_data.py --as_folders --output_dir=mine [--num_labeled=64]
+
+--as_folders writes the images as PNG folders instead (images/, masks/, unlabeled/,
+classes.txt), the input of datasets/build_folder_data.py, to try that path end to end.
 """
 import time
 
@@ -12,13 +16,23 @@ from wss.data import demo
 
 flags.DEFINE_string('output_dir', 'demo_data', 'Folder for the TFRecords.')
 flags.DEFINE_integer('seed', 0, 'Generation seed; the same seed gives the same data.')
+flags.DEFINE_bool('as_folders', False, 'Write PNG folders (images, masks, unlabeled, '
+                  'classes.txt) instead of TFRecords.')
+flags.DEFINE_integer('num_labeled', 64, 'With --as_folders: images written with masks.')
+flags.DEFINE_integer('num_unlabeled', demo.DEMO_TRAIN - 64, 'With --as_folders: images '
+                     'written without masks.')
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   start = time.time()
-  sizes = demo.build_demo_dataset(FLAGS.output_dir, seed=FLAGS.seed, progress=True)
+  if FLAGS.as_folders:
+    sizes = demo.export_demo_folders(FLAGS.output_dir, seed=FLAGS.seed,
+                                     num_labeled=FLAGS.num_labeled,
+                                     num_unlabeled=FLAGS.num_unlabeled)
+  else:
+    sizes = demo.build_demo_dataset(FLAGS.output_dir, seed=FLAGS.seed, progress=True)
   print(f'Wrote {sizes} to {FLAGS.output_dir} in {time.time() - start:.1f}s')
 
 

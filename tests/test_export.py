@@ -74,6 +74,9 @@ def test_batched_and_oversized_inputs(exported):
     meta = export.load_metadata(exported["dir"])
     assert meta["num_classes"] == NUM_CLASSES and meta["crop_size"] == 65
     assert meta["dataset"] == "demo" and meta["checkpoint"].endswith("ckpt-3")
+    # The palette travels with the export, so predict needs no dataset.
+    np.testing.assert_array_equal(meta["class_colors"],
+                                  colormap.colormap_for_dataset("demo")[:NUM_CLASSES])
 
 def test_predict_cli_writes_label_pngs(exported, tmp_path):
     sig = exported["loaded"].signatures["serving_default"]

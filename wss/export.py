@@ -14,9 +14,11 @@ import json
 import os
 import sys
 
+import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from wss import colormap
 from wss import eval as wss_eval
 from wss import restore
 from wss.data import descriptors
@@ -74,8 +76,9 @@ class InferenceModule(tf.Module):
 
 
 def export_model(model, export_dir, crop_size, class_names=(), dataset_name=None,
-                 checkpoint=None, scales=(1.0,), flip=False):
-    """Writes the SavedModel (and METADATA_FILE with classes and crop) to export_dir."""
+                 checkpoint=None, scales=(1.0,), flip=False, class_colors=None):
+    """Writes the SavedModel (and METADATA_FILE with classes, their colours and the crop,
+    so that the export is usable without the dataset) to export_dir."""
     module = InferenceModule(model, crop_size, scales, flip)
     signatures = {"serving_default": module.serve_uint8,
                   "serving_float": module.serve_float,
@@ -84,7 +87,9 @@ def export_model(model, export_dir, crop_size, class_names=(), dataset_name=None
     metadata = {"dataset": dataset_name, "num_classes": int(model.num_classes),
                 "class_names": list(class_names), "crop_size": int(crop_size),
                 "checkpoint": checkpoint, "scales": [float(s) for s in scales],
-                "flip": bool(flip), "signatures": sorted(signatures)}
+                "flip": bool(flip), "signatures": sorted(signatures),
+                "class_colors": (None if class_colors is None
+                                 else np.asarray(class_colors)[:model.num_classes].tolist())}
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=1)
     return export_dir
@@ -127,12 +132,14 @@ def main(argv=None):
     gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
     restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
     exp = experiment.Experiment()
-    desc = descriptors.get_descriptor(fv.dataset_name or exp.dataset_name)
+    dataset = fv.dataset_name or exp.dataset_name
+    desc = descriptors.get_descriptor(dataset)
     crop = fv.eval_crop_size or exp.eval_crop_size or desc.eval_crop_size
     model = experiment.build_model(desc.num_classes)
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     export_model(model, fv.export_dir, crop, desc.class_names, desc.name, ckpt,
-                 fv.scales, fv.flip)
+                 fv.scales, fv.flip,
+                 class_colors=colormap.colormap_for_dataset(dataset, desc.num_classes))
     print(f"Exported {ckpt} ({desc.name}, crop {crop}) to {fv.export_dir}", flush=True)
     return fv.export_dir
 

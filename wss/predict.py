@@ -49,8 +49,12 @@ def write_label_png(path, class_map, cmap):
 def predict_files(export_dir, files, output_dir):
     """Predicts every file and writes OUTPUT_DIR/<name>.png; returns the written paths."""
     predict, metadata = load_predictor(export_dir)
-    cmap = colormap.colormap_for_dataset(metadata.get("dataset") or "demo",
-                                         metadata.get("num_classes"))
+    if metadata.get("class_colors"):  # exports carry their palette
+        cmap = colormap.generated_colormap(metadata["num_classes"])
+        cmap[:len(metadata["class_colors"])] = metadata["class_colors"]
+    else:  # exports written before the palette was kept
+        cmap = colormap.colormap_for_dataset(metadata.get("dataset") or "demo",
+                                             metadata.get("num_classes"))
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in files:

@@ -7,6 +7,8 @@ does not identify the class. Written as DeepLab TFRecords:
   train-*   DEMO_TRAIN images (also the extra set, like the release's train_aug)
   val-*     DEMO_VAL images
   labeled-* and labeled.txt  DEMO_LABELED train images, class-balanced
+or, for the README's worked example of training on one's own data, as a folder of PNG
+images, palette-PNG masks, unlabeled images and classes.txt (export_demo_folders).
 """
 import json
 import os
@@ -163,6 +165,34 @@ def build_demo_dataset(dataset_dir: str, seed: int = 0, num_train: int = DEMO_TR
   with open(os.path.join(dataset_dir, _MARKER), 'w') as f:
     json.dump({'version': _VERSION, 'seed': seed, 'sizes': sizes}, f)
   return sizes
+
+
+def export_demo_folders(output_dir: str, seed: int = 0, num_labeled: int = 64,
+                        num_unlabeled: int = DEMO_TRAIN - 64) -> Dict[str, int]:
+  """Writes demo images as a user's own data would look: `images/` (PNG) with
+  `masks/` (palette PNGs, same stems), `unlabeled/` (images without masks) and
+  `classes.txt` (names and colours), the input of datasets/build_folder_data.py.
+  Returns the counts."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from wss.data import image_io  # pylint: disable=g-import-not-at-top
+  from wss.data.descriptors import DEMO_CLASS_NAMES  # pylint: disable=g-import-not-at-top
+  for sub in ('images', 'masks', 'unlabeled'):
+    os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
+  palette = image_io.voc_colormap(256).astype(np.uint8)
+  items = _items(seed, 'train', 0, num_labeled + num_unlabeled)
+  for n, (s, i, name) in enumerate(items):
+    image, label = generate_image(s, i)
+    if n < num_labeled:
+      Image.fromarray(image).save(os.path.join(output_dir, 'images', name + '.png'))
+      mask = Image.fromarray(label.astype(np.uint8), mode='P')
+      mask.putpalette(palette.ravel().tolist())
+      mask.save(os.path.join(output_dir, 'masks', name + '.png'))
+    else:
+      Image.fromarray(image).save(os.path.join(output_dir, 'unlabeled', name + '.png'))
+  with open(os.path.join(output_dir, 'classes.txt'), 'w') as f:
+    for c, class_name in enumerate(DEMO_CLASS_NAMES):
+      f.write('{} #{:02x}{:02x}{:02x}\n'.format(class_name, *palette[c]))
+  return {'labeled': num_labeled, 'unlabeled': num_unlabeled}
 
 
 def ensure_demo_dataset(dataset_dir: str, seed: int = 0) -> str:
