@@ -91,3 +91,36 @@ def test_errors_are_clear(tmp_path):
     with pytest.raises(compare.CompareError, match="other settings"):
         compare.run_one("semi", 0, str(run_dir), [compare.resolve_path(compare.DEFAULT_GIN)],
                         TINY, num_steps=2, dataset_dir=str(tmp_path))
+
+
+def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
+    from wss.data.demo import ensure_demo_dataset
+    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
+    out_dir = tmp_path / "compare"
+    argv = (["compare", f"--output_dir={out_dir}", "--seeds=0", "--rows=self_training",
+             "--num_steps=2", f"--dataset_dir={demo_dir}"] + [f"--gin_param={p}" for p in TINY])
+    summary = compare.main(argv)
+    out = capsys.readouterr().out
+    assert "teacher: " in out and "pseudo labels of train by " in out
+    # Stage 1: the teacher is the supervised run of the same seed and budget.
+    teacher_dir = out_dir / "supervised" / "seed0"
+    assert sorted(teacher_dir.glob("ckpt-2.index"))
+    # Stage 2: the extra split minus the 32 labeled ids, thresholded, in 2 shards.
+    pseudo_dir = out_dir / "self_training" / "seed0" / "pseudo"
+    assert len(sorted(pseudo_dir.glob("pseudo-*-of-00002.tfrecord"))) == 2
+    (labels,) = summary["self_training_pseudo_labels"]
+    assert labels["num_images"] == 400 - 32
+    assert 0.0 <= labels["coverage"] <= 1.0 and labels["miou"] is not None
+    # Stage 3: the student reads the labeled split plus every pseudo-labeled record.
+    with open(out_dir / "self_training" / "seed0" / compare.RUN_RECORD) as f:
+        record = json.load(f)
+    assert (f"Experiment.labeled_split = ('labeled', '{pseudo_dir}:pseudo')"
+            in record["bindings"])
+    assert "MethodOptions.mode = 'supervised'" in record["bindings"]
+    (miou,) = summary["rows"]["self_training"]["miou"]
+    assert 0.0 <= miou <= 1.0
+    assert "teacher's offline pseudo labels" in (out_dir / "compare.md").read_text()
+    # A rerun reuses the teacher, the shards and the student.
+    again = compare.main(argv)
+    assert "2 shards already complete, 0 to write" in capsys.readouterr().out
+    assert again["rows"]["self_training"]["miou"] == [miou]

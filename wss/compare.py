@@ -1,7 +1,8 @@
 """Side-by-side comparison of the method's variants (Table 5/6 rows) over several seeds.
 
     python -m wss.compare [--output_dir=runs/compare] [--seeds=0,1,2] [--num_steps=N] \
-        [--rows=supervised,semi,weakly,decoder,sgc] [--gin_param="ModelSettings.aspp_depth = 32"]
+        [--rows=supervised,self_training,semi,weakly,decoder,sgc] \
+        [--gin_param="ModelSettings.aspp_depth = 32"]
 
 Each (row, seed) run parses the experiment gin file(s) (default gin/demo.gin), then the
 extra --gin_param bindings, then the row's method bindings, `Experiment.seed = seed` and
@@ -12,6 +13,13 @@ Experiment.eval_split (wss.train.evaluate_final) and, for the 'semi' (fusion) ro
 measures the ECE of every pseudo-label source there (wss.calibration.calibrate). A run
 whose eval JSON already exists is reused, so an interrupted comparison resumes with the
 same command.
+
+The 'self_training' row (Table 6) is three stages with the same seed and budget: the
+'supervised' run of that seed is the teacher (trained first if that row is not asked
+for), wss.pseudo_label labels the extra split without the labeled ids (arg-max where the
+teacher's max probability is > 0.5, 255 elsewhere) into
+OUTPUT_DIR/self_training/seed<k>/pseudo, and a supervised student trains from the same
+initialisation on the union of the labeled split and those records.
 
 Outputs in OUTPUT_DIR: compare.json (every number), compare.md (the mIoU table with the
 paper's VOC 1/8 numbers for reference, and the ECE table) and compare.png (mean mIoU per
@@ -30,19 +38,23 @@ import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from wss import calibration, restore
+from wss import calibration, pseudo_label, restore
 from wss import train as train_lib
 from wss.data import pipeline
 from wss.experiment import Experiment, build_model, resolve_dataset_dir, resolve_path
 
 DEFAULT_GIN = "gin/demo.gin"
 RUN_RECORD = "compare_run.json"
+PSEUDO_SPLIT = "pseudo"
 
 # Row name -> (description, method bindings, paper reference (table, VOC 1/8 mIoU %)).
 ROWS = {
     "supervised": ("supervised baseline (L_s only)",
                    ["MethodOptions.mode = 'supervised'"],
                    ("Table 6, supervised", 64.00)),
+    "self_training": ("self-training: supervised student on labeled + teacher's pseudo labels",
+                      ["MethodOptions.mode = 'supervised'"],
+                      ("Table 6, self-training", 69.88)),
     "semi": ("PseudoSeg, calibrated fusion",
              ["MethodOptions.mode = 'semi'", "MethodOptions.source = 'fusion'"],
              ("Table 5, calibrated fusion", 73.13)),
@@ -75,8 +87,9 @@ class CompareError(RuntimeError):
 
 # ------------------------------------------------------------------------------ runs
 
-def run_bindings(row, seed, gin_params=(), num_steps=None):
-    """The gin bindings of one run: user params, then the row's, the seed, the budget."""
+def run_bindings(row, seed, gin_params=(), num_steps=None, pseudo_dir=None):
+    """The gin bindings of one run: user params, then the row's, the seed, the budget
+    (and for a self-training student, the labeled set joined with `pseudo_dir`)."""
     if row not in ROWS:
         raise CompareError(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
     for param in gin_params:
@@ -87,7 +100,17 @@ def run_bindings(row, seed, gin_params=(), num_steps=None):
     bindings = list(gin_params) + ROWS[row][1] + [f"Experiment.seed = {int(seed)}"]
     if num_steps is not None:
         bindings.append(f"Experiment.num_steps = {int(num_steps)}")
+    if pseudo_dir is not None:
+        bindings.append(f"Experiment.labeled_split = {student_labeled_split(pseudo_dir)!r}")
     return bindings
+
+
+def student_labeled_split(pseudo_dir):
+    """The self-training student's labeled set: the configured one plus every record of
+    the pseudo-label folder (read from the currently parsed Experiment)."""
+    configured = Experiment().labeled_split
+    configured = (configured,) if isinstance(configured, str) else tuple(configured)
+    return configured + (f"{os.path.abspath(pseudo_dir)}:{PSEUDO_SPLIT}",)
 
 
 def _parse(gin_files, bindings):
@@ -159,7 +182,12 @@ def run_one(row, seed, run_dir, gin_files, gin_params=(), num_steps=None, datase
     Returns {'miou', 'pixel_accuracy', 'eval_json', 'reused', 'seconds', 'ece', ...}.
     """
     start = time.time()
-    bindings = run_bindings(row, seed, gin_params, num_steps)
+    pseudo_dir = pseudo_report = None
+    if row == "self_training":
+        pseudo_dir, pseudo_report = teacher_pseudo_labels(
+            seed, run_dir, gin_files, gin_params, num_steps, dataset_dir, log)
+        _parse(gin_files, run_bindings(row, seed, gin_params, num_steps))
+    bindings = run_bindings(row, seed, gin_params, num_steps, pseudo_dir)
     _parse(gin_files, bindings)
     exp = Experiment()
     _check_run_record(run_dir, {"row": row, "seed": int(seed), "bindings": bindings,
@@ -188,7 +216,8 @@ def run_one(row, seed, run_dir, gin_files, gin_params=(), num_steps=None, datase
            "miou": float(result["miou"]), "pixel_accuracy": float(result["pixel_accuracy"]),
            "step": int(result["step"]), "reused": reused, "num_steps": exp.num_steps,
            "labeled_split": exp.labeled_split, "labeled_id_list": exp.labeled_id_list,
-           "dataset": exp.dataset_name, "eval_split": exp.eval_split, "ece": None}
+           "dataset": exp.dataset_name, "eval_split": exp.eval_split, "ece": None,
+           "pseudo_labels": pseudo_report}
     if with_ece:
         out["ece"] = _run_ece(run_dir, exp, dataset_dir, model,
                               {"step": out["step"], "checkpoint": result["checkpoint"]},
@@ -196,6 +225,43 @@ def run_one(row, seed, run_dir, gin_files, gin_params=(), num_steps=None, datase
     out["seconds"] = time.time() - start
     keras.backend.clear_session()  # the next run builds a fresh model
     return out
+
+
+def teacher_dir_of(student_dir):
+    """OUTPUT_DIR/self_training/seed<k> -> OUTPUT_DIR/supervised/seed<k> (the teacher)."""
+    seed_dir = os.path.basename(os.path.normpath(student_dir))
+    output_dir = os.path.dirname(os.path.dirname(os.path.normpath(student_dir)))
+    return os.path.join(output_dir, "supervised", seed_dir)
+
+
+def teacher_pseudo_labels(seed, student_dir, gin_files, gin_params=(), num_steps=None,
+                          dataset_dir=None, log=print):
+    """Self-training's first two stages: the seed's supervised run (reused when it is
+    there) labels the extra split, labeled ids excluded, into student_dir/pseudo
+    (resumable shards). Returns that folder and the labels' coverage / mIoU / accuracy
+    on covered pixels (where the extra split has ground truth)."""
+    teacher_dir = teacher_dir_of(student_dir)
+    log(f"    teacher: {teacher_dir}")
+    teacher = run_one("supervised", seed, teacher_dir, gin_files, gin_params, num_steps,
+                      dataset_dir, log=lambda s: log(f"    {s}"))
+    _parse(gin_files, run_bindings("supervised", seed, gin_params, num_steps))
+    exp = Experiment()
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
+    out_dir = os.path.join(student_dir, PSEUDO_SPLIT)
+    model = build_model(exp.descriptor.num_classes)
+    checkpoint = restore.restore_model(model, teacher["run_dir"])
+    crop = exp.eval_crop_size or exp.descriptor.eval_crop_size
+    log(f"    pseudo labels of {exp.extra_split} by {checkpoint} -> {out_dir}")
+    report = pseudo_label.generate(
+        model, dataset_dir, exp.extra_split, out_dir, exp.descriptor.num_classes, crop,
+        output_split=PSEUDO_SPLIT, num_shards=2, batch_size=8,
+        exclude_ids=train_lib.labeled_ids(exp, dataset_dir),
+        class_names=exp.descriptor.class_names,
+        settings={"checkpoint": os.path.abspath(checkpoint)}, progress_every=0,
+        log=lambda s: log(f"    {s}"))
+    keras.backend.clear_session()
+    return out_dir, {key: report[key] for key in ("num_images", "coverage", "miou",
+                                                  "pixel_accuracy")}
 
 
 def _stats(values):
@@ -274,8 +340,11 @@ def summarize(runs, rows, seeds, gin_files, gin_params, num_steps):
         if values:
             mean, std = _stats(values)
             ece[variant] = {"ece": values, "mean": mean, "std": std}
+    teacher_labels = [dict(r["pseudo_labels"], seed=r["seed"]) for r in runs
+                      if r.get("pseudo_labels")]
     first = runs[0]
     summary = {"seeds": seeds, "rows": table, "ece_semi": ece,
+               "self_training_pseudo_labels": teacher_labels,
                "ece_seeds": [r["seed"] for r in semi_runs],
                "settings": {"gin_files": list(gin_files), "gin_params": list(gin_params),
                             "num_steps": first["num_steps"], "dataset": first["dataset"],
@@ -312,6 +381,14 @@ def format_markdown(summary):
                      + f" | {_pm(r['mean'], r['std'])} | {paper['miou_percent']:.2f} "
                      f"({paper['table']}) |")
     lines += ["", f"*{summary['paper_note']}*"]
+    if summary.get("self_training_pseudo_labels"):
+        lines += ["", "## The self-training teacher's offline pseudo labels (max prob > 0.5)",
+                  "", "| seed | images | coverage (%) | mIoU on covered pixels (%) | "
+                  "pixel acc. on covered (%) |", "|---|---:|---:|---:|---:|"]
+        for p in summary["self_training_pseudo_labels"]:
+            cells = [f"{100 * p[k]:.2f}" if p[k] is not None else "n/a"
+                     for k in ("coverage", "miou", "pixel_accuracy")]
+            lines.append(f"| {p['seed']} | {p['num_images']} | " + " | ".join(cells) + " |")
     if summary["ece_semi"]:
         ece_seeds = summary["ece_seeds"]
         lines += ["", "## ECE (%) of the pseudo-label sources of the semi (fusion) model",
