@@ -66,3 +66,18 @@ def test_cutout_fits_the_crop_of_every_pseudoseg_config(path):
             assert cutout_advice(Experiment().crop_size, StrongConfig()) is None
     finally:
         gin.clear_config()
+
+
+def test_every_config_parses_with_only_the_experiment_module_imported():
+    """A tool that imports wss.experiment (eval, export, pseudo_label, ...) can parse any
+    config: every configurable a gin file binds is registered by that import alone."""
+    import subprocess
+    import sys
+    script = ("import sys, gin, wss.experiment\n"
+              "for path in sys.argv[1:]:\n"
+              "    gin.clear_config()\n"
+              "    gin.parse_config_file(path)\n")
+    out = subprocess.run([sys.executable, "-c", script] + GIN_FILES, capture_output=True,
+                         text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Path not found" not in out.stderr  # gin's include probe is kept quiet

@@ -5,12 +5,14 @@ evaluation and export read the same bindings, so a model is always rebuilt exact
 was trained. Batch sizes are global (split across replicas by tf.distribute).
 """
 import dataclasses
+import logging
 import os
 from typing import Optional, Tuple, Union
 
 import gin
 import keras
 
+from wss.data import augment  # noqa: F401  registers AugmentConfig, StrongConfig with gin
 from wss.data import descriptors
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
@@ -19,6 +21,18 @@ from wss.schedule import PolyWithSlowStart
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `include 'base.gin'` in an experiment file finds the project's gin folder from any cwd.
 gin.add_config_file_search_path(os.path.join(PROJECT_ROOT, "gin"))
+
+
+class _GinIncludeProbeFilter(logging.Filter):
+    """Drops the 'Path not found' error gin logs for every `include 'name.gin'` while it
+    probes the Python path, before it finds the file on the search path above."""
+
+    def filter(self, record):
+        return not (record.pathname.endswith("resource_reader.py")
+                    and record.getMessage().startswith("Path not found"))
+
+
+logging.getLogger().addFilter(_GinIncludeProbeFilter())
 
 
 def resolve_path(path):
