@@ -56,3 +56,11 @@ def test_forward(tmp_path):
         assert _positive(out[key]), key
     assert out["images_per_step"] == 1
     assert "split" not in out
+
+
+def test_bfloat16_forward_is_opt_in_and_leaves_the_policy_as_it_was(tmp_path):
+    import keras
+    out = _run(tmp_path, "--what=forward", "--precision=mixed_bfloat16")
+    assert out["precision"] == "mixed_bfloat16" and _positive(out["median_s"])
+    assert keras.config.dtype_policy().name == "float32"
+    assert _run(tmp_path, "--what=forward")["precision"] == "float32"

@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
-from wss import experiment
+from wss import distribute, experiment
 from wss.method import fusion, losses
 from wss.method.options import MODES, MethodOptions
 from wss.restore import parse_flags, parse_gin
@@ -61,6 +61,9 @@ def define_flags(fv):
                          flag_values=fv)
     flags.DEFINE_boolean("jit_compile", False, "Compile every timed function with XLA.",
                          flag_values=fv)
+    flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                      "Keras dtype policy (changes numerics: opt-in, measured apart).",
+                      flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.",
                          flag_values=fv)
     flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=fv)
@@ -267,31 +270,36 @@ def split_parts(model, labeled, extra, jit_compile=False):
 
 # ----------------------------------------------------------------------- the tool
 
-def build(gin_files, gin_params, mode):
+def build(gin_files, gin_params, mode, precision="float32"):
     """Parses gin (mode override last) and returns (model with optimizer, Experiment)."""
+    distribute.set_precision(precision)
     params = list(gin_params)
     if mode:
         params.append(f"MethodOptions.mode = '{mode}'")
     parse_gin(gin_files or [DEFAULT_GIN], params)
     exp = experiment.Experiment()
     model = experiment.build_model(exp.descriptor.num_classes, options=MethodOptions())
-    model.compile(optimizer=experiment.build_optimizer(exp, model))
+    model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
     return model, exp
 
 
 def run(gin_files=(), gin_params=(), crop=None, labeled_batch=1, extra_batch=1, steps=5,
         warmup=1, split_steps=None, mode=None, what="train_step", split=True,
-        jit_compile=False, seed=0, print_fn=print):
+        jit_compile=False, seed=0, print_fn=print, precision="float32"):
     """Builds the configured model, times it and returns a dict of every number."""
     keras.utils.set_random_seed(seed)
-    model, exp = build(gin_files, gin_params, mode)
+    try:
+        model, exp = build(gin_files, gin_params, mode, precision)
+    finally:
+        distribute.set_precision("float32")  # the policy is global; the model keeps its own
     opts = model.options
     crop = crop or exp.crop_size
     labeled, extra = synthetic_batches(labeled_batch, extra_batch, crop, model.num_classes,
                                        seed)
     result = {"what": what, "mode": opts.mode, "crop": crop, "labeled_batch": labeled_batch,
               "extra_batch": extra_batch, "steps": steps, "warmup": warmup,
-              "jit_compile": jit_compile, "num_classes": model.num_classes,
+              "jit_compile": jit_compile, "precision": precision,
+              "num_classes": model.num_classes,
               "backbone": model.deeplab.backbone_name,
               "parameters": int(sum(v.numpy().size for v in model.trainable_variables)),
               "tensorflow": tf.__version__, "cpus": os.cpu_count(),
@@ -353,7 +361,8 @@ def main(argv=None):
         return None
     result = run(fv.gin_file, fv.gin_param, fv.crop, fv.labeled_batch, fv.extra_batch,
                  fv.steps, fv.warmup, fv.split_steps, fv.mode, fv.what, fv.split,
-                 fv.jit_compile, fv.seed, functools.partial(print, flush=True))
+                 fv.jit_compile, fv.seed, functools.partial(print, flush=True),
+                 fv.precision)
     if fv.json:
         with open(fv.json, "w") as f:
             json.dump(result, f, indent=2)
