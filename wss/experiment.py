@@ -24,12 +24,14 @@ gin.add_config_file_search_path(os.path.join(PROJECT_ROOT, "gin"))
 
 
 class _GinIncludeProbeFilter(logging.Filter):
-    """Drops the 'Path not found' error gin logs for every `include 'name.gin'` while it
-    probes the Python path, before it finds the file on the search path above."""
+    """Drops the lines (an info, then a 'Path not found' error) gin logs for every
+    `include 'name.gin'` while it probes the Python path, before it finds the file on
+    the search path above."""
 
     def filter(self, record):
         return not (record.pathname.endswith("resource_reader.py")
-                    and record.getMessage().startswith("Path not found"))
+                    and record.getMessage().startswith(("Path not found",
+                                                        "system_path_file_exists")))
 
 
 logging.getLogger().addFilter(_GinIncludeProbeFilter())
