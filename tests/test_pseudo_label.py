@@ -281,6 +281,8 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     assert pl.main(argv)["shards_written"] == [] and seen["n"] == 16
     with pytest.raises(restore.RestoreError, match="nope"):
         pl.main(argv[:3] + [f"--dataset_dir={tmp_path / 'nope'}", f"--output_dir={out}"])
+    with pytest.raises(restore.RestoreError, match="--model_dir of the teacher"):
+        pl.main(["pseudo_label", f"--output_dir={out}"])
 
 
 @pytest.mark.parametrize("ratio", [4, 8, 16])

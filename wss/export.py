@@ -126,11 +126,7 @@ def main(argv=None):
     fv = FLAGS
     if not fv.export_dir:
         raise restore.RestoreError("pass --export_dir (where the SavedModel goes).")
-    if not fv.model_dir and not fv.checkpoint:
-        raise restore.RestoreError("pass --model_dir (and optionally --checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
-    restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
+    model_dir = restore.parse_run_config(fv)
     exp = experiment.Experiment()
     dataset = fv.dataset_name or exp.dataset_name
     desc = descriptors.get_descriptor(dataset)

@@ -40,7 +40,7 @@ import os
 import re
 import sys
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -50,7 +50,6 @@ from wss import eval as wss_eval
 from wss import metrics
 from wss import restore
 from wss.data import augment
-from wss.data import descriptors
 from wss.data import image_io
 from wss.data import pipeline
 from wss.data import reader
@@ -507,17 +506,10 @@ def main(argv=None):
     fv = FLAGS
     if not fv.output_dir:
         raise restore.RestoreError("pass --output_dir (where the pseudo labels go).")
-    if not fv.model_dir and not fv.checkpoint:
-        raise restore.RestoreError("pass --model_dir of the teacher (and optionally "
-                                   "--checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = restore.default_gin_files(model_dir, fv.gin_file)
-    restore.parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
-    exp = experiment.Experiment()
-    name, dataset_dir, _, crop = restore.resolve_data(fv)
-    split = fv.split or exp.extra_split
-    desc = descriptors.get_descriptor(name)
-    model = experiment.build_model(desc.num_classes)
+    setup = restore.setup_from_flags(fv, what="the teacher")
+    model_dir, model, desc = setup.model_dir, setup.model, setup.descriptor
+    name, dataset_dir, crop = setup.dataset_name, setup.dataset_dir, setup.crop
+    split = fv.split or experiment.Experiment().extra_split
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     try:
         return generate(

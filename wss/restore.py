@@ -183,14 +183,21 @@ class ToolSetup:
     crop: object
 
 
-def setup_from_flags(fv):
-    """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
-    from wss.data import descriptors
+def parse_run_config(fv, what="the run"):
+    """Parses the gin config of the run named by --model_dir / --checkpoint (its
+    operative config unless --gin_file is given); returns the model directory."""
     if not fv.model_dir and not fv.checkpoint:
-        raise RestoreError("pass --model_dir (and optionally --checkpoint).")
+        raise RestoreError(f"pass --model_dir of {what} (and optionally --checkpoint).")
     model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
     gin_files, operative = default_gin_files(model_dir, fv.gin_file)
     parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
+    return model_dir
+
+
+def setup_from_flags(fv, what="the run"):
+    """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
+    from wss.data import descriptors
+    model_dir = parse_run_config(fv, what)
     name, dataset_dir, split, crop = resolve_data(fv)
     desc = descriptors.get_descriptor(name)
     return ToolSetup(experiment.build_model(desc.num_classes), model_dir, desc, name,
