@@ -141,19 +141,34 @@ def _items(seed: int, prefix: str, start: int, count: int) -> List[tuple]:
   return [(seed, start + i, f'demo_{prefix}_{i:05d}') for i in range(count)]
 
 
+def train_items(seed: int, count: int = DEMO_TRAIN) -> List[tuple]:
+  """(seed, index, id) of the train split's images."""
+  return _items(seed, 'train', 0, count)
+
+
+def val_items(seed: int, count: int = DEMO_VAL) -> List[tuple]:
+  """(seed, index, id) of the val split's images (an index range train never reaches)."""
+  return _items(seed, 'val', 10**6, count)
+
+
+def labeled_sample(seed: int, num_train: int = DEMO_TRAIN, num_labeled: int = DEMO_LABELED):
+  """The class-balanced labeled subset of the train split (a splits.Sample)."""
+  from wss.data import splits  # pylint: disable=g-import-not-at-top
+  train = train_items(seed, num_train)
+  classes = [set(np.unique(generate_image(s, i)[1]).tolist()) - {0} for s, i, _ in train]
+  return splits.sample_balanced([n for _, _, n in train], classes, num_labeled,
+                                NUM_CLASSES, min_per_class=2, seed=seed)
+
+
 def build_demo_dataset(dataset_dir: str, seed: int = 0, num_train: int = DEMO_TRAIN,
                        num_val: int = DEMO_VAL, num_labeled: int = DEMO_LABELED,
                        num_shards: int = 2, progress: bool = False) -> Dict[str, int]:
   """Generates and writes the demo dataset; returns split sizes."""
   from wss.data import splits  # pylint: disable=g-import-not-at-top
   from wss.data import tfrecord_writer  # pylint: disable=g-import-not-at-top
-  train = _items(seed, 'train', 0, num_train)
-  val = _items(seed, 'val', 10**6, num_val)
-  classes = []
-  for s, i, _ in train:
-    classes.append(set(np.unique(generate_image(s, i)[1]).tolist()) - {0})
-  sample = splits.sample_balanced([n for _, _, n in train], classes, num_labeled,
-                                  NUM_CLASSES, min_per_class=2, seed=seed)
+  train = train_items(seed, num_train)
+  val = val_items(seed, num_val)
+  sample = labeled_sample(seed, num_train, num_labeled)
   chosen = set(sample.ids)
   labeled = [t for t in train if t[2] in chosen]
   for split, items in (('train', train), ('val', val), ('labeled', labeled)):
@@ -179,7 +194,7 @@ def export_demo_folders(output_dir: str, seed: int = 0, num_labeled: int = 64,
   for sub in ('images', 'masks', 'unlabeled'):
     os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
   palette = image_io.voc_colormap(256).astype(np.uint8)
-  items = _items(seed, 'train', 0, num_labeled + num_unlabeled)
+  items = train_items(seed, num_labeled + num_unlabeled)
   for n, (s, i, name) in enumerate(items):
     image, label = generate_image(s, i)
     if n < num_labeled:

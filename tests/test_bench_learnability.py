@@ -1,0 +1,66 @@
+"""The learnability probe: demo arrays, both model classes, and that training fits."""
+import io
+import os
+
+import gin
+import numpy as np
+import pytest
+from absl import flags
+
+from wss.bench import learnability
+from wss.data import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_arrays_pad_like_deeplab():
+  items = demo.train_items(0, 3)
+  images, labels = learnability.demo_arrays(items)
+  assert images.shape == (3, learnability.SIZE, learnability.SIZE, 3)
+  for n, (seed, index, _) in enumerate(items):
+    image, label = demo.generate_image(seed, index)
+    h, w = label.shape
+    np.testing.assert_array_equal(images[n, :h, :w], image.astype(np.float32))
+    np.testing.assert_array_equal(labels[n, :h, :w], label)
+    assert (images[n, h:] == 127.5).all() and (labels[n, :, w:] == 255).all()
+
+
+def test_labeled_sample_is_the_built_split(tmp_path):
+  demo.build_demo_dataset(str(tmp_path), num_train=20, num_val=2, num_labeled=8)
+  with open(tmp_path / 'labeled.txt') as f:
+    written = [l.strip() for l in f if l.strip() and not l.startswith('#')]
+  assert written == list(demo.labeled_sample(0, 20, 8).ids)
+
+
+def test_plain_fcn_fits_four_images():
+  data = learnability.demo_arrays(demo.train_items(0, 4))
+  out = io.StringIO()
+  result = learnability.train_and_evaluate(learnability.plain_fcn(demo.NUM_CLASSES), data,
+                                           data, steps=60, batch=4, log_every=20, out=out)
+  assert result['final_loss'] < 0.7 * result['first_loss']
+  assert len(result['per_class_iou']) == demo.NUM_CLASSES
+  assert 0.0 <= result['miou'] <= 1.0
+  assert out.getvalue().count('loss=') == 3
+
+
+def test_demo_deeplab_is_the_gin_model():
+  from wss.restore import parse_gin
+  parse_gin([os.path.join(REPO, 'gin', 'demo.gin')])
+  try:
+    model = learnability.DeepLabLogits(demo.NUM_CLASSES)
+    data = learnability.demo_arrays(demo.train_items(0, 2))
+    result = learnability.train_and_evaluate(model, data, data, steps=2, batch=2,
+                                             log_every=1, out=io.StringIO())
+  finally:
+    gin.clear_config()
+  assert model.deeplab.width_multiplier == 0.125
+  assert model.deeplab.middle_flow_units == 2
+  assert np.isfinite(result['final_loss'])
+
+
+def test_command_line_runs_and_rejects_bad_flags():
+  result = learnability.main(['learnability', '--model=plain_fcn', '--labeled=balanced',
+                              '--num_train=12', '--num_val=2', '--steps=2', '--batch=2'])
+  assert 0.0 <= result['miou'] <= 1.0
+  with pytest.raises(flags.IllegalFlagValueError):
+    learnability.main(['learnability', '--model=unet'])

@@ -1,0 +1,190 @@
+"""Learnability probe: how well can a model class learn the demo data, apart from PseudoSeg?
+
+    python -m wss.bench.learnability --model=demo_deeplab|plain_fcn \
+        [--labeled=all|balanced] [--steps=1500] [--batch=16] [--gin_file=gin/demo.gin]
+
+Trains one model with plain supervised cross-entropy on demo images generated in memory
+(no TFRecords, no scale augmentation: whole images padded to 65 px, left-right flips, Adam
+1e-3), then prints the val mIoU, per-class IoU and the final training loss.
+'demo_deeplab' is the DeepLabv3+ of the gin config (the demo's small Xception by default);
+'plain_fcn' is a small U-Net-like conv net at full resolution, a reference for what the
+data allows within the same budget. `--labeled=all` uses every train mask, `balanced` the
+demo's 32 labeled images. This tells a model or schedule limit from a data limit
+(README, "Why PseudoSeg does not win the demo").
+"""
+import dataclasses
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from deeplab_ext.deeplab import DeepLabV3Plus
+from deeplab_ext.resize import resize_bilinear
+from wss import metrics
+from wss.experiment import ModelSettings
+from wss.data import demo
+from wss.data.augment import IGNORE_LABEL, PAD_PIXEL
+from wss.restore import parse_flags, parse_gin
+
+SIZE = demo.MAX_SIZE + 1  # every demo image fits; odd, as DeepLab's crops
+
+
+def demo_arrays(items):
+    """Images [N, SIZE, SIZE, 3] float32 in [0, 255] and labels [N, SIZE, SIZE] int32,
+    padded bottom/right as DeepLab pads (image PAD_PIXEL, label IGNORE_LABEL)."""
+    images = np.full((len(items), SIZE, SIZE, 3), PAD_PIXEL, np.float32)
+    labels = np.full((len(items), SIZE, SIZE), IGNORE_LABEL, np.int32)
+    for n, (seed, index, _) in enumerate(items):
+        image, label = demo.generate_image(seed, index)
+        h, w = label.shape
+        images[n, :h, :w] = image
+        labels[n, :h, :w] = label
+    return images, labels
+
+
+class ResizeLike(keras.layers.Layer):
+    """Bilinear resize of the first input to the spatial size of the second."""
+
+    def call(self, inputs):
+        x, like = inputs
+        return resize_bilinear(x, tf.shape(like)[1:3])
+
+
+def plain_fcn(num_classes, width=32):
+    """A small U-Net-like net: two poolings, a dilated bottleneck, skips at full and 1/2
+    resolution. Takes [0, 255] images, returns full-resolution logits."""
+    def conv(x, filters, rate=1):
+        x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=rate,
+                                use_bias=False)(x)
+        return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    full = conv(conv(x, width), width)
+    half = conv(conv(keras.layers.MaxPool2D()(full), 2 * width), 2 * width)
+    x = keras.layers.MaxPool2D()(half)
+    for rate in (1, 2, 4):
+        x = conv(x, 4 * width, rate)
+    x = conv(keras.layers.Concatenate()([ResizeLike()([x, half]), half]), 2 * width)
+    x = conv(keras.layers.Concatenate()([ResizeLike()([x, full]), full]), width)
+    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(x), name="plain_fcn")
+
+
+class DeepLabLogits(keras.Model):
+    """The gin config's DeepLabv3+ (no classification head) as an images -> logits model."""
+
+    def __init__(self, num_classes):
+        super().__init__(name="demo_deeplab")
+        config = dataclasses.asdict(ModelSettings())
+        self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False,
+                                     **config)
+
+    def build(self, input_shape):
+        self.deeplab.build(input_shape)
+
+    def call(self, images, training=False):
+        return self.deeplab.forward(images, training=training)["logits"]
+
+
+def masked_cross_entropy(labels, logits):
+    """Softmax cross-entropy of logits (resized to the labels) over non-ignored pixels."""
+    logits = resize_bilinear(logits, tf.shape(labels)[1:3])
+    valid = labels != IGNORE_LABEL
+    loss = keras.losses.sparse_categorical_crossentropy(
+        tf.where(valid, labels, 0), logits, from_logits=True)
+    return tf.reduce_sum(tf.where(valid, loss, 0.0)) / tf.maximum(
+        tf.reduce_sum(tf.cast(valid, tf.float32)), 1.0)
+
+
+def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, out=sys.stdout):
+    """Trains `model` on (images, labels) `train` and returns its results on `val`:
+    {'miou', 'per_class_iou', 'first_loss', 'final_loss', 'seconds'} (losses are means
+    over the first and last `log_every` steps)."""
+    tf.random.set_seed(seed)
+    images, labels = train
+    optimizer = keras.optimizers.Adam(1e-3)
+    model(tf.zeros((1, SIZE, SIZE, 3)), training=True)  # build before the optimizer
+
+    @tf.function
+    def step(x, y):
+        flip = tf.random.uniform([tf.shape(x)[0], 1, 1]) < 0.5
+        x = tf.where(flip[..., None], tf.reverse(x, [2]), x)
+        y = tf.where(flip, tf.reverse(y, [2]), y)
+        with tf.GradientTape() as tape:
+            loss = masked_cross_entropy(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    rng = np.random.RandomState(seed)
+    window, first, start = [], None, time.time()
+    for n in range(1, steps + 1):
+        pick = rng.choice(len(images), batch, replace=len(images) < batch)
+        window.append(float(step(images[pick], labels[pick])))
+        if n % log_every == 0 or n == steps:
+            mean = float(np.mean(window))
+            first = mean if first is None else first
+            print(f"step {n}/{steps} loss={mean:.4f} ({time.time() - start:.0f}s)",
+                  file=out, flush=True)
+            final, window = mean, []
+    cm = 0
+    for i in range(0, len(val[0]), 20):
+        logits = model(val[0][i:i + 20], training=False)
+        pred = tf.argmax(resize_bilinear(logits, [SIZE, SIZE]), -1).numpy()
+        cm = cm + metrics.confusion_matrix(val[1][i:i + 20], pred, logits.shape[-1])
+    return {"miou": float(metrics.mean_iou(cm)),
+            "per_class_iou": [float(v) for v in metrics.per_class_iou(cm)],
+            "first_loss": first, "final_loss": final, "seconds": time.time() - start}
+
+
+def define_flags(fv):
+    """Registers the tool's flags on the FlagValues `fv`."""
+    flags.DEFINE_enum("model", "demo_deeplab", ["demo_deeplab", "plain_fcn"],
+                      "Model to train.", flag_values=fv)
+    flags.DEFINE_enum("labeled", "all", ["all", "balanced"], "Train masks: every train "
+                      "image, or the demo's class-balanced labeled set.", flag_values=fv)
+    flags.DEFINE_integer("steps", 1500, "Training steps.", flag_values=fv)
+    flags.DEFINE_integer("batch", 16, "Images per step.", flag_values=fv)
+    flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_val", demo.DEMO_VAL, "Val images generated.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Demo data seed (the demo's is 0) and training seed.",
+                         flag_values=fv)
+    flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of demo_deeplab's "
+                              "model.", flag_values=fv)
+    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
+
+
+def main(argv=None):
+    """Command line entry; returns the result dict (None for --help)."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    if not parse_flags(fv, argv):
+        return None
+    train_items = demo.train_items(fv.seed, fv.num_train)
+    if fv.labeled == "balanced":
+        chosen = set(demo.labeled_sample(fv.seed, fv.num_train,
+                                         min(demo.DEMO_LABELED, fv.num_train)).ids)
+        train_items = [t for t in train_items if t[2] in chosen]
+    if fv.model == "demo_deeplab":
+        parse_gin(fv.gin_file, fv.gin_param)
+        model = DeepLabLogits(demo.NUM_CLASSES)
+    else:
+        model = plain_fcn(demo.NUM_CLASSES)
+    print(f"{fv.model}: {len(train_items)} train masks, {fv.steps} steps of "
+          f"{fv.batch} images", flush=True)
+    result = train_and_evaluate(model, demo_arrays(train_items),
+                                demo_arrays(demo.val_items(fv.seed, fv.num_val)),
+                                fv.steps, fv.batch, seed=fv.seed)
+    ious = " ".join(f"{100 * v:.1f}" for v in result["per_class_iou"])
+    print(f"{fv.model} ({fv.labeled}): val mIoU {100 * result['miou']:.2f}% "
+          f"[{ious}], training loss {result['first_loss']:.3f} -> "
+          f"{result['final_loss']:.3f}, {result['seconds']:.0f}s")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv)
