@@ -64,3 +64,5 @@ def test_command_line_runs_and_rejects_bad_flags():
   assert 0.0 <= result['miou'] <= 1.0
   with pytest.raises(flags.IllegalFlagValueError):
     learnability.main(['learnability', '--model=unet'])
+  with pytest.raises(ValueError, match='--steps=0'):
+    learnability.main(['learnability', '--steps=0'])

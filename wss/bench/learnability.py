@@ -9,8 +9,9 @@ Trains one model with plain supervised cross-entropy on demo images generated in
 'demo_deeplab' is the DeepLabv3+ of the gin config (the demo's small Xception by default);
 'plain_fcn' is a small U-Net-like conv net at full resolution, a reference for what the
 data allows within the same budget. `--labeled=all` uses every train mask, `balanced` the
-demo's 32 labeled images. This tells a model or schedule limit from a data limit
-(README, "Why PseudoSeg does not win the demo").
+demo's 32 labeled images. The loss is the project's L_s (wss.method.losses.supervised_ce).
+This tells a model or schedule limit from a data limit (README, "Demo results on this
+machine": the demo's model, not its data, is the limit).
 """
 import dataclasses
 import sys
@@ -27,6 +28,7 @@ from wss import metrics
 from wss.experiment import ModelSettings
 from wss.data import demo
 from wss.data.augment import IGNORE_LABEL, PAD_PIXEL
+from wss.method import losses
 from wss.restore import parse_flags, parse_gin
 
 SIZE = demo.MAX_SIZE + 1  # every demo image fits; odd, as DeepLab's crops
@@ -89,16 +91,6 @@ class DeepLabLogits(keras.Model):
         return self.deeplab.forward(images, training=training)["logits"]
 
 
-def masked_cross_entropy(labels, logits):
-    """Softmax cross-entropy of logits (resized to the labels) over non-ignored pixels."""
-    logits = resize_bilinear(logits, tf.shape(labels)[1:3])
-    valid = labels != IGNORE_LABEL
-    loss = keras.losses.sparse_categorical_crossentropy(
-        tf.where(valid, labels, 0), logits, from_logits=True)
-    return tf.reduce_sum(tf.where(valid, loss, 0.0)) / tf.maximum(
-        tf.reduce_sum(tf.cast(valid, tf.float32)), 1.0)
-
-
 def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, out=sys.stdout):
     """Trains `model` on (images, labels) `train` and returns its results on `val`:
     {'miou', 'per_class_iou', 'first_loss', 'final_loss', 'seconds'} (losses are means
@@ -114,7 +106,7 @@ def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, o
         x = tf.where(flip[..., None], tf.reverse(x, [2]), x)
         y = tf.where(flip, tf.reverse(y, [2]), y)
         with tf.GradientTape() as tape:
-            loss = masked_cross_entropy(y, model(x, training=True))
+            loss = losses.supervised_ce(model(x, training=True), y)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -164,6 +156,9 @@ def main(argv=None):
     define_flags(fv)
     if not parse_flags(fv, argv):
         return None
+    for name in ("steps", "batch", "num_train", "num_val"):
+        if fv[name].value < 1:
+            raise ValueError(f"--{name}={fv[name].value}: must be at least 1.")
     train_items = demo.train_items(fv.seed, fv.num_train)
     if fv.labeled == "balanced":
         chosen = set(demo.labeled_sample(fv.seed, fv.num_train,
