@@ -73,6 +73,11 @@ def test_ece_matches_metrics_reference(setup):
     # Sharpening raises the confidence of the same predictions.
     assert results["decoder_sharpened"]["confidence"] > results["decoder"]["confidence"]
     assert results["decoder_sharpened"]["accuracy"] == results["decoder"]["accuracy"]
+    # mIoU of the arg-max labels: a numpy confusion matrix of the same pseudo labels.
+    cm = metrics.confusion_matrix(labels_at(tf.shape(probs)[1:3]), probs.numpy().argmax(-1),
+                                  NUM_CLASSES)
+    assert results["decoder"]["miou"] == pytest.approx(metrics.mean_iou(cm), abs=1e-9)
+    assert results["decoder_sharpened"]["miou"] == results["decoder"]["miou"]
     valid = int((labels_at(tf.shape(probs)[1:3]) != 255).sum())
     assert all(r["num_pixels"] == valid for r in results.values())
 

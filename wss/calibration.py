@@ -103,7 +103,9 @@ def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=N
 
     use_image_labels: mask the Grad-CAM with ground-truth image labels (from the masks);
       default: only when the model's method mode is 'weakly'.
-    Returns {variant: {'ece', 'accuracy', 'confidence', 'num_pixels', 'accumulator'}}.
+    Returns {variant: {'ece', 'accuracy', 'confidence', 'miou', 'per_class_iou',
+    'num_pixels', 'accumulator'}}: 'miou' is the mean IoU of the variant's arg-max labels,
+    the quality of hard pseudo labels from that source.
     """
     options = model.options
     if use_image_labels is None:
@@ -121,26 +123,33 @@ def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=N
         probs = variant_probs(branch, options, variants)
         size = tf.shape(branch["decoder_logits"])[1:3]
         small = resize_nearest(tf.cast(labels, tf.int32), size)[..., 0]
-        out = {name: (tf.reduce_max(pr, axis=-1),
-                      tf.argmax(pr, axis=-1, output_type=tf.int32) == small)
-               for name, pr in probs.items()}
+        out = {}
+        for name, pr in probs.items():
+            label = tf.argmax(pr, axis=-1, output_type=tf.int32)
+            out[name] = (tf.reduce_max(pr, axis=-1), label == small,
+                         metrics.confusion_matrix_tf(small, label, num_classes))
         return out, small != IGNORE_LABEL
 
     accumulators = {name: metrics.CalibrationAccumulator(num_bins) for name in variants}
+    confusions = {name: np.zeros((num_classes, num_classes), np.int64) for name in variants}
     for index, batch in enumerate(dataset):
         if max_batches is not None and index >= max_batches:
             break
         with frozen_statistics(model):  # every batch sees the same statistics
             per_variant, keep = step(batch["image"], batch["label"], batch["valid"])
         keep = keep.numpy()
-        for name, (confidence, correct) in per_variant.items():
+        for name, (confidence, correct, confusion) in per_variant.items():
             accumulators[name].update_from_confidence(confidence.numpy(), correct.numpy(),
                                                       keep)
+            confusions[name] = confusions[name] + confusion.numpy()
         if progress_every and (index + 1) % progress_every == 0:
             log(f"  batch {index + 1}")
     return {name: {"ece": acc.ece(),
                    "accuracy": float(acc.correct_sum.sum() / max(acc.counts.sum(), 1)),
                    "confidence": float(acc.confidence_sum.sum() / max(acc.counts.sum(), 1)),
+                   "miou": float(metrics.mean_iou(confusions[name])),
+                   "per_class_iou": [None if np.isnan(v) else float(v)
+                                     for v in metrics.per_class_iou(confusions[name])],
                    "num_pixels": int(acc.counts.sum()), "accumulator": acc}
             for name, acc in accumulators.items()}
 
@@ -192,11 +201,12 @@ def save_reliability_png(results, path):
 
 
 def format_table(results):
-    """Printable table of ECE, accuracy and mean confidence per variant (in %)."""
-    lines = [f"{'source':<26} {'ECE':>7} {'acc':>7} {'conf':>7} {'pixels':>10}"]
+    """Printable table of ECE, accuracy, mean confidence and mIoU per variant (in %)."""
+    lines = [f"{'source':<26} {'ECE':>7} {'acc':>7} {'conf':>7} {'mIoU':>7} {'pixels':>10}"]
     for name, r in results.items():
         lines.append(f"{name:<26} {100 * r['ece']:7.2f} {100 * r['accuracy']:7.2f} "
-                     f"{100 * r['confidence']:7.2f} {r['num_pixels']:>10}")
+                     f"{100 * r['confidence']:7.2f} {100 * r['miou']:7.2f} "
+                     f"{r['num_pixels']:>10}")
     return "\n".join(lines)
 
 
