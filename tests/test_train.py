@@ -165,3 +165,21 @@ def test_excluding_the_labeled_split_from_the_extra_set(demo_dir):
     all_labeled = [i for s in reader.scan_files(reader.split_files(demo_dir, "labeled"))
                    for i in s.ids]
     assert sorted(ids) == sorted(all_labeled) and len(ids) == 32
+
+
+def test_demo_backbone_init_is_pretrained_once_then_loaded(tmp_path, demo_dir):
+    quick = ["Experiment.init_checkpoint = 'demo_backbone'", "Experiment.num_steps = 1",
+             "PretrainConfig.num_images = 4", "PretrainConfig.steps = 2",
+             "PretrainConfig.batch_size = 2"]
+    first = subprocess.run(command(tmp_path / "a", demo_dir, *quick), capture_output=True,
+                           text=True, timeout=600)
+    text = first.stdout + first.stderr
+    assert first.returncode == 0, text
+    folder = re.search(r"pretraining the demo backbone into (\S+) ", text).group(1)
+    assert os.path.dirname(folder) == str(demo_dir)
+    assert re.search(rf"initialised from {re.escape(folder)}/model.ckpt: loaded \d+", text)
+    second = subprocess.run(command(tmp_path / "b", demo_dir, *quick), capture_output=True,
+                            text=True, timeout=600)
+    text = second.stdout + second.stderr
+    assert second.returncode == 0, text
+    assert "pretraining the demo backbone" not in text and f"initialised from {folder}" in text

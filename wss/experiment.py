@@ -83,7 +83,8 @@ class Experiment:
       schedule and SGD; scale_learning_rate_with_batch multiplies the base rate by
       labeled_batch_size / 64 (linear rule) for runs smaller than the paper's.
     init_checkpoint: a TF1 DeepLab checkpoint (ImageNet or trained; logits are left out)
-      or a Keras .weights.h5 of this model.
+      or a Keras .weights.h5 of this model; for the demo, 'demo_backbone' is a backbone
+      pretrained on demo image-level labels (wss.pretrain, built on first use).
     class_weights: a class_weights.json (datasets/build_folder_data.py --class_weights, or
       wss.data.class_stats) weighting L_s and L_sa per class; None = unweighted (paper).
     dataset_name may also be the path of a descriptor.json written by the folder builder.

@@ -30,6 +30,7 @@ from wss.method import fusion
 from wss.experiment import (Experiment, ModelSettings, TrainLoop, build_model, build_optimizer,
                             resolve_dataset_dir, resolve_path)
 from wss.method.options import MethodOptions
+from wss.pretrain import resolve_init_checkpoint
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config files (later ones override).")
@@ -173,6 +174,12 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     checkpoint_every = checkpoint_every or loop.checkpoint_every
     dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
     tf.io.gfile.makedirs(model_dir)
+    init_checkpoint = exp.init_checkpoint
+    if init_checkpoint and not tf.train.latest_checkpoint(model_dir):
+        # Before the run's seed is set: a pretrained start built now or found cached
+        # leaves the run's own randomness the same.
+        init_checkpoint = resolve_init_checkpoint(init_checkpoint, exp.dataset_name,
+                                                  dataset_dir, print_fn)
 
     # ------------------------------------------------------------ strategy and model
     if exp.seed is not None:
@@ -209,8 +216,8 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
         checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         print_fn(f"resumed from {manager.latest_checkpoint} at step "
                  f"{int(optimizer.iterations.numpy())}")
-    elif exp.init_checkpoint:
-        print_fn(initialize(model, exp.init_checkpoint))
+    elif init_checkpoint:
+        print_fn(initialize(model, init_checkpoint))
     with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.config_str())
 

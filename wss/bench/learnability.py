@@ -1,7 +1,8 @@
 """Learnability probe: how well can a model class learn the demo data, apart from PseudoSeg?
 
     python -m wss.bench.learnability --model=demo_deeplab|plain_fcn \
-        [--labeled=all|balanced] [--steps=1500] [--batch=16] [--gin_file=gin/demo.gin]
+        [--labeled=all|balanced] [--steps=1500] [--batch=16] [--input_scale=1] \
+        [--gin_file=gin/demo.gin]
 
 Trains one model with plain supervised cross-entropy on demo images generated in memory
 (no TFRecords, no scale augmentation: whole images padded to 65 px, left-right flips, Adam
@@ -9,7 +10,8 @@ Trains one model with plain supervised cross-entropy on demo images generated in
 'demo_deeplab' is the DeepLabv3+ of the gin config (the demo's small Xception by default);
 'plain_fcn' is a small U-Net-like conv net at full resolution, a reference for what the
 data allows within the same budget. `--labeled=all` uses every train mask, `balanced` the
-demo's 32 labeled images. The loss is the project's L_s (wss.method.losses.supervised_ce).
+demo's 32 labeled images. `--input_scale=2` enlarges images and masks twice (as DeepLab's
+resizing: bilinear / nearest, corners aligned), evaluated at that size. The loss is the project's L_s (wss.method.losses.supervised_ce).
 This tells a model or schedule limit from a data limit (README, "Demo results on this
 machine": the demo's model, not its data, is the limit).
 """
@@ -27,23 +29,21 @@ from deeplab_ext.resize import resize_bilinear
 from wss import metrics
 from wss.experiment import ModelSettings
 from wss.data import demo
-from wss.data.augment import IGNORE_LABEL, PAD_PIXEL
 from wss.method import losses
 from wss.restore import parse_flags, parse_gin
 
-SIZE = demo.MAX_SIZE + 1  # every demo image fits; odd, as DeepLab's crops
 
 
-def demo_arrays(items):
-    """Images [N, SIZE, SIZE, 3] float32 in [0, 255] and labels [N, SIZE, SIZE] int32,
-    padded bottom/right as DeepLab pads (image PAD_PIXEL, label IGNORE_LABEL)."""
-    images = np.full((len(items), SIZE, SIZE, 3), PAD_PIXEL, np.float32)
-    labels = np.full((len(items), SIZE, SIZE), IGNORE_LABEL, np.int32)
-    for n, (seed, index, _) in enumerate(items):
-        image, label = demo.generate_image(seed, index)
-        h, w = label.shape
-        images[n, :h, :w] = image
-        labels[n, :h, :w] = label
+def upsample(data, factor):
+    """(images, labels) enlarged `factor` times as DeepLab's resizing does (image bilinear,
+    label nearest, corners aligned): size (S - 1) * factor + 1 stays odd."""
+    images, labels = data
+    if factor == 1:
+        return data
+    size = (images.shape[1] - 1) * factor + 1
+    images = resize_bilinear(tf.constant(images), [size, size]).numpy()
+    labels = tf.compat.v1.image.resize_nearest_neighbor(
+        tf.constant(labels)[..., None], [size, size], align_corners=True)[..., 0].numpy()
     return images, labels
 
 
@@ -98,7 +98,8 @@ def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, o
     tf.random.set_seed(seed)
     images, labels = train
     optimizer = keras.optimizers.Adam(1e-3)
-    model(tf.zeros((1, SIZE, SIZE, 3)), training=True)  # build before the optimizer
+    size = images.shape[1]
+    model(tf.zeros((1, size, size, 3)), training=True)  # build before the optimizer
 
     @tf.function
     def step(x, y):
@@ -125,7 +126,7 @@ def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, o
     cm = 0
     for i in range(0, len(val[0]), 20):
         logits = model(val[0][i:i + 20], training=False)
-        pred = tf.argmax(resize_bilinear(logits, [SIZE, SIZE]), -1).numpy()
+        pred = tf.argmax(resize_bilinear(logits, [size, size]), -1).numpy()
         cm = cm + metrics.confusion_matrix(val[1][i:i + 20], pred, logits.shape[-1])
     return {"miou": float(metrics.mean_iou(cm)),
             "per_class_iou": [float(v) for v in metrics.per_class_iou(cm)],
@@ -142,6 +143,9 @@ def define_flags(fv):
     flags.DEFINE_integer("batch", 16, "Images per step.", flag_values=fv)
     flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.",
                          flag_values=fv)
+    flags.DEFINE_integer("input_scale", 1, "Enlarge every image (and mask) this many times "
+                         "before training and evaluation (objects of the demo are 12-36 px, "
+                         "small for a stride-16 backbone).", flag_values=fv)
     flags.DEFINE_integer("num_val", demo.DEMO_VAL, "Val images generated.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Demo data seed (the demo's is 0) and training seed.",
                          flag_values=fv)
@@ -156,7 +160,7 @@ def main(argv=None):
     define_flags(fv)
     if not parse_flags(fv, argv):
         return None
-    for name in ("steps", "batch", "num_train", "num_val"):
+    for name in ("steps", "batch", "num_train", "num_val", "input_scale"):
         if fv[name].value < 1:
             raise ValueError(f"--{name}={fv[name].value}: must be at least 1.")
     train_items = demo.train_items(fv.seed, fv.num_train)
@@ -170,10 +174,11 @@ def main(argv=None):
     else:
         model = plain_fcn(demo.NUM_CLASSES)
     print(f"{fv.model}: {len(train_items)} train masks, {fv.steps} steps of "
-          f"{fv.batch} images", flush=True)
-    result = train_and_evaluate(model, demo_arrays(train_items),
-                                demo_arrays(demo.val_items(fv.seed, fv.num_val)),
-                                fv.steps, fv.batch, seed=fv.seed)
+          f"{fv.batch} images, input scale {fv.input_scale}", flush=True)
+    result = train_and_evaluate(
+        model, upsample(demo.padded_arrays(train_items), fv.input_scale),
+        upsample(demo.padded_arrays(demo.val_items(fv.seed, fv.num_val)), fv.input_scale),
+        fv.steps, fv.batch, seed=fv.seed)
     ious = " ".join(f"{100 * v:.1f}" for v in result["per_class_iou"])
     print(f"{fv.model} ({fv.labeled}): val mIoU {100 * result['miou']:.2f}% "
           f"[{ious}], training loss {result['first_loss']:.3f} -> "

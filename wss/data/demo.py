@@ -151,6 +151,28 @@ def val_items(seed: int, count: int = DEMO_VAL) -> List[tuple]:
   return _items(seed, 'val', 10**6, count)
 
 
+def pretrain_items(seed: int, count: int) -> List[tuple]:
+  """(seed, index, id) of images for backbone pretraining (wss.pretrain), from an index
+  range neither train nor val reaches."""
+  return _items(seed, 'pretrain', 2 * 10**6, count)
+
+
+def padded_arrays(items) -> Tuple[np.ndarray, np.ndarray]:
+  """Images [N, S, S, 3] float32 in [0, 255] and labels [N, S, S] int32 of `items`, with
+  S = MAX_SIZE + 1 (every demo image fits), padded bottom/right as DeepLab pads (image
+  PAD_PIXEL, label IGNORE_LABEL)."""
+  from wss.data.augment import IGNORE_LABEL, PAD_PIXEL  # pylint: disable=g-import-not-at-top
+  size = MAX_SIZE + 1
+  images = np.full((len(items), size, size, 3), PAD_PIXEL, np.float32)
+  labels = np.full((len(items), size, size), IGNORE_LABEL, np.int32)
+  for n, (seed, index, _) in enumerate(items):
+    image, label = generate_image(seed, index)
+    h, w = label.shape
+    images[n, :h, :w] = image
+    labels[n, :h, :w] = label
+  return images, labels
+
+
 def labeled_sample(seed: int, num_train: int = DEMO_TRAIN, num_labeled: int = DEMO_LABELED):
   """The class-balanced labeled subset of the train split (a splits.Sample)."""
   from wss.data import splits  # pylint: disable=g-import-not-at-top
