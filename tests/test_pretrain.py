@@ -87,6 +87,13 @@ def test_demo_backbone_is_built_once_per_settings(tmp_path):
   assert other != first and lines
 
 
+def test_config_rejects_non_positive_values():
+  with pytest.raises(ValueError, match="PretrainConfig.steps = 0"):
+    pretrain.PretrainConfig(steps=0)
+  with pytest.raises(ValueError, match="learning_rate"):
+    pretrain.PretrainConfig(learning_rate=0.0)
+
+
 def test_resolve_init_checkpoint():
   assert pretrain.resolve_init_checkpoint("/ckpt/model.ckpt", "coco", "/data") == "/ckpt/model.ckpt"
   assert pretrain.resolve_init_checkpoint(None, "demo", "/data") is None

@@ -53,6 +53,14 @@ class PretrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("num_images", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PretrainConfig.{name} = {getattr(self, name)}: must be at "
+                                 "least 1")
+        if self.learning_rate <= 0:
+            raise ValueError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
+
 
 def image_level_labels(labels, num_classes):
     """Multi-hot [N, num_classes - 1] of the foreground classes present in each mask
@@ -163,7 +171,7 @@ def resolve_init_checkpoint(init_checkpoint, dataset_name, dataset_dir, print_fn
     if dataset_name != "demo":
         raise ValueError(f"Experiment.init_checkpoint = '{DEMO_BACKBONE}' is pretrained on demo "
                          f"images and only serves dataset 'demo', not {dataset_name!r}: give "
-                         "an ImageNet checkpoint path (README, 'Checkpoints') or None")
+                         "an ImageNet checkpoint path (README, 'Official checkpoints') or None")
     return ensure_demo_backbone(dataset_dir, print_fn=print_fn)
 
 
