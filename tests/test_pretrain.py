@@ -1,5 +1,5 @@
 """Backbone pretraining for the demo: labels, data, the checkpoint layout, caching."""
-import io
+import dataclasses
 import os
 
 import gin
@@ -57,7 +57,6 @@ def test_checkpoint_holds_the_backbone_and_initialises_a_model_like_imagenet(tmp
   assert names == set(model.backbone.tf1_variable_map())
   assert all(n.startswith(scope + "/") for n in names) and f"{scope}/logits/weights" not in names
 
-  import dataclasses
   target = PseudoSegModel(deeplab_config=dict(num_classes=demo.NUM_CLASSES,
                                               **dataclasses.asdict(SMALL)))
   target.build()

@@ -11,7 +11,8 @@ Trains one model with plain supervised cross-entropy on demo images generated in
 'plain_fcn' is a small U-Net-like conv net at full resolution, a reference for what the
 data allows within the same budget. `--labeled=all` uses every train mask, `balanced` the
 demo's 32 labeled images. `--input_scale=2` enlarges images and masks twice (as DeepLab's
-resizing: bilinear / nearest, corners aligned), evaluated at that size. The loss is the project's L_s (wss.method.losses.supervised_ce).
+resizing: bilinear / nearest, corners aligned), evaluated at that size. The loss is the
+project's L_s (wss.method.losses.supervised_ce).
 This tells a model or schedule limit from a data limit (README, "Demo results on this
 machine": the demo's model, not its data, is the limit).
 """
@@ -31,7 +32,6 @@ from wss.experiment import ModelSettings
 from wss.data import demo
 from wss.method import losses
 from wss.restore import parse_flags, parse_gin
-
 
 
 def upsample(data, factor):
