@@ -4,6 +4,7 @@ The top-level `datasets/` folder holds dataset-building scripts and split lists;
 deliberately not installed as a package, since a top-level `datasets` package would clash
 with the popular PyPI package of that name.
 """
+
 from setuptools import find_packages, setup
 
 setup(
@@ -23,7 +24,7 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "ruff==0.17.5"],
         "coco": ["pycocotools>=2.0.7,<3"],
     },
 )

@@ -6,39 +6,45 @@
 Reads {coco_dir}/annotations/instances_{train,val}2017.json and {coco_dir}/{train,val}2017;
 needs pycocotools (pip install -e ".[coco]").
 """
+
 import os
 
-from absl import app
-from absl import flags
+import _path  # noqa: F401
+from absl import app, flags
 
-import _path  # noqa: F401  pylint: disable=unused-import
 from wss.data import coco
 
-flags.DEFINE_string('coco_dir', None, 'COCO root with annotations/ and image folders.')
-flags.DEFINE_string('output_dir', None, 'Folder for the TFRecords.')
-flags.DEFINE_list('splits', ['train', 'val'], 'Labeled splits to write.')
-flags.DEFINE_string('unlabeled_dir', None, 'Optional folder of images written as '
-                    'image-only records in split "unlabeled".')
-flags.DEFINE_integer('num_shards', 256, 'Shards per split.')
-flags.DEFINE_integer('num_workers', 0, 'Worker processes (0 = all cores).')
-flags.DEFINE_bool('skip_bad', False, 'Skip and report bad images instead of stopping.')
-flags.DEFINE_bool('resume', False, 'Keep shards already written by an earlier run.')
-flags.mark_flags_as_required(['coco_dir', 'output_dir'])
+flags.DEFINE_string("coco_dir", None, "COCO root with annotations/ and image folders.")
+flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.")
+flags.DEFINE_list("splits", ["train", "val"], "Labeled splits to write.")
+flags.DEFINE_string(
+    "unlabeled_dir",
+    None,
+    'Optional folder of images written as image-only records in split "unlabeled".',
+)
+flags.DEFINE_integer("num_shards", 256, "Shards per split.")
+flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
+flags.DEFINE_bool("skip_bad", False, "Skip and report bad images instead of stopping.")
+flags.DEFINE_bool("resume", False, "Keep shards already written by an earlier run.")
+flags.mark_flags_as_required(["coco_dir", "output_dir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  todo = {}
-  for s in FLAGS.splits:
-    todo[s] = (os.path.join(FLAGS.coco_dir, 'annotations', f'instances_{s}2017.json'),
-               os.path.join(FLAGS.coco_dir, f'{s}2017'))
-  if FLAGS.unlabeled_dir:
-    todo['unlabeled'] = (None, FLAGS.unlabeled_dir)
-  written = coco.build_coco(FLAGS.output_dir, todo, FLAGS.num_shards, FLAGS.num_workers,
-                            FLAGS.skip_bad, FLAGS.resume)
-  print(f'Wrote {written} to {FLAGS.output_dir}')
+    del argv
+    todo = {}
+    for s in FLAGS.splits:
+        todo[s] = (
+            os.path.join(FLAGS.coco_dir, "annotations", f"instances_{s}2017.json"),
+            os.path.join(FLAGS.coco_dir, f"{s}2017"),
+        )
+    if FLAGS.unlabeled_dir:
+        todo["unlabeled"] = (None, FLAGS.unlabeled_dir)
+    written = coco.build_coco(
+        FLAGS.output_dir, todo, FLAGS.num_shards, FLAGS.num_workers, FLAGS.skip_bad, FLAGS.resume
+    )
+    print(f"Wrote {written} to {FLAGS.output_dir}")
 
 
-if __name__ == '__main__':
-  app.run(main)
+if __name__ == "__main__":
+    app.run(main)

@@ -6,35 +6,42 @@
 --as_folders writes the images as PNG folders instead (images/, masks/, unlabeled/,
 classes.txt), the input of datasets/build_folder_data.py, to try that path end to end.
 """
+
 import time
 
-from absl import app
-from absl import flags
+import _path  # noqa: F401
+from absl import app, flags
 
-import _path  # noqa: F401  pylint: disable=unused-import
 from wss.data import demo
 
-flags.DEFINE_string('output_dir', 'demo_data', 'Folder for the TFRecords.')
-flags.DEFINE_integer('seed', 0, 'Generation seed; the same seed gives the same data.')
-flags.DEFINE_bool('as_folders', False, 'Write PNG folders (images, masks, unlabeled, '
-                  'classes.txt) instead of TFRecords.')
-flags.DEFINE_integer('num_labeled', 64, 'With --as_folders: images written with masks.')
-flags.DEFINE_integer('num_unlabeled', demo.DEMO_TRAIN - 64, 'With --as_folders: images '
-                     'written without masks.')
+flags.DEFINE_string("output_dir", "demo_data", "Folder for the TFRecords.")
+flags.DEFINE_integer("seed", 0, "Generation seed; the same seed gives the same data.")
+flags.DEFINE_bool(
+    "as_folders",
+    False,
+    "Write PNG folders (images, masks, unlabeled, classes.txt) instead of TFRecords.",
+)
+flags.DEFINE_integer("num_labeled", 64, "With --as_folders: images written with masks.")
+flags.DEFINE_integer(
+    "num_unlabeled", demo.DEMO_TRAIN - 64, "With --as_folders: images written without masks."
+)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  start = time.time()
-  if FLAGS.as_folders:
-    sizes = demo.export_demo_folders(FLAGS.output_dir, seed=FLAGS.seed,
-                                     num_labeled=FLAGS.num_labeled,
-                                     num_unlabeled=FLAGS.num_unlabeled)
-  else:
-    sizes = demo.build_demo_dataset(FLAGS.output_dir, seed=FLAGS.seed, progress=True)
-  print(f'Wrote {sizes} to {FLAGS.output_dir} in {time.time() - start:.1f}s')
+    del argv
+    start = time.time()
+    if FLAGS.as_folders:
+        sizes = demo.export_demo_folders(
+            FLAGS.output_dir,
+            seed=FLAGS.seed,
+            num_labeled=FLAGS.num_labeled,
+            num_unlabeled=FLAGS.num_unlabeled,
+        )
+    else:
+        sizes = demo.build_demo_dataset(FLAGS.output_dir, seed=FLAGS.seed, progress=True)
+    print(f"Wrote {sizes} to {FLAGS.output_dir} in {time.time() - start:.1f}s")
 
 
-if __name__ == '__main__':
-  app.run(main)
+if __name__ == "__main__":
+    app.run(main)

@@ -7,34 +7,43 @@
 Palette label PNGs become index PNGs; every pair is checked (decodable, same size,
 values in [0, 21) or 255); shards are written atomically, in parallel.
 """
-from absl import app
-from absl import flags
 
-import _path  # noqa: F401  pylint: disable=unused-import
+import _path  # noqa: F401
+from absl import app, flags
+
 from wss.data import voc
 
-flags.DEFINE_string('voc_dir', None, 'VOCdevkit/VOC2012 (or VOCdevkit).')
-flags.DEFINE_string('aug_label_dir', None, 'SegmentationClassAug folder of index PNGs.')
-flags.DEFINE_string('sbd_dir', None, "SBD's dataset/cls folder of .mat labels (scipy).")
-flags.DEFINE_string('output_dir', None, 'Folder for the TFRecords.')
-flags.DEFINE_list('splits', ['train', 'val', 'train_aug'], 'VOC splits to write.')
-flags.DEFINE_multi_string('id_list', [], 'Extra split as name=path of an id list.')
-flags.DEFINE_integer('num_shards', 4, 'Shards per split.')
-flags.DEFINE_integer('num_workers', 0, 'Worker processes (0 = all cores).')
-flags.DEFINE_bool('skip_bad', False, 'Skip and report bad pairs instead of stopping.')
-flags.DEFINE_bool('resume', False, 'Keep shards already written by an earlier run.')
-flags.mark_flags_as_required(['voc_dir', 'output_dir'])
+flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).")
+flags.DEFINE_string("aug_label_dir", None, "SegmentationClassAug folder of index PNGs.")
+flags.DEFINE_string("sbd_dir", None, "SBD's dataset/cls folder of .mat labels (scipy).")
+flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.")
+flags.DEFINE_list("splits", ["train", "val", "train_aug"], "VOC splits to write.")
+flags.DEFINE_multi_string("id_list", [], "Extra split as name=path of an id list.")
+flags.DEFINE_integer("num_shards", 4, "Shards per split.")
+flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
+flags.DEFINE_bool("skip_bad", False, "Skip and report bad pairs instead of stopping.")
+flags.DEFINE_bool("resume", False, "Keep shards already written by an earlier run.")
+flags.mark_flags_as_required(["voc_dir", "output_dir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
-  id_lists = dict(item.split('=', 1) for item in FLAGS.id_list)
-  written = voc.build_voc(FLAGS.voc_dir, FLAGS.output_dir, FLAGS.splits,
-                          FLAGS.aug_label_dir, FLAGS.sbd_dir, id_lists, FLAGS.num_shards,
-                          FLAGS.num_workers, FLAGS.skip_bad, FLAGS.resume)
-  print(f'Wrote {written} to {FLAGS.output_dir}')
+    del argv
+    id_lists = dict(item.split("=", 1) for item in FLAGS.id_list)
+    written = voc.build_voc(
+        FLAGS.voc_dir,
+        FLAGS.output_dir,
+        FLAGS.splits,
+        FLAGS.aug_label_dir,
+        FLAGS.sbd_dir,
+        id_lists,
+        FLAGS.num_shards,
+        FLAGS.num_workers,
+        FLAGS.skip_bad,
+        FLAGS.resume,
+    )
+    print(f"Wrote {written} to {FLAGS.output_dir}")
 
 
-if __name__ == '__main__':
-  app.run(main)
+if __name__ == "__main__":
+    app.run(main)

@@ -7,65 +7,80 @@
 
 Each written list starts with '#' lines recording seed, draw and sizes.
 """
+
 import math
 import os
 
-from absl import app
-from absl import flags
+import _path  # noqa: F401
+from absl import app, flags
 
-import _path  # noqa: F401  pylint: disable=unused-import
-from wss.data import class_stats
-from wss.data import descriptors
-from wss.data import reader
-from wss.data import splits
+from wss.data import class_stats, descriptors, reader, splits
 
-flags.DEFINE_string('dataset', 'pascal_voc_seg', 'Registered dataset name.')
-flags.DEFINE_string('dataset_dir', None, 'Folder of the TFRecords.')
-flags.DEFINE_string('split', 'train', 'Split to draw from.')
-flags.DEFINE_list('fractions', None, 'Denominators, e.g. 2,4,8,16 (default: the '
-                  "dataset's paper fractions).")
-flags.DEFINE_integer('min_per_class', 1, 'Every class must be in at least k images.')
-flags.DEFINE_integer('seed', 8888, 'Sampling seed (recorded in the output).')
-flags.DEFINE_integer('num_draws', 1, 'Independent subsets per fraction.')
-flags.DEFINE_string('output_dir', 'splits', 'Folder for the id lists.')
-flags.DEFINE_string('check', None, 'Instead of sampling: check this id list against '
-                    '--extra_split and report the overlap.')
-flags.DEFINE_string('extra_split', 'train_aug', 'Extra split for --check.')
-flags.mark_flag_as_required('dataset_dir')
+flags.DEFINE_string("dataset", "pascal_voc_seg", "Registered dataset name.")
+flags.DEFINE_string("dataset_dir", None, "Folder of the TFRecords.")
+flags.DEFINE_string("split", "train", "Split to draw from.")
+flags.DEFINE_list(
+    "fractions", None, "Denominators, e.g. 2,4,8,16 (default: the dataset's paper fractions)."
+)
+flags.DEFINE_integer("min_per_class", 1, "Every class must be in at least k images.")
+flags.DEFINE_integer("seed", 8888, "Sampling seed (recorded in the output).")
+flags.DEFINE_integer("num_draws", 1, "Independent subsets per fraction.")
+flags.DEFINE_string("output_dir", "splits", "Folder for the id lists.")
+flags.DEFINE_string(
+    "check",
+    None,
+    "Instead of sampling: check this id list against --extra_split and report the overlap.",
+)
+flags.DEFINE_string("extra_split", "train_aug", "Extra split for --check.")
+flags.mark_flag_as_required("dataset_dir")
 FLAGS = flags.FLAGS
 
 
 def _check():
-  labeled = splits.read_id_list(FLAGS.check)
-  scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
-  extra = [reader.image_id(i) for s in scans for i in s.ids]
-  rep = splits.check_labeled_against_extra(labeled, extra)
-  print(f'{FLAGS.check}: {rep.num_labeled} labeled ids, all in {FLAGS.extra_split} '
-        f'({rep.num_extra} records); {len(rep.overlap)} overlap (the release keeps them '
-        'in the extra set; pass exclude_ids to the extra pipeline to drop them).')
+    labeled = splits.read_id_list(FLAGS.check)
+    scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
+    extra = [reader.image_id(i) for s in scans for i in s.ids]
+    rep = splits.check_labeled_against_extra(labeled, extra)
+    print(
+        f"{FLAGS.check}: {rep.num_labeled} labeled ids, all in {FLAGS.extra_split} "
+        f"({rep.num_extra} records); {len(rep.overlap)} overlap (the release keeps them "
+        "in the extra set; pass exclude_ids to the extra pipeline to drop them)."
+    )
 
 
 def main(argv):
-  del argv
-  if FLAGS.check:
-    _check()
-    return
-  desc = descriptors.get_descriptor(FLAGS.dataset)
-  fractions = [int(f) for f in (FLAGS.fractions or
-                                descriptors.LABELED_FRACTIONS.get(FLAGS.dataset, (8,)))]
-  ids, classes = class_stats.class_presence(FLAGS.dataset_dir, FLAGS.split,
-                                            desc.num_classes)
-  for frac in fractions:
-    size = int(math.ceil(len(ids) / frac))
-    for draw in range(FLAGS.num_draws):
-      sample = splits.sample_balanced(ids, classes, size, desc.num_classes,
-                                      FLAGS.min_per_class, FLAGS.seed, skip_draws=draw)
-      name = f'{frac}_{FLAGS.split}_seed{FLAGS.seed}' + (f'_{draw}' if draw else '') + '.txt'
-      path = os.path.join(FLAGS.output_dir, name)
-      splits.write_id_list(path, sample.ids, splits.sample_header(
-          sample, f'{FLAGS.dataset}/{FLAGS.split}', f'fraction=1/{frac}'))
-      print(f'{path}: {size} ids (draw {sample.draw})')
+    del argv
+    if FLAGS.check:
+        _check()
+        return
+    desc = descriptors.get_descriptor(FLAGS.dataset)
+    fractions = [
+        int(f) for f in (FLAGS.fractions or descriptors.LABELED_FRACTIONS.get(FLAGS.dataset, (8,)))
+    ]
+    ids, classes = class_stats.class_presence(FLAGS.dataset_dir, FLAGS.split, desc.num_classes)
+    for frac in fractions:
+        size = int(math.ceil(len(ids) / frac))
+        for draw in range(FLAGS.num_draws):
+            sample = splits.sample_balanced(
+                ids,
+                classes,
+                size,
+                desc.num_classes,
+                FLAGS.min_per_class,
+                FLAGS.seed,
+                skip_draws=draw,
+            )
+            name = f"{frac}_{FLAGS.split}_seed{FLAGS.seed}" + (f"_{draw}" if draw else "") + ".txt"
+            path = os.path.join(FLAGS.output_dir, name)
+            splits.write_id_list(
+                path,
+                sample.ids,
+                splits.sample_header(
+                    sample, f"{FLAGS.dataset}/{FLAGS.split}", f"fraction=1/{frac}"
+                ),
+            )
+            print(f"{path}: {size} ids (draw {sample.draw})")
 
 
-if __name__ == '__main__':
-  app.run(main)
+if __name__ == "__main__":
+    app.run(main)

@@ -6,6 +6,7 @@ Branches, in concat order: image pooling (global mean, 1x1 conv, bilinear broadc
 norm (epsilon 1e-5) and ReLU. DeepLab pools over the training crop; since our inputs are
 always the crop, the global mean over the feature map is the same window.
 """
+
 import keras
 import tensorflow as tf
 
@@ -18,9 +19,16 @@ ASPP_BN_EPSILON = 1e-5
 class ASPP(keras.layers.Layer):
     """ASPP head; `call(features, training, dropout)` returns the projected features."""
 
-    def __init__(self, atrous_rates=(6, 12, 18), depth=256, use_separable_conv=True,
-                 add_image_level_feature=True, dropout_keep_prob=0.9, bn_decay=0.9997,
-                 **kwargs):
+    def __init__(
+        self,
+        atrous_rates=(6, 12, 18),
+        depth=256,
+        use_separable_conv=True,
+        add_image_level_feature=True,
+        dropout_keep_prob=0.9,
+        bn_decay=0.9997,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "aspp")
         super().__init__(**kwargs)
         self.atrous_rates = tuple(int(r) for r in atrous_rates or ())
@@ -30,14 +38,22 @@ class ASPP(keras.layers.Layer):
         self.dropout_keep_prob = dropout_keep_prob
         self.bn_decay = bn_decay
         bn = dict(bn_decay=bn_decay, bn_epsilon=ASPP_BN_EPSILON, activation="relu")
-        self.image_pooling = (ConvBN(depth, 1, name="image_pooling", **bn)
-                              if add_image_level_feature else None)
+        self.image_pooling = (
+            ConvBN(depth, 1, name="image_pooling", **bn) if add_image_level_feature else None
+        )
         self.branches = [ConvBN(depth, 1, name="aspp0", **bn)]
         for i, rate in enumerate(self.atrous_rates, 1):
             if use_separable_conv:
-                self.branches.append(SplitSeparableConv(
-                    depth, f"aspp{i}", rate=rate, depthwise_stddev=0.33,
-                    pointwise_stddev=0.06, **bn))
+                self.branches.append(
+                    SplitSeparableConv(
+                        depth,
+                        f"aspp{i}",
+                        rate=rate,
+                        depthwise_stddev=0.33,
+                        pointwise_stddev=0.06,
+                        **bn,
+                    )
+                )
             else:
                 self.branches.append(ConvBN(depth, 3, rate=rate, name=f"aspp{i}", **bn))
         self.concat_projection = ConvBN(depth, 1, name="concat_projection", **bn)
@@ -69,8 +85,9 @@ class ASPP(keras.layers.Layer):
         out = {}
         for part in self._named_parts():
             mapping = part.tf1_variable_map()
-            out.update(mapping if isinstance(part, SplitSeparableConv)
-                       else join_scope(part.name, mapping))
+            out.update(
+                mapping if isinstance(part, SplitSeparableConv) else join_scope(part.name, mapping)
+            )
         return out
 
     def regularized_kernels(self):
@@ -78,9 +95,14 @@ class ASPP(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(
-            atrous_rates=self.atrous_rates, depth=self.depth,
-            use_separable_conv=self.use_separable_conv,
-            add_image_level_feature=self.add_image_level_feature,
-            dropout_keep_prob=self.dropout_keep_prob, bn_decay=self.bn_decay))
+        config.update(
+            dict(
+                atrous_rates=self.atrous_rates,
+                depth=self.depth,
+                use_separable_conv=self.use_separable_conv,
+                add_image_level_feature=self.add_image_level_feature,
+                dropout_keep_prob=self.dropout_keep_prob,
+                bn_decay=self.bn_decay,
+            )
+        )
         return config

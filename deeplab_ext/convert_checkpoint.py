@@ -7,6 +7,7 @@ Builds the model the flags describe, loads the checkpoint through the strict loa
 optionally runs one forward pass as a sanity check, saves `.weights.h5`, and prints how
 many tensors were loaded, skipped, missing and unused.
 """
+
 import sys
 
 from absl import app, flags
@@ -53,12 +54,18 @@ def main(argv):
     if not FLAGS.tf1_checkpoint or not FLAGS.output:
         sys.exit("both --tf1_checkpoint and --output are required")
     report = convert(
-        FLAGS.tf1_checkpoint, FLAGS.output, num_classes=FLAGS.num_classes,
-        backbone=FLAGS.backbone, output_stride=FLAGS.output_stride,
+        FLAGS.tf1_checkpoint,
+        FLAGS.output,
+        num_classes=FLAGS.num_classes,
+        backbone=FLAGS.backbone,
+        output_stride=FLAGS.output_stride,
         atrous_rates=[int(r) for r in FLAGS.atrous_rates],
         decoder_output_stride=FLAGS.decoder_output_stride or None,
-        skip_logits=FLAGS.skip_logits, allow_missing=FLAGS.allow_missing,
-        allow_unused=FLAGS.allow_unused, check_crop=FLAGS.check_crop)
+        skip_logits=FLAGS.skip_logits,
+        allow_missing=FLAGS.allow_missing,
+        allow_unused=FLAGS.allow_unused,
+        check_crop=FLAGS.check_crop,
+    )
     print(f"{FLAGS.tf1_checkpoint} -> {FLAGS.output}: {report.summary()}")
     for name in report.skipped:
         print(f"  skipped {name}")

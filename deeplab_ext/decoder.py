@@ -5,6 +5,7 @@ ASPP output are resized bilinearly (align_corners) to the low-level feature's si
 concatenated, and refined by two 3x3 convs (`decoder_conv0`, `decoder_conv1`; split
 separable by default). Batch norm epsilon 1e-5, ReLU everywhere.
 """
+
 import keras
 import tensorflow as tf
 
@@ -16,8 +17,9 @@ from deeplab_ext.resize import resize_bilinear
 class Decoder(keras.layers.Layer):
     """`call(features, low_level, training)` returns refined features at the low-level size."""
 
-    def __init__(self, depth=256, projection_depth=48, use_separable_conv=True,
-                 bn_decay=0.9997, **kwargs):
+    def __init__(
+        self, depth=256, projection_depth=48, use_separable_conv=True, bn_decay=0.9997, **kwargs
+    ):
         kwargs.setdefault("name", "decoder")
         super().__init__(**kwargs)
         self.depth = depth
@@ -27,8 +29,12 @@ class Decoder(keras.layers.Layer):
         bn = dict(bn_decay=bn_decay, bn_epsilon=ASPP_BN_EPSILON, activation="relu")
         self.projection = ConvBN(projection_depth, 1, name="feature_projection0", **bn)
         if use_separable_conv:
-            self.convs = [SplitSeparableConv(depth, f"decoder_conv{i}", depthwise_stddev=0.33,
-                                             pointwise_stddev=0.06, **bn) for i in range(2)]
+            self.convs = [
+                SplitSeparableConv(
+                    depth, f"decoder_conv{i}", depthwise_stddev=0.33, pointwise_stddev=0.06, **bn
+                )
+                for i in range(2)
+            ]
         else:
             self.convs = [ConvBN(depth, 3, name=f"decoder_conv{i}", **bn) for i in range(2)]
 
@@ -53,16 +59,24 @@ class Decoder(keras.layers.Layer):
         out = join_scope("feature_projection0", self.projection.tf1_variable_map())
         for conv in self.convs:
             mapping = conv.tf1_variable_map()
-            out.update(mapping if isinstance(conv, SplitSeparableConv)
-                       else join_scope(conv.name, mapping))
+            out.update(
+                mapping if isinstance(conv, SplitSeparableConv) else join_scope(conv.name, mapping)
+            )
         return join_scope("decoder", out)
 
     def regularized_kernels(self):
         return self.projection.regularized_kernels() + [
-            k for conv in self.convs for k in conv.regularized_kernels()]
+            k for conv in self.convs for k in conv.regularized_kernels()
+        ]
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(depth=self.depth, projection_depth=self.projection_depth,
-                           use_separable_conv=self.use_separable_conv, bn_decay=self.bn_decay))
+        config.update(
+            dict(
+                depth=self.depth,
+                projection_depth=self.projection_depth,
+                use_separable_conv=self.use_separable_conv,
+                bn_decay=self.bn_decay,
+            )
+        )
         return config

@@ -6,29 +6,40 @@ Grad-CAM, the SGC) never need a second pass for the same images and batch-norm m
 Batch norm mode (`training`) and dropout are separate switches, because PseudoSeg and the
 parity references need training-mode batch norm with dropout off.
 """
+
 import keras
 import tensorflow as tf
 
 from deeplab_ext.aspp import ASPP
 from deeplab_ext.decoder import Decoder
 from deeplab_ext.layers import join_scope, synchronize_batch_norms
-from deeplab_ext.resnet import VARIANTS as RESNETS, ResNetV1
+from deeplab_ext.resnet import VARIANTS as RESNETS
+from deeplab_ext.resnet import ResNetV1
 from deeplab_ext.xception import Xception
 
 BACKBONES = ("xception_41", "xception_65", "xception_71") + RESNETS
 HEAD_BN_DECAY = 0.9997  # ASPP and decoder, whatever the backbone
 
 
-def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units,
-                   bn_decay):
+def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units, bn_decay):
     """Returns the backbone layer for a DeepLab model variant name (None: its BN decay)."""
     if name.startswith("xception_"):
-        return Xception(name, output_stride=output_stride, multi_grid=multi_grid,
-                        width_multiplier=width_multiplier, middle_flow_units=middle_flow_units,
-                        bn_decay=bn_decay or 0.9997)
+        return Xception(
+            name,
+            output_stride=output_stride,
+            multi_grid=multi_grid,
+            width_multiplier=width_multiplier,
+            middle_flow_units=middle_flow_units,
+            bn_decay=bn_decay or 0.9997,
+        )
     if name in RESNETS:
-        return ResNetV1(name, output_stride=output_stride, multi_grid=multi_grid,
-                        width_multiplier=width_multiplier, bn_decay=bn_decay)
+        return ResNetV1(
+            name,
+            output_stride=output_stride,
+            multi_grid=multi_grid,
+            width_multiplier=width_multiplier,
+            bn_decay=bn_decay,
+        )
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
 
 
@@ -59,13 +70,29 @@ class DeepLabV3Plus(keras.Model):
         one all-reduce per batch norm); the math of one device with the global batch.
     """
 
-    def __init__(self, num_classes=21, backbone="xception_65", output_stride=16,
-                 atrous_rates=(6, 12, 18), multi_grid=None, aspp_with_separable_conv=True,
-                 add_image_level_feature=True, aspp_depth=256, decoder_output_stride=4,
-                 decoder_use_separable_conv=True, decoder_depth=256, logits_kernel_size=1,
-                 classification_head=True, cls_keep_prob=None, fine_tune_batch_norm=True,
-                 width_multiplier=1.0, middle_flow_units=None, batch_norm_decay=None,
-                 sync_batch_norm=False, **kwargs):
+    def __init__(
+        self,
+        num_classes=21,
+        backbone="xception_65",
+        output_stride=16,
+        atrous_rates=(6, 12, 18),
+        multi_grid=None,
+        aspp_with_separable_conv=True,
+        add_image_level_feature=True,
+        aspp_depth=256,
+        decoder_output_stride=4,
+        decoder_use_separable_conv=True,
+        decoder_depth=256,
+        logits_kernel_size=1,
+        classification_head=True,
+        cls_keep_prob=None,
+        fine_tune_batch_norm=True,
+        width_multiplier=1.0,
+        middle_flow_units=None,
+        batch_norm_decay=None,
+        sync_batch_norm=False,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "deeplab_v3_plus")
         super().__init__(**kwargs)
         self.num_classes = num_classes
@@ -88,27 +115,51 @@ class DeepLabV3Plus(keras.Model):
         self.batch_norm_decay = batch_norm_decay
         self.sync_batch_norm = sync_batch_norm
 
-        self.backbone = build_backbone(backbone, output_stride, multi_grid,
-                                       width_multiplier, middle_flow_units, batch_norm_decay)
-        self.aspp = ASPP(self.atrous_rates, depth=aspp_depth,
-                         use_separable_conv=aspp_with_separable_conv,
-                         add_image_level_feature=add_image_level_feature,
-                         bn_decay=batch_norm_decay or HEAD_BN_DECAY)
-        self.decoder = (Decoder(depth=decoder_depth, use_separable_conv=decoder_use_separable_conv,
-                                bn_decay=batch_norm_decay or HEAD_BN_DECAY)
-                        if decoder_output_stride else None)
-        self.low_level_end_point = (self.backbone.decoder_end_point(decoder_output_stride)
-                                    if decoder_output_stride else None)
+        self.backbone = build_backbone(
+            backbone,
+            output_stride,
+            multi_grid,
+            width_multiplier,
+            middle_flow_units,
+            batch_norm_decay,
+        )
+        self.aspp = ASPP(
+            self.atrous_rates,
+            depth=aspp_depth,
+            use_separable_conv=aspp_with_separable_conv,
+            add_image_level_feature=add_image_level_feature,
+            bn_decay=batch_norm_decay or HEAD_BN_DECAY,
+        )
+        self.decoder = (
+            Decoder(
+                depth=decoder_depth,
+                use_separable_conv=decoder_use_separable_conv,
+                bn_decay=batch_norm_decay or HEAD_BN_DECAY,
+            )
+            if decoder_output_stride
+            else None
+        )
+        self.low_level_end_point = (
+            self.backbone.decoder_end_point(decoder_output_stride)
+            if decoder_output_stride
+            else None
+        )
         self.semantic_logits = keras.layers.Conv2D(
-            num_classes, logits_kernel_size, padding="same",
+            num_classes,
+            logits_kernel_size,
+            padding="same",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
-            name="logits_semantic")
+            name="logits_semantic",
+        )
         if classification_head:
             keep = self.backbone.classifier_keep_prob if cls_keep_prob is None else cls_keep_prob
             self.cls_dropout = keras.layers.Dropout(1.0 - keep)
             self.cls_logits = keras.layers.Conv2D(
-                num_classes - 1, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.09),
-                name="cls_logits")
+                num_classes - 1,
+                1,
+                kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.09),
+                name="cls_logits",
+            )
         if sync_batch_norm:
             synchronize_batch_norms(self)
 
@@ -142,8 +193,9 @@ class DeepLabV3Plus(keras.Model):
         """Decoder logits (output stride 4 by default) from backbone end points."""
         dropout = training if dropout is None else dropout
         bn_training = self._bn_training(training)
-        x = self.aspp(end_points[self.backbone.feature_end_point], training=bn_training,
-                      dropout=dropout)
+        x = self.aspp(
+            end_points[self.backbone.feature_end_point], training=bn_training, dropout=dropout
+        )
         if self.decoder is not None:
             x = self.decoder((x, end_points[self.low_level_end_point]), training=bn_training)
         return self.semantic_logits(x)
@@ -155,8 +207,9 @@ class DeepLabV3Plus(keras.Model):
 
     def pool_features(self, end_points):
         """Global average pool of the last block (the classification head's input)."""
-        return tf.reduce_mean(end_points[self.backbone.feature_end_point], axis=[1, 2],
-                              keepdims=True)
+        return tf.reduce_mean(
+            end_points[self.backbone.feature_end_point], axis=[1, 2], keepdims=True
+        )
 
     def classify_pooled(self, pooled, dropout=False):
         """Classification logits [B, num_classes - 1] from pooled features [B, 1, 1, C]."""
@@ -169,8 +222,10 @@ class DeepLabV3Plus(keras.Model):
         """One backbone pass: returns {'logits', 'cls_logits'?, 'end_points'}."""
         dropout = training if dropout is None else dropout
         end_points = self.extract_features(images, training=training)
-        out = {"logits": self.segmentation_logits(end_points, training, dropout),
-               "end_points": end_points}
+        out = {
+            "logits": self.segmentation_logits(end_points, training, dropout),
+            "end_points": end_points,
+        }
         if self.classification_head:
             out["cls_logits"] = self.classify_pooled(self.pool_features(end_points), dropout)
         return out
@@ -183,6 +238,7 @@ class DeepLabV3Plus(keras.Model):
     def predict_logits(self, images):
         """Inference logits upsampled (bilinear, align_corners) to the input size."""
         from deeplab_ext.resize import resize_bilinear
+
         logits = self.forward(images, training=False)["logits"]
         return resize_bilinear(logits, tf.shape(images)[1:3])
 
@@ -193,12 +249,19 @@ class DeepLabV3Plus(keras.Model):
         out.update(self.aspp.tf1_variable_map())
         if self.decoder is not None:
             out.update(self.decoder.tf1_variable_map())
-        out.update({"logits/semantic/weights": self.semantic_logits.kernel,
-                    "logits/semantic/biases": self.semantic_logits.bias})
+        out.update(
+            {
+                "logits/semantic/weights": self.semantic_logits.kernel,
+                "logits/semantic/biases": self.semantic_logits.bias,
+            }
+        )
         if self.classification_head:
-            out.update(join_scope(f"{self.backbone.scope}/logits",
-                                  {"weights": self.cls_logits.kernel,
-                                   "biases": self.cls_logits.bias}))
+            out.update(
+                join_scope(
+                    f"{self.backbone.scope}/logits",
+                    {"weights": self.cls_logits.kernel, "biases": self.cls_logits.bias},
+                )
+            )
         return out
 
     def regularized_kernels(self):
@@ -213,14 +276,24 @@ class DeepLabV3Plus(keras.Model):
 
     def get_config(self):
         return dict(
-            name=self.name, num_classes=self.num_classes, backbone=self.backbone_name,
-            output_stride=self.output_stride, atrous_rates=self.atrous_rates,
-            multi_grid=self.multi_grid, aspp_with_separable_conv=self.aspp_with_separable_conv,
-            add_image_level_feature=self.add_image_level_feature, aspp_depth=self.aspp_depth,
+            name=self.name,
+            num_classes=self.num_classes,
+            backbone=self.backbone_name,
+            output_stride=self.output_stride,
+            atrous_rates=self.atrous_rates,
+            multi_grid=self.multi_grid,
+            aspp_with_separable_conv=self.aspp_with_separable_conv,
+            add_image_level_feature=self.add_image_level_feature,
+            aspp_depth=self.aspp_depth,
             decoder_output_stride=self.decoder_output_stride,
             decoder_use_separable_conv=self.decoder_use_separable_conv,
-            decoder_depth=self.decoder_depth, logits_kernel_size=self.logits_kernel_size,
-            classification_head=self.classification_head, cls_keep_prob=self.cls_keep_prob,
+            decoder_depth=self.decoder_depth,
+            logits_kernel_size=self.logits_kernel_size,
+            classification_head=self.classification_head,
+            cls_keep_prob=self.cls_keep_prob,
             fine_tune_batch_norm=self.fine_tune_batch_norm,
-            width_multiplier=self.width_multiplier, middle_flow_units=self.middle_flow_units,
-            batch_norm_decay=self.batch_norm_decay, sync_batch_norm=self.sync_batch_norm)
+            width_multiplier=self.width_multiplier,
+            middle_flow_units=self.middle_flow_units,
+            batch_norm_decay=self.batch_norm_decay,
+            sync_batch_norm=self.sync_batch_norm,
+        )

@@ -5,6 +5,7 @@ Each layer knows the TF1 (slim) names of its variables relative to its scope
 moving_variance}`), which is how `deeplab_ext.checkpoint` maps official checkpoints onto
 our weights. Composite layers prefix their children's names with the children's scopes.
 """
+
 import keras
 import tensorflow as tf
 
@@ -39,27 +40,36 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if (self.synchronized or mask is not None or self.dtype != "float32"
-                or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
+        if (
+            self.synchronized
+            or mask is not None
+            or self.dtype != "float32"
+            or len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+        ):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
-        gamma = (tf.cast(self.gamma, tf.float32) if self.scale
-                 else tf.ones([channels], tf.float32))
-        beta = (tf.cast(self.beta, tf.float32) if self.center
-                else tf.zeros([channels], tf.float32))
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         if training and self.trainable:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, is_training=True)
-            self.moving_mean.assign(
-                self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+                x, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
         else:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
-                is_training=False)
+                x,
+                gamma,
+                beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                is_training=False,
+            )
         return tf.cast(y, self.compute_dtype)
 
 
@@ -84,9 +94,22 @@ class ConvBN(keras.layers.Layer):
     Without batch norm the conv has a bias (slim adds biases only when no normalizer).
     """
 
-    def __init__(self, filters=None, kernel_size=1, stride=1, rate=1, depthwise=False,
-                 use_bn=True, bn_decay=0.9997, bn_epsilon=1e-3, bn_scale=True,
-                 activation=None, regularize=True, kernel_stddev=None, **kwargs):
+    def __init__(
+        self,
+        filters=None,
+        kernel_size=1,
+        stride=1,
+        rate=1,
+        depthwise=False,
+        use_bn=True,
+        bn_decay=0.9997,
+        bn_epsilon=1e-3,
+        bn_scale=True,
+        activation=None,
+        regularize=True,
+        kernel_stddev=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not depthwise and filters is None:
             raise ValueError("ConvBN needs `filters` unless depthwise=True")
@@ -102,20 +125,38 @@ class ConvBN(keras.layers.Layer):
         self.activation = activation
         self.regularize = regularize
         self.kernel_stddev = kernel_stddev
-        init = (keras.initializers.TruncatedNormal(stddev=kernel_stddev)
-                if kernel_stddev else "glorot_uniform")
+        init = (
+            keras.initializers.TruncatedNormal(stddev=kernel_stddev)
+            if kernel_stddev
+            else "glorot_uniform"
+        )
         padding = "valid" if stride > 1 else "same"
         if depthwise:
             self.conv = keras.layers.DepthwiseConv2D(
-                kernel_size, strides=stride, dilation_rate=rate, padding=padding,
-                use_bias=not use_bn, depthwise_initializer=init, name="depthwise")
+                kernel_size,
+                strides=stride,
+                dilation_rate=rate,
+                padding=padding,
+                use_bias=not use_bn,
+                depthwise_initializer=init,
+                name="depthwise",
+            )
         else:
             self.conv = keras.layers.Conv2D(
-                filters, kernel_size, strides=stride, dilation_rate=rate, padding=padding,
-                use_bias=not use_bn, kernel_initializer=init, name="conv")
-        self.bn = (FusedBatchNorm(momentum=bn_decay, epsilon=bn_epsilon, scale=bn_scale,
-                                  name="BatchNorm")
-                   if use_bn else None)
+                filters,
+                kernel_size,
+                strides=stride,
+                dilation_rate=rate,
+                padding=padding,
+                use_bias=not use_bn,
+                kernel_initializer=init,
+                name="conv",
+            )
+        self.bn = (
+            FusedBatchNorm(momentum=bn_decay, epsilon=bn_epsilon, scale=bn_scale, name="BatchNorm")
+            if use_bn
+            else None
+        )
 
     def build(self, input_shape):
         shape = list(input_shape)
@@ -162,12 +203,22 @@ class ConvBN(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(
-            filters=self.filters, kernel_size=self.kernel_size, stride=self.stride,
-            rate=self.rate, depthwise=self.depthwise, use_bn=self.use_bn,
-            bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, bn_scale=self.bn_scale,
-            activation=self.activation, regularize=self.regularize,
-            kernel_stddev=self.kernel_stddev))
+        config.update(
+            dict(
+                filters=self.filters,
+                kernel_size=self.kernel_size,
+                stride=self.stride,
+                rate=self.rate,
+                depthwise=self.depthwise,
+                use_bn=self.use_bn,
+                bn_decay=self.bn_decay,
+                bn_epsilon=self.bn_epsilon,
+                bn_scale=self.bn_scale,
+                activation=self.activation,
+                regularize=self.regularize,
+                kernel_stddev=self.kernel_stddev,
+            )
+        )
         return config
 
 
@@ -179,9 +230,20 @@ class SplitSeparableConv(keras.layers.Layer):
     weight-decayed, as in DeepLab (regularize_depthwise=False).
     """
 
-    def __init__(self, filters, scope, kernel_size=3, stride=1, rate=1, bn_decay=0.9997,
-                 bn_epsilon=1e-3, activation=None, depthwise_stddev=None,
-                 pointwise_stddev=None, **kwargs):
+    def __init__(
+        self,
+        filters,
+        scope,
+        kernel_size=3,
+        stride=1,
+        rate=1,
+        bn_decay=0.9997,
+        bn_epsilon=1e-3,
+        activation=None,
+        depthwise_stddev=None,
+        pointwise_stddev=None,
+        **kwargs,
+    ):
         kwargs.setdefault("name", scope)
         super().__init__(**kwargs)
         self.filters = filters
@@ -195,12 +257,26 @@ class SplitSeparableConv(keras.layers.Layer):
         self.depthwise_stddev = depthwise_stddev
         self.pointwise_stddev = pointwise_stddev
         self.depthwise = ConvBN(
-            kernel_size=kernel_size, stride=stride, rate=rate, depthwise=True,
-            bn_decay=bn_decay, bn_epsilon=bn_epsilon, activation=activation,
-            regularize=False, kernel_stddev=depthwise_stddev, name=scope + "_depthwise")
+            kernel_size=kernel_size,
+            stride=stride,
+            rate=rate,
+            depthwise=True,
+            bn_decay=bn_decay,
+            bn_epsilon=bn_epsilon,
+            activation=activation,
+            regularize=False,
+            kernel_stddev=depthwise_stddev,
+            name=scope + "_depthwise",
+        )
         self.pointwise = ConvBN(
-            filters, 1, bn_decay=bn_decay, bn_epsilon=bn_epsilon, activation=activation,
-            kernel_stddev=pointwise_stddev, name=scope + "_pointwise")
+            filters,
+            1,
+            bn_decay=bn_decay,
+            bn_epsilon=bn_epsilon,
+            activation=activation,
+            kernel_stddev=pointwise_stddev,
+            name=scope + "_pointwise",
+        )
 
     def build(self, input_shape):
         self.depthwise.build(input_shape)
@@ -221,9 +297,18 @@ class SplitSeparableConv(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(
-            filters=self.filters, scope=self.scope, kernel_size=self.kernel_size,
-            stride=self.stride, rate=self.rate, bn_decay=self.bn_decay,
-            bn_epsilon=self.bn_epsilon, activation=self.activation,
-            depthwise_stddev=self.depthwise_stddev, pointwise_stddev=self.pointwise_stddev))
+        config.update(
+            dict(
+                filters=self.filters,
+                scope=self.scope,
+                kernel_size=self.kernel_size,
+                stride=self.stride,
+                rate=self.rate,
+                bn_decay=self.bn_decay,
+                bn_epsilon=self.bn_epsilon,
+                activation=self.activation,
+                depthwise_stddev=self.depthwise_stddev,
+                pointwise_stddev=self.pointwise_stddev,
+            )
+        )
         return config

@@ -8,6 +8,7 @@ rates once the output stride is reached (`stack_blocks_dense`). Batch norm: deca
 epsilon 1e-5, as DeepLab's feature extractor sets it for ResNets. The beta variants take
 inputs mapped to [-1, 1]; the plain ones subtract the ImageNet mean.
 """
+
 import keras
 import tensorflow as tf
 
@@ -24,8 +25,17 @@ VARIANTS = ("resnet_v1_50_beta", "resnet_v1_101_beta", "resnet_v1_50", "resnet_v
 class Bottleneck(keras.layers.Layer):
     """ResNet v1 bottleneck: 1x1, 3x3 (strided, atrous), 1x1, plus the shortcut; ReLU after."""
 
-    def __init__(self, depth, depth_bottleneck, in_depth, stride=1, rate=1,
-                 bn_decay=RESNET_BN_DECAY, bn_epsilon=RESNET_BN_EPSILON, **kwargs):
+    def __init__(
+        self,
+        depth,
+        depth_bottleneck,
+        in_depth,
+        stride=1,
+        rate=1,
+        bn_decay=RESNET_BN_DECAY,
+        bn_epsilon=RESNET_BN_EPSILON,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.depth = depth
         self.depth_bottleneck = depth_bottleneck
@@ -35,11 +45,13 @@ class Bottleneck(keras.layers.Layer):
         self.bn_decay = bn_decay
         self.bn_epsilon = bn_epsilon
         bn = dict(bn_decay=bn_decay, bn_epsilon=bn_epsilon)
-        self.shortcut = (ConvBN(depth, 1, stride=stride, name="shortcut", **bn)
-                         if depth != in_depth else None)
+        self.shortcut = (
+            ConvBN(depth, 1, stride=stride, name="shortcut", **bn) if depth != in_depth else None
+        )
         self.conv1 = ConvBN(depth_bottleneck, 1, activation="relu", name="conv1", **bn)
-        self.conv2 = ConvBN(depth_bottleneck, 3, stride=stride, rate=rate, activation="relu",
-                            name="conv2", **bn)
+        self.conv2 = ConvBN(
+            depth_bottleneck, 3, stride=stride, rate=rate, activation="relu", name="conv2", **bn
+        )
         self.conv3 = ConvBN(depth, 1, name="conv3", **bn)
 
     def build(self, input_shape):
@@ -54,7 +66,7 @@ class Bottleneck(keras.layers.Layer):
         if self.shortcut is not None:
             shortcut = self.shortcut(inputs, training=training)
         else:  # DeepLab's `subsample`: a 1x1 max pool with stride = every stride-th pixel
-            shortcut = inputs[:, ::self.stride, ::self.stride, :] if self.stride > 1 else inputs
+            shortcut = inputs[:, :: self.stride, :: self.stride, :] if self.stride > 1 else inputs
         residual = self.conv1(inputs, training=training)
         residual = self.conv2(residual, training=training)
         residual = self.conv3(residual, training=training)
@@ -75,9 +87,17 @@ class Bottleneck(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(depth=self.depth, depth_bottleneck=self.depth_bottleneck,
-                           in_depth=self.in_depth, stride=self.stride, rate=self.rate,
-                           bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon))
+        config.update(
+            dict(
+                depth=self.depth,
+                depth_bottleneck=self.depth_bottleneck,
+                in_depth=self.in_depth,
+                stride=self.stride,
+                rate=self.rate,
+                bn_decay=self.bn_decay,
+                bn_epsilon=self.bn_epsilon,
+            )
+        )
         return config
 
 
@@ -85,8 +105,15 @@ class ResNetV1(keras.layers.Layer):
     """A DeepLab ResNet v1 backbone; `call` maps [0, 255] images to named end points
     (`block1` ... `block4` and each unit's `blockN/unit_M/bottleneck_v1/conv3`)."""
 
-    def __init__(self, variant="resnet_v1_101_beta", output_stride=16, multi_grid=None,
-                 width_multiplier=1.0, bn_decay=None, **kwargs):
+    def __init__(
+        self,
+        variant="resnet_v1_101_beta",
+        output_stride=16,
+        multi_grid=None,
+        width_multiplier=1.0,
+        bn_decay=None,
+        **kwargs,
+    ):
         if variant not in VARIANTS:
             raise ValueError(f"unknown ResNet variant {variant!r}; use one of {VARIANTS}")
         self.variant = variant
@@ -103,22 +130,29 @@ class ResNetV1(keras.layers.Layer):
         w = lambda d: scaled_depth(d, width_multiplier)  # noqa: E731
         self.beta = variant.endswith("_beta")
         if self.beta:
-            self.root = [ConvBN(w(64), 3, stride=2, activation="relu", name="conv1_1", **bn),
-                         ConvBN(w(64), 3, activation="relu", name="conv1_2", **bn),
-                         ConvBN(w(128), 3, activation="relu", name="conv1_3", **bn)]
+            self.root = [
+                ConvBN(w(64), 3, stride=2, activation="relu", name="conv1_1", **bn),
+                ConvBN(w(64), 3, activation="relu", name="conv1_2", **bn),
+                ConvBN(w(128), 3, activation="relu", name="conv1_3", **bn),
+            ]
         else:
             self.root = [ConvBN(w(64), 7, stride=2, activation="relu", name="conv1", **bn)]
         self.pool = keras.layers.MaxPooling2D(3, 2, padding="same")
         # Block strides sit in each block's last unit; block4 has one unit per grid rate.
-        units = [(f"block{b + 1}", base, n, 2) for b, (base, n) in
-                 enumerate(zip((64, 128, 256), _UNITS[self.scope]))]
+        units = [
+            (f"block{b + 1}", base, n, 2)
+            for b, (base, n) in enumerate(zip((64, 128, 256), _UNITS[self.scope]))
+        ]
         grid = self.multi_grid or (1, 1, 1)
         target = None if output_stride is None else output_stride // 4
         current, rate = 1, 1
         in_depth = self.root[-1].filters
         self.units = []  # [(block, unit scope, Bottleneck)]
-        plan = [(block, base, 2 if u == n - 1 else 1, 1, u)
-                for block, base, n, _ in units for u in range(n)]
+        plan = [
+            (block, base, 2 if u == n - 1 else 1, 1, u)
+            for block, base, n, _ in units
+            for u in range(n)
+        ]
         plan += [("block4", 512, 1, r, u) for u, r in enumerate(grid)]
         for block, base, stride, unit_rate, u in plan:
             if target is not None and current > target:
@@ -129,8 +163,15 @@ class ResNetV1(keras.layers.Layer):
             else:
                 unit_stride, unit_atrous = stride, unit_rate
                 current *= stride
-            module = Bottleneck(w(base * 4), w(base), in_depth, stride=unit_stride,
-                                rate=unit_atrous, name=f"{block}_unit_{u + 1}", **bn)
+            module = Bottleneck(
+                w(base * 4),
+                w(base),
+                in_depth,
+                stride=unit_stride,
+                rate=unit_atrous,
+                name=f"{block}_unit_{u + 1}",
+                **bn,
+            )
             self.units.append((block, f"unit_{u + 1}", module))
             in_depth = module.depth
         if target is not None and current != target:
@@ -170,8 +211,10 @@ class ResNetV1(keras.layers.Layer):
     def decoder_end_point(self, decoder_output_stride):
         names = {4: "block1/unit_2/bottleneck_v1/conv3", 8: "block2/unit_3/bottleneck_v1/conv3"}
         if decoder_output_stride not in names:
-            raise ValueError(f"{self.variant} has no decoder end point at stride "
-                             f"{decoder_output_stride}; use 4 or 8")
+            raise ValueError(
+                f"{self.variant} has no decoder end point at stride "
+                f"{decoder_output_stride}; use 4 or 8"
+            )
         return names[decoder_output_stride]
 
     def end_point_channels(self, name):
@@ -192,7 +235,13 @@ class ResNetV1(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(variant=self.variant, output_stride=self.output_stride,
-                           multi_grid=self.multi_grid, width_multiplier=self.width_multiplier,
-                           bn_decay=self.bn_decay))
+        config.update(
+            dict(
+                variant=self.variant,
+                output_stride=self.output_stride,
+                multi_grid=self.multi_grid,
+                width_multiplier=self.width_multiplier,
+                bn_decay=self.bn_decay,
+            )
+        )
         return config

@@ -7,6 +7,7 @@ DeepLab's `stack_blocks_dense` does. In all blocks but the last, ReLU is applied
 separable conv's input and the convs themselves have none; the last block
 (`activation_fn_in_separable_conv`) puts ReLU after each batch norm instead.
 """
+
 import keras
 import tensorflow as tf
 
@@ -33,12 +34,18 @@ _MIDDLE_UNITS = {"xception_41": 8, "xception_65": 16, "xception_71": 16}
 
 # Low-level features DeepLab's decoder reads, by decoder output stride (feature_extractor.py).
 DECODER_END_POINTS = {
-    "xception_41": {4: "entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise",
-                    8: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise"},
-    "xception_65": {4: "entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise",
-                    8: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise"},
-    "xception_71": {4: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise",
-                    8: "entry_flow/block5/unit_1/xception_module/separable_conv2_pointwise"},
+    "xception_41": {
+        4: "entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise",
+        8: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise",
+    },
+    "xception_65": {
+        4: "entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise",
+        8: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise",
+    },
+    "xception_71": {
+        4: "entry_flow/block3/unit_1/xception_module/separable_conv2_pointwise",
+        8: "entry_flow/block5/unit_1/xception_module/separable_conv2_pointwise",
+    },
 }
 # Grad-CAM target and hypercolumn blocks (the release's `net_to_stride_to_endpoints_name`).
 CAM_END_POINT = "exit_flow/block2"
@@ -48,7 +55,9 @@ HYPERCOLUMN_END_POINTS = ("exit_flow/block2", "exit_flow/block1")
 def xception_blocks(variant, middle_flow_units=None):
     """The block table of an Xception variant; `middle_flow_units` overrides the count."""
     if variant not in _MIDDLE_UNITS:
-        raise ValueError(f"unknown Xception variant {variant!r}; use one of {sorted(_MIDDLE_UNITS)}")
+        raise ValueError(
+            f"unknown Xception variant {variant!r}; use one of {sorted(_MIDDLE_UNITS)}"
+        )
     entry = _ENTRY_71 if variant == "xception_71" else _ENTRY_65
     units = _MIDDLE_UNITS[variant] if middle_flow_units is None else middle_flow_units
     middle = [("middle_flow/block1", (728, 728, 728), "sum", False, units, 1)]
@@ -63,8 +72,18 @@ def scaled_depth(depth, width_multiplier):
 class XceptionModule(keras.layers.Layer):
     """One Xception unit: three separable convs (stride on the last) plus the shortcut."""
 
-    def __init__(self, depth_list, skip_connection, activation_in_separable_conv, stride=1,
-                 rate=1, unit_rates=(1, 1, 1), bn_decay=0.9997, bn_epsilon=1e-3, **kwargs):
+    def __init__(
+        self,
+        depth_list,
+        skip_connection,
+        activation_in_separable_conv,
+        stride=1,
+        rate=1,
+        unit_rates=(1, 1, 1),
+        bn_decay=0.9997,
+        bn_epsilon=1e-3,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if skip_connection not in ("conv", "sum", "none"):
             raise ValueError(f"unsupported skip connection {skip_connection!r}")
@@ -79,13 +98,31 @@ class XceptionModule(keras.layers.Layer):
         act = "relu" if activation_in_separable_conv else None
         self.separable = [
             SplitSeparableConv(
-                depth, f"separable_conv{i + 1}", stride=stride if i == 2 else 1,
-                rate=rate * self.unit_rates[i], bn_decay=bn_decay, bn_epsilon=bn_epsilon,
-                activation=act, depthwise_stddev=0.09, pointwise_stddev=0.09)
-            for i, depth in enumerate(self.depth_list)]
-        self.shortcut = (ConvBN(self.depth_list[-1], 1, stride=stride, bn_decay=bn_decay,
-                                bn_epsilon=bn_epsilon, kernel_stddev=0.09, name="shortcut")
-                         if skip_connection == "conv" else None)
+                depth,
+                f"separable_conv{i + 1}",
+                stride=stride if i == 2 else 1,
+                rate=rate * self.unit_rates[i],
+                bn_decay=bn_decay,
+                bn_epsilon=bn_epsilon,
+                activation=act,
+                depthwise_stddev=0.09,
+                pointwise_stddev=0.09,
+            )
+            for i, depth in enumerate(self.depth_list)
+        ]
+        self.shortcut = (
+            ConvBN(
+                self.depth_list[-1],
+                1,
+                stride=stride,
+                bn_decay=bn_decay,
+                bn_epsilon=bn_epsilon,
+                kernel_stddev=0.09,
+                name="shortcut",
+            )
+            if skip_connection == "conv"
+            else None
+        )
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -126,11 +163,18 @@ class XceptionModule(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(
-            depth_list=self.depth_list, skip_connection=self.skip_connection,
-            activation_in_separable_conv=self.activation_in_separable_conv,
-            stride=self.stride, rate=self.rate, unit_rates=self.unit_rates,
-            bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon))
+        config.update(
+            dict(
+                depth_list=self.depth_list,
+                skip_connection=self.skip_connection,
+                activation_in_separable_conv=self.activation_in_separable_conv,
+                stride=self.stride,
+                rate=self.rate,
+                unit_rates=self.unit_rates,
+                bn_decay=self.bn_decay,
+                bn_epsilon=self.bn_epsilon,
+            )
+        )
         return config
 
 
@@ -142,9 +186,17 @@ class Xception(keras.layers.Layer):
     output inside a unit (`.../unit_1/xception_module/separable_conv2_pointwise`).
     """
 
-    def __init__(self, variant="xception_65", output_stride=16, multi_grid=None,
-                 width_multiplier=1.0, middle_flow_units=None, bn_decay=0.9997,
-                 bn_epsilon=1e-3, **kwargs):
+    def __init__(
+        self,
+        variant="xception_65",
+        output_stride=16,
+        multi_grid=None,
+        width_multiplier=1.0,
+        middle_flow_units=None,
+        bn_decay=0.9997,
+        bn_epsilon=1e-3,
+        **kwargs,
+    ):
         kwargs.setdefault("name", variant)
         super().__init__(**kwargs)
         self.variant = variant
@@ -164,11 +216,15 @@ class Xception(keras.layers.Layer):
         target = None if output_stride is None else output_stride // 2
         current, rate = 1, 1
         self.units = []  # [(block scope, unit scope, XceptionModule)]
-        for scope, depths, skip, act, num_units, stride in xception_blocks(variant, middle_flow_units):
+        for scope, depths, skip, act, num_units, stride in xception_blocks(
+            variant, middle_flow_units
+        ):
             for u in range(num_units):
                 if target is not None and current > target:
                     raise ValueError(f"output_stride {output_stride} cannot be reached")
-                unit_rates = (self.multi_grid or (1, 1, 1)) if scope == "exit_flow/block2" else (1, 1, 1)
+                unit_rates = (
+                    (self.multi_grid or (1, 1, 1)) if scope == "exit_flow/block2" else (1, 1, 1)
+                )
                 if target is not None and current == target:
                     unit_stride, unit_rate = 1, rate
                     rate *= stride
@@ -176,9 +232,16 @@ class Xception(keras.layers.Layer):
                     unit_stride, unit_rate = stride, 1
                     current *= stride
                 module = XceptionModule(
-                    [w(d) for d in depths], skip, act, stride=unit_stride, rate=unit_rate,
-                    unit_rates=unit_rates, bn_decay=bn_decay, bn_epsilon=bn_epsilon,
-                    name=f"{scope.replace('/', '_')}_unit_{u + 1}")
+                    [w(d) for d in depths],
+                    skip,
+                    act,
+                    stride=unit_stride,
+                    rate=unit_rate,
+                    unit_rates=unit_rates,
+                    bn_decay=bn_decay,
+                    bn_epsilon=bn_epsilon,
+                    name=f"{scope.replace('/', '_')}_unit_{u + 1}",
+                )
                 self.units.append((scope, f"unit_{u + 1}", module))
         if target is not None and current != target:
             raise ValueError(f"output_stride {output_stride} cannot be reached")
@@ -240,14 +303,22 @@ class Xception(keras.layers.Layer):
         try:
             return DECODER_END_POINTS[self.variant][decoder_output_stride]
         except KeyError:
-            raise ValueError(f"{self.variant} has no decoder end point at stride "
-                             f"{decoder_output_stride}; use 4 or 8") from None
+            raise ValueError(
+                f"{self.variant} has no decoder end point at stride "
+                f"{decoder_output_stride}; use 4 or 8"
+            ) from None
 
     def get_config(self):
         config = super().get_config()
-        config.update(dict(
-            variant=self.variant, output_stride=self.output_stride,
-            multi_grid=self.multi_grid, width_multiplier=self.width_multiplier,
-            middle_flow_units=self.middle_flow_units, bn_decay=self.bn_decay,
-            bn_epsilon=self.bn_epsilon))
+        config.update(
+            dict(
+                variant=self.variant,
+                output_stride=self.output_stride,
+                multi_grid=self.multi_grid,
+                width_multiplier=self.width_multiplier,
+                middle_flow_units=self.middle_flow_units,
+                bn_decay=self.bn_decay,
+                bn_epsilon=self.bn_epsilon,
+            )
+        )
         return config

@@ -7,21 +7,25 @@ Writes the trainable weights after the steps (flattened) and prints the last los
 Batch norm is frozen (fine_tune_batch_norm=False) so that per-replica batch statistics
 do not make N replicas differ from one device on the same global batch.
 """
+
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 
 def main(out_path, kind, replicas=1):
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration()] * max(replicas, 1))
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * max(replicas, 1)
+    )
     import keras
+
     from wss.method.options import MethodOptions
     from wss.model import PseudoSegModel
+
     if kind == "mirrored":
         strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
     else:
@@ -29,24 +33,37 @@ def main(out_path, kind, replicas=1):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = PseudoSegModel(
-            deeplab_config=dict(num_classes=5, width_multiplier=0.0625, middle_flow_units=1,
-                                aspp_depth=8, decoder_depth=8, fine_tune_batch_norm=False),
-            options=MethodOptions(mode="supervised"))
+            deeplab_config=dict(
+                num_classes=5,
+                width_multiplier=0.0625,
+                middle_flow_units=1,
+                aspp_depth=8,
+                decoder_depth=8,
+                fine_tune_batch_norm=False,
+            ),
+            options=MethodOptions(mode="supervised"),
+        )
         model.build()
         optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer)
     rng = np.random.default_rng(0)
-    batches = [{"image": rng.uniform(0, 255, (4, 33, 33, 3)).astype("float32"),
-                "label": rng.integers(0, 5, (4, 33, 33, 1)).astype("int32"),
-                "valid": np.ones((4, 33, 33, 1), "float32"),
-                "image_labels": np.ones((4, 4), "float32")} for _ in range(3)]
+    batches = [
+        {
+            "image": rng.uniform(0, 255, (4, 33, 33, 3)).astype("float32"),
+            "label": rng.integers(0, 5, (4, 33, 33, 1)).astype("int32"),
+            "valid": np.ones((4, 33, 33, 1), "float32"),
+            "image_labels": np.ones((4, 4), "float32"),
+        }
+        for _ in range(3)
+    ]
 
     def dataset_fn(ctx):
         # Every worker builds the same global batches and keeps its replicas' slices.
         per_replica = ctx.get_per_replica_batch_size(4)
         ds = tf.data.Dataset.from_tensor_slices(
-            {k: np.stack([b[k] for b in batches]) for k in batches[0]}).unbatch()
+            {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+        ).unbatch()
         return ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id).batch(per_replica)
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)

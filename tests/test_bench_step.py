@@ -1,4 +1,5 @@
 """Smoke test of the step benchmark (wss.bench.step) on a tiny model."""
+
 import json
 import math
 
@@ -7,10 +8,20 @@ import pytest
 
 from wss.bench import step
 
-TINY = ("ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
-        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8")
-SEMI_PARTS = ("labeled_pass", "cam_backbone_pass", "gradcam_sgc", "weak_pass",
-              "strong_pass", "optimizer")
+TINY = (
+    "ModelSettings.width_multiplier = 0.0625",
+    "ModelSettings.middle_flow_units = 1",
+    "ModelSettings.aspp_depth = 8",
+    "ModelSettings.decoder_depth = 8",
+)
+SEMI_PARTS = (
+    "labeled_pass",
+    "cam_backbone_pass",
+    "gradcam_sgc",
+    "weak_pass",
+    "strong_pass",
+    "optimizer",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +71,7 @@ def test_forward(tmp_path):
 
 def test_bfloat16_forward_is_opt_in_and_leaves_the_policy_as_it_was(tmp_path):
     import keras
+
     out = _run(tmp_path, "--what=forward", "--precision=mixed_bfloat16")
     assert out["precision"] == "mixed_bfloat16" and _positive(out["median_s"])
     assert keras.config.dtype_policy().name == "float32"

@@ -1,4 +1,5 @@
 """Tests of wss.calibration: ECE per pseudo-label source, reliability PNG, CLI."""
+
 import dataclasses
 import json
 
@@ -49,8 +50,9 @@ def test_ece_matches_metrics_reference(setup):
 
     # Model predictions: softmax of inference-mode decoder logits.
     logits = model.deeplab.forward(batch["image"], training=False)["logits"]
-    ref = metrics.expected_calibration_error(tf.nn.softmax(logits).numpy(),
-                                             labels_at(tf.shape(logits)[1:3]))
+    ref = metrics.expected_calibration_error(
+        tf.nn.softmax(logits).numpy(), labels_at(tf.shape(logits)[1:3])
+    )
     assert results["model"]["ece"] == pytest.approx(ref, abs=1e-6)
 
     # The default method's pseudo labels (fusion, norm, sharpened) via model.pseudo_labels.
@@ -60,12 +62,13 @@ def test_ece_matches_metrics_reference(setup):
     assert results["fusion_norm_sharpened"]["ece"] == pytest.approx(ref, abs=1e-5)
 
     # Decoder-only without sharpening, through the options the method reads.
-    model.options, saved = dataclasses.replace(model.options, source="decoder",
-                                               temperature=1.0), model.options
+    model.options, saved = (
+        dataclasses.replace(model.options, source="decoder", temperature=1.0),
+        model.options,
+    )
     try:
         with calibration.frozen_statistics(model):
-            probs = model.pseudo_labels(batch["image"], batch["valid"],
-                                        dropout=False)["probs"]
+            probs = model.pseudo_labels(batch["image"], batch["valid"], dropout=False)["probs"]
     finally:
         model.options = saved
     ref = metrics.expected_calibration_error(probs.numpy(), labels_at(tf.shape(probs)[1:3]))
@@ -74,8 +77,9 @@ def test_ece_matches_metrics_reference(setup):
     assert results["decoder_sharpened"]["confidence"] > results["decoder"]["confidence"]
     assert results["decoder_sharpened"]["accuracy"] == results["decoder"]["accuracy"]
     # mIoU of the arg-max labels: a numpy confusion matrix of the same pseudo labels.
-    cm = metrics.confusion_matrix(labels_at(tf.shape(probs)[1:3]), probs.numpy().argmax(-1),
-                                  NUM_CLASSES)
+    cm = metrics.confusion_matrix(
+        labels_at(tf.shape(probs)[1:3]), probs.numpy().argmax(-1), NUM_CLASSES
+    )
     assert results["decoder"]["miou"] == pytest.approx(metrics.mean_iou(cm), abs=1e-9)
     assert results["decoder_sharpened"]["miou"] == results["decoder"]["miou"]
     valid = int((labels_at(tf.shape(probs)[1:3]) != 255).sum())
@@ -86,8 +90,15 @@ def test_reliability_png_and_cli(setup, monkeypatch, capsys):
     root = setup["root"]
     monkeypatch.chdir(root)
     results, json_path, png_path = calibration.main(
-        ["calibration", f"--model_dir={root / 'model'}", "--dataset_name=demo",
-         "--split=val", "--batch_size=2", f"--output_dir={root / 'out'}"])
+        [
+            "calibration",
+            f"--model_dir={root / 'model'}",
+            "--dataset_name=demo",
+            "--split=val",
+            "--batch_size=2",
+            f"--output_dir={root / 'out'}",
+        ]
+    )
     out = capsys.readouterr().out
     assert "fusion_nonorm_sharpened" in out and "ECE" in out
     with open(json_path) as f:

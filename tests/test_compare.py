@@ -1,4 +1,5 @@
 """Tests of wss.compare: a two-row, one-seed comparison end to end, then its resumption."""
+
 import json
 import math
 import os
@@ -9,11 +10,16 @@ from PIL import Image
 
 from wss import compare
 
-TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
-        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8",
-        "Experiment.crop_size = 33", "Experiment.labeled_batch_size = 2",
-        "Experiment.extra_batch_size = 2",
-        "Experiment.eval_split = 'labeled'"]  # 32 images instead of 100: keeps it < 60 s
+TINY = [
+    "ModelSettings.width_multiplier = 0.0625",
+    "ModelSettings.middle_flow_units = 1",
+    "ModelSettings.aspp_depth = 8",
+    "ModelSettings.decoder_depth = 8",
+    "Experiment.crop_size = 33",
+    "Experiment.labeled_batch_size = 2",
+    "Experiment.extra_batch_size = 2",
+    "Experiment.eval_split = 'labeled'",
+]  # 32 images instead of 100: keeps it < 60 s
 
 
 @pytest.fixture(autouse=True)
@@ -24,13 +30,20 @@ def _clear_gin():
 
 
 def _argv(out_dir, demo_dir):
-    return (["compare", f"--output_dir={out_dir}", "--seeds=0", "--rows=supervised,semi",
-             "--num_steps=2", f"--dataset_dir={demo_dir}", "--ece_batches=1"]
-            + [f"--gin_param={p}" for p in TINY])
+    return [
+        "compare",
+        f"--output_dir={out_dir}",
+        "--seeds=0",
+        "--rows=supervised,semi",
+        "--num_steps=2",
+        f"--dataset_dir={demo_dir}",
+        "--ece_batches=1",
+    ] + [f"--gin_param={p}" for p in TINY]
 
 
 def test_compare_two_rows_then_reuse(tmp_path, capsys):
     from wss.data.demo import ensure_demo_dataset
+
     demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
     out_dir = tmp_path / "compare"
 
@@ -89,16 +102,30 @@ def test_errors_are_clear(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / compare.RUN_RECORD).write_text(json.dumps({"row": "semi", "seed": 0}))
     with pytest.raises(compare.CompareError, match="other settings"):
-        compare.run_one("semi", 0, str(run_dir), [compare.resolve_path(compare.DEFAULT_GIN)],
-                        TINY, num_steps=2, dataset_dir=str(tmp_path))
+        compare.run_one(
+            "semi",
+            0,
+            str(run_dir),
+            [compare.resolve_path(compare.DEFAULT_GIN)],
+            TINY,
+            num_steps=2,
+            dataset_dir=str(tmp_path),
+        )
 
 
 def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     from wss.data.demo import ensure_demo_dataset
+
     demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
     out_dir = tmp_path / "compare"
-    argv = (["compare", f"--output_dir={out_dir}", "--seeds=0", "--rows=self_training",
-             "--num_steps=2", f"--dataset_dir={demo_dir}"] + [f"--gin_param={p}" for p in TINY])
+    argv = [
+        "compare",
+        f"--output_dir={out_dir}",
+        "--seeds=0",
+        "--rows=self_training",
+        "--num_steps=2",
+        f"--dataset_dir={demo_dir}",
+    ] + [f"--gin_param={p}" for p in TINY]
     summary = compare.main(argv)
     out = capsys.readouterr().out
     assert "teacher: " in out and "pseudo labels of train by " in out
@@ -114,8 +141,7 @@ def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     # Stage 3: the student reads the labeled split plus every pseudo-labeled record.
     with open(out_dir / "self_training" / "seed0" / compare.RUN_RECORD) as f:
         record = json.load(f)
-    assert (f"Experiment.labeled_split = ('labeled', '{pseudo_dir}:pseudo')"
-            in record["bindings"])
+    assert f"Experiment.labeled_split = ('labeled', '{pseudo_dir}:pseudo')" in record["bindings"]
     assert "MethodOptions.mode = 'supervised'" in record["bindings"]
     (miou,) = summary["rows"]["self_training"]["miou"]
     assert 0.0 <= miou <= 1.0

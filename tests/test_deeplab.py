@@ -1,13 +1,13 @@
 """DeepLabv3+ in Keras: shapes, end points, config, a block against plain tf.nn, checkpoints."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_ext.checkpoint import (CheckpointMismatchError, load_tf1_checkpoint,
-                                    save_tf1_checkpoint)
+from deeplab_ext.checkpoint import CheckpointMismatchError, load_tf1_checkpoint, save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import SplitSeparableConv
-from tests.conftest import SHARED
+from tests.conftest import official_manifest
 
 TINY = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16)
 
@@ -29,7 +29,9 @@ def randomize(model, seed=0):
         var.assign(value.astype("float32"))
 
 
-@pytest.mark.parametrize("output_stride,rates", [(8, (12, 24, 36)), (16, (6, 12, 18)), (32, (3, 6, 9))])
+@pytest.mark.parametrize(
+    "output_stride,rates", [(8, (12, 24, 36)), (16, (6, 12, 18)), (32, (3, 6, 9))]
+)
 @pytest.mark.parametrize("crop", [65, 97])
 def test_output_shapes_follow_deeplab_size_rule(output_stride, rates, crop):
     model = tiny(output_stride=output_stride, atrous_rates=rates)
@@ -64,14 +66,23 @@ def test_variants_and_options_change_layout_as_deeplab():
     m41 = DeepLabV3Plus(backbone="xception_41", width_multiplier=0.0625)
     m41.build()
     names = m41.tf1_variable_map()
-    assert "xception_41/middle_flow/block1/unit_8/xception_module/separable_conv3_pointwise/weights" in names
+    assert (
+        "xception_41/middle_flow/block1/unit_8/xception_module/separable_conv3_pointwise/weights"
+        in names
+    )
     assert not any("unit_9" in n for n in names)
     m71 = DeepLabV3Plus(backbone="xception_71", width_multiplier=0.0625, middle_flow_units=1)
     m71.build()
-    assert "xception_71/entry_flow/block5/unit_1/xception_module/shortcut/weights" in m71.tf1_variable_map()
+    assert (
+        "xception_71/entry_flow/block5/unit_1/xception_module/shortcut/weights"
+        in m71.tf1_variable_map()
+    )
     assert m71.low_level_end_point.startswith("entry_flow/block3/")
-    plain = tiny(aspp_with_separable_conv=False, decoder_use_separable_conv=False,
-                 add_image_level_feature=False)
+    plain = tiny(
+        aspp_with_separable_conv=False,
+        decoder_use_separable_conv=False,
+        add_image_level_feature=False,
+    )
     names = plain.tf1_variable_map()
     assert names["aspp1/weights"].shape == (3, 3, 2048 // 16, 16)
     assert "decoder/decoder_conv0/weights" in names and "image_pooling/weights" not in names
@@ -80,11 +91,11 @@ def test_variants_and_options_change_layout_as_deeplab():
 def test_full_model_matches_the_official_variable_manifest():
     model = DeepLabV3Plus()
     model.build()
-    with open(SHARED / "spec" / "deeplab_xception65_variables.tsv") as f:
-        manifest = {l.split("\t")[0]: tuple(int(s) for s in l.split("\t")[1].split(","))
-                    for l in f if l.strip()}
+    manifest = official_manifest("xception_65")
     ours = {n: tuple(v.shape) for n, v in model.tf1_variable_map().items()}
-    pseudoseg_only = {n for n in manifest if n.startswith(("hyper_column/", "pixel_normalization/"))}
+    pseudoseg_only = {
+        n for n in manifest if n.startswith(("hyper_column/", "pixel_normalization/"))
+    }
     assert ours == {n: s for n, s in manifest.items() if n not in pseudoseg_only}
 
 
@@ -97,8 +108,11 @@ def test_full_size_model_runs_at_crop_513():
 
 
 def _bn(x, var, eps, train):
-    mean, variance = (np.mean(x, (0, 1, 2)), np.var(x, (0, 1, 2))) if train else (
-        var["BatchNorm/moving_mean"], var["BatchNorm/moving_variance"])
+    mean, variance = (
+        (np.mean(x, (0, 1, 2)), np.var(x, (0, 1, 2)))
+        if train
+        else (var["BatchNorm/moving_mean"], var["BatchNorm/moving_variance"])
+    )
     return (x - mean) / np.sqrt(variance + eps) * var["BatchNorm/gamma"] + var["BatchNorm/beta"]
 
 
@@ -113,12 +127,21 @@ def test_split_separable_conv_matches_plain_tf_nn(stride, rate, train):
         value = rng.uniform(0.5, 2, var.shape) if "variance" in name else rng.normal(size=var.shape)
         var.assign(value.astype("float32"))
         values[name] = value.astype("float32")
-    dw = {k[len("sep_depthwise/"):]: v for k, v in values.items() if k.startswith("sep_depthwise/")}
-    pw = {k[len("sep_pointwise/"):]: v for k, v in values.items() if k.startswith("sep_pointwise/")}
+    dw = {
+        k[len("sep_depthwise/") :]: v for k, v in values.items() if k.startswith("sep_depthwise/")
+    }
+    pw = {
+        k[len("sep_pointwise/") :]: v for k, v in values.items() if k.startswith("sep_pointwise/")
+    }
     # Reference: DeepLab pads strided convs explicitly (1 before, 1 after for k=3).
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]) if stride > 1 else x
-    ref = tf.nn.depthwise_conv2d(padded, dw["depthwise_weights"], [1, stride, stride, 1],
-                                 "VALID" if stride > 1 else "SAME", dilations=[rate, rate]).numpy()
+    ref = tf.nn.depthwise_conv2d(
+        padded,
+        dw["depthwise_weights"],
+        [1, stride, stride, 1],
+        "VALID" if stride > 1 else "SAME",
+        dilations=[rate, rate],
+    ).numpy()
     ref = np.maximum(_bn(ref, dw, 1e-3, train), 0)
     ref = tf.nn.conv2d(ref, pw["weights"], 1, "SAME").numpy()
     ref = np.maximum(_bn(ref, pw, 1e-3, train), 0)
@@ -142,8 +165,12 @@ def test_tf1_checkpoint_round_trip_sets_exact_values(tmp_path):
 
 def _write(prefix, tensors):
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(tensors[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(tensors[n]) for n in names],
+    )
 
 
 def test_strict_loader_names_missing_unused_and_misshaped(tmp_path):
@@ -174,8 +201,9 @@ def test_strict_loader_names_missing_unused_and_misshaped(tmp_path):
 
 def test_skip_logits_leaves_imagenet_classifier_and_semantic_logits_out(tmp_path):
     model = tiny()
-    values = {n: v.numpy() for n, v in model.tf1_variable_map().items()
-              if not n.startswith("logits/")}
+    values = {
+        n: v.numpy() for n, v in model.tf1_variable_map().items() if not n.startswith("logits/")
+    }
     # An ImageNet checkpoint's classifier has 1001 outputs.
     values["xception_65/logits/weights"] = np.zeros([1, 1, 128, 1001], "float32")
     values["xception_65/logits/biases"] = np.zeros([1001], "float32")
@@ -190,27 +218,38 @@ def test_skip_logits_leaves_imagenet_classifier_and_semantic_logits_out(tmp_path
 
 def test_convert_checkpoint_writes_keras_weights(tmp_path):
     from deeplab_ext.convert_checkpoint import convert
+
     source = tiny()
     randomize(source, seed=5)
     prefix = save_tf1_checkpoint(source, str(tmp_path / "m.ckpt"))
     out = str(tmp_path / "m.weights.h5")
-    report = convert(prefix, out, num_classes=5, skip_logits=False, allow_missing=False,
-                     allow_unused=False, check_crop=33, **TINY)
+    report = convert(
+        prefix,
+        out,
+        num_classes=5,
+        skip_logits=False,
+        allow_missing=False,
+        allow_unused=False,
+        check_crop=33,
+        **TINY,
+    )
     assert len(report.loaded) == len(source.tf1_variable_map())
     restored = tiny()
     restored.load_weights(out)
     x = tf.random.uniform([1, 33, 33, 3], 0, 255, seed=2)
-    np.testing.assert_allclose(restored.forward(x)["logits"], source.forward(x)["logits"], rtol=1e-5)
+    np.testing.assert_allclose(
+        restored.forward(x)["logits"], source.forward(x)["logits"], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_101_beta"])
 def test_resnet_layout_matches_the_official_manifest(variant):
     model = DeepLabV3Plus(backbone=variant)
     model.build()
-    with open(SHARED / "spec" / f"{variant}_variables.tsv") as f:
-        manifest = {l.split("\t")[0]: tuple(int(s) for s in l.split("\t")[1].split(","))
-                    for l in f if l.strip()}
-    pseudoseg_only = {n for n in manifest if n.startswith(("hyper_column/", "pixel_normalization/"))}
+    manifest = official_manifest(variant)
+    pseudoseg_only = {
+        n for n in manifest if n.startswith(("hyper_column/", "pixel_normalization/"))
+    }
     ours = {n: tuple(v.shape) for n, v in model.tf1_variable_map().items()}
     assert ours == {n: s for n, s in manifest.items() if n not in pseudoseg_only}
     assert model.cls_dropout.rate == 0.0  # DeepLab's ResNet head has no dropout
@@ -219,8 +258,14 @@ def test_resnet_layout_matches_the_official_manifest(variant):
 @pytest.mark.parametrize("variant", ["resnet_v1_50_beta", "resnet_v1_101_beta", "resnet_v1_50"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_resnet_shapes_and_end_points(variant, output_stride):
-    model = DeepLabV3Plus(num_classes=5, backbone=variant, output_stride=output_stride,
-                          width_multiplier=0.0625, aspp_depth=8, decoder_depth=8)
+    model = DeepLabV3Plus(
+        num_classes=5,
+        backbone=variant,
+        output_stride=output_stride,
+        width_multiplier=0.0625,
+        aspp_depth=8,
+        decoder_depth=8,
+    )
     out = model.forward(tf.zeros([1, 65, 65, 3]))
     feat = (65 - 1) // output_stride + 1
     assert out["end_points"]["block4"].shape[1:3] == (feat, feat)
@@ -238,9 +283,16 @@ def test_resnet_shapes_and_end_points(variant, output_stride):
 
 
 def test_resnet_config_round_trip_and_tf1_checkpoint_load(tmp_path):
-    source = DeepLabV3Plus(num_classes=5, backbone="resnet_v1_50_beta", output_stride=8,
-                           atrous_rates=(12, 24, 36), multi_grid=(1, 2, 4),
-                           width_multiplier=0.0625, aspp_depth=8, decoder_depth=8)
+    source = DeepLabV3Plus(
+        num_classes=5,
+        backbone="resnet_v1_50_beta",
+        output_stride=8,
+        atrous_rates=(12, 24, 36),
+        multi_grid=(1, 2, 4),
+        width_multiplier=0.0625,
+        aspp_depth=8,
+        decoder_depth=8,
+    )
     source.build()
     clone = DeepLabV3Plus.from_config(source.get_config())
     clone.build()

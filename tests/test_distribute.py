@@ -1,4 +1,5 @@
 """tf.distribute: N replicas give the same step as one device; workers stay in sync."""
+
 import json
 import os
 import socket
@@ -13,8 +14,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(args, env=None):
-    return subprocess.Popen([sys.executable, WORKER] + args, cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER] + args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc):
@@ -42,11 +49,20 @@ def test_synchronized_batch_norm_on_two_replicas_equals_one_device(tmp_path):
     gradients of 1 device with 4 (float64, to rounding); with per-replica statistics they
     do not (why the option exists)."""
     script = os.path.join(os.path.dirname(__file__), "sync_bn_worker.py")
-    runs = {name: subprocess.Popen([sys.executable, script, str(tmp_path / f"{name}.npy"),
-                                    replicas, bn], cwd=ROOT, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-            for name, replicas, bn in (("one", "1", "sync"), ("two", "2", "sync"),
-                                       ("local", "2", "local"))}
+    runs = {
+        name: subprocess.Popen(
+            [sys.executable, script, str(tmp_path / f"{name}.npy"), replicas, bn],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, replicas, bn in (
+            ("one", "1", "sync"),
+            ("two", "2", "sync"),
+            ("local", "2", "local"),
+        )
+    }
     for proc in runs.values():
         finish(proc)
     one, two, local = (np.load(tmp_path / f"{name}.npy") for name in runs)
@@ -57,13 +73,13 @@ def test_synchronized_batch_norm_on_two_replicas_equals_one_device(tmp_path):
 
 def test_small_batch_advice_names_the_fix():
     from wss.distribute import small_batch_advice
+
     assert small_batch_advice(64, 8) == []  # 8 images per replica at the paper's batch
     assert "batches of 4 images" in small_batch_advice(64, 16)[0]  # the paper's 16 GPUs
     advice = small_batch_advice(16, 4)  # 4 images per replica, batch norm fine-tuned
     assert "batches of 4 images" in advice[0] and "sync_batch_norm = True" in advice[0]
     assert "scale_learning_rate_with_batch" in advice[1]
-    assert len(small_batch_advice(16, 4, sync_batch_norm=True,
-                                  scale_learning_rate=True)) == 0
+    assert len(small_batch_advice(16, 4, sync_batch_norm=True, scale_learning_rate=True)) == 0
     assert small_batch_advice(4, 1, fine_tune_batch_norm=False, scale_learning_rate=True) == []
     assert small_batch_advice(8, 1, base_learning_rate=0.05) == []  # a rate of one's own
     only_freeze = small_batch_advice(4, 1, scale_learning_rate=True)
@@ -84,8 +100,12 @@ def test_multi_worker_mirrored_keeps_two_workers_identical(tmp_path, one_device)
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        )
         procs.append(run([str(tmp_path / f"w{index}.npy"), "multi_worker"], env=env))
     outs = [finish(p) for p in procs]
     w0, w1 = np.load(tmp_path / "w0.npy"), np.load(tmp_path / "w1.npy")
@@ -119,8 +139,13 @@ print('LOSSES', *[float(logs[k]) for k in ('total_loss', 'sup_loss', 'unsup_loss
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_step_is_finite_with_float32_losses(policy):
-    out = subprocess.run([sys.executable, "-c", PRECISION_STEP, policy], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", PRECISION_STEP, policy],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     losses = [float(x) for x in out.stdout.split("LOSSES")[1].split()]
     assert all(np.isfinite(losses)) and losses[1] > 0

@@ -3,6 +3,7 @@
 The helpers here (tiny gin config, checkpoint maker, small demo dataset) are shared by the
 other evaluation/export test files.
 """
+
 import json
 import os
 
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.checkpointing import training_checkpoint
 from wss import eval as wss_eval
 from wss import experiment, metrics, restore
+from wss.checkpointing import training_checkpoint
 from wss.data import demo, pipeline
 
 TINY_GIN = """
@@ -48,8 +49,9 @@ def make_checkpoint(model_dir, step=5, gin_file=None):
         else:
             w.assign(w.numpy() + rng.normal(0, 0.3, w.shape).astype(np.float32))
     ckpt = training_checkpoint(model)
-    manager = tf.train.CheckpointManager(ckpt, str(model_dir), max_to_keep=3,
-                                         checkpoint_name="ckpt")
+    manager = tf.train.CheckpointManager(
+        ckpt, str(model_dir), max_to_keep=3, checkpoint_name="ckpt"
+    )
     prefix = manager.save(checkpoint_number=step)
     with open(os.path.join(str(model_dir), restore.OPERATIVE_CONFIG), "w") as f:
         f.write(TINY_GIN)
@@ -74,8 +76,13 @@ def setup(tmp_path_factory):
     data = make_demo(root / "demo_data")
     model, prefix = make_checkpoint(root / "model")
     gin.clear_config()
-    return {"root": root, "data": data, "model": model, "prefix": prefix,
-            "gin": os.path.join(str(root), "tiny.gin")}
+    return {
+        "root": root,
+        "data": data,
+        "model": model,
+        "prefix": prefix,
+        "gin": os.path.join(str(root), "tiny.gin"),
+    }
 
 
 def _one_hot_model(images):
@@ -91,10 +98,14 @@ def _encoded_dataset(labels, heights, widths, pad_label):
     for i, (h, w) in enumerate(zip(heights, widths)):
         images[i, h:] = images[i, :, w:] = 127.5  # padding would predict class 3
         labels[i, h:] = labels[i, :, w:] = pad_label
-    return tf.data.Dataset.from_tensor_slices({
-        "image": images, "label": labels[..., None],
-        "height": np.asarray(heights, np.int32), "width": np.asarray(widths, np.int32),
-    }).batch(2)
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "image": images,
+            "label": labels[..., None],
+            "height": np.asarray(heights, np.int32),
+            "width": np.asarray(widths, np.int32),
+        }
+    ).batch(2)
 
 
 def test_perfect_predictor_gives_miou_one_and_ignores_padding():
@@ -117,7 +128,8 @@ def test_ignore_label_and_flip_scales_keep_perfect_prediction():
     labels[0, :4] = 255  # ignored pixels count nowhere
     images = np.repeat((np.where(labels == 255, 4, labels) * 40.0)[..., None], 3, -1)
     ds = tf.data.Dataset.from_tensor_slices(
-        {"image": images.astype(np.float32), "label": labels[..., None]}).batch(2)
+        {"image": images.astype(np.float32), "label": labels[..., None]}
+    ).batch(2)
     for kwargs in ({}, {"flip": True}, {"scales": [1.0, 1.0], "merge": "probs"}):
         result = wss_eval.evaluate(_one_hot_model, ds, NUM_CLASSES, **kwargs)
         assert result["miou"] == 1.0
@@ -136,16 +148,16 @@ def test_evaluate_matches_numpy_reference(setup):
     model = setup["model"]
     ds = pipeline.eval_dataset(setup["data"], 4, split="val", dataset_name="demo")
     seen = []
-    result = wss_eval.evaluate(model, ds, NUM_CLASSES,
-                               on_batch=lambda b, p: seen.append((b, p)))
+    result = wss_eval.evaluate(model, ds, NUM_CLASSES, on_batch=lambda b, p: seen.append((b, p)))
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for batch, _ in seen:
         logits = model.deeplab.predict_logits(batch["image"]).numpy()
         pred = logits.argmax(-1)
         for i in range(pred.shape[0]):
             h, w = int(batch["height"][i]), int(batch["width"][i])
-            cm += metrics.confusion_matrix(batch["label"].numpy()[i, :h, :w, 0],
-                                           pred[i, :h, :w], NUM_CLASSES)
+            cm += metrics.confusion_matrix(
+                batch["label"].numpy()[i, :h, :w, 0], pred[i, :h, :w], NUM_CLASSES
+            )
     np.testing.assert_array_equal(result["confusion_matrix"], cm)
     assert result["miou"] == pytest.approx(metrics.mean_iou(cm))
     assert result["pixel_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
@@ -185,9 +197,17 @@ def test_eval_cli_end_to_end(setup, monkeypatch, capsys):
     root = setup["root"]
     monkeypatch.chdir(root)  # --dataset_name=demo without a directory uses ./demo_data
     model_dir = str(root / "model")
-    results = wss_eval.main(["eval", f"--gin_file={setup['gin']}", f"--model_dir={model_dir}",
-                             "--dataset_name=demo", "--split=val", "--batch_size=4",
-                             "--progress_every=1"])
+    results = wss_eval.main(
+        [
+            "eval",
+            f"--gin_file={setup['gin']}",
+            f"--model_dir={model_dir}",
+            "--dataset_name=demo",
+            "--split=val",
+            "--batch_size=4",
+            "--progress_every=1",
+        ]
+    )
     out = capsys.readouterr().out
     assert len(results) == 1
     path = os.path.join(model_dir, "eval_val_5.json")
@@ -203,17 +223,31 @@ def test_eval_cli_end_to_end(setup, monkeypatch, capsys):
     direct = wss_eval.evaluate(setup["model"], ds, NUM_CLASSES)
     assert saved["miou"] == pytest.approx(direct["miou"])
     # Continuous mode evaluates the existing checkpoint once, then times out.
-    results = wss_eval.main(["eval", f"--model_dir={model_dir}", "--dataset_name=demo",
-                             "--continuous", "--eval_timeout_secs=0.1",
-                             "--eval_interval_secs=0", f"--output_dir={root / 'cont'}"])
+    results = wss_eval.main(
+        [
+            "eval",
+            f"--model_dir={model_dir}",
+            "--dataset_name=demo",
+            "--continuous",
+            "--eval_timeout_secs=0.1",
+            "--eval_interval_secs=0",
+            f"--output_dir={root / 'cont'}",
+        ]
+    )
     assert [r["step"] for r in results] == [5]
     assert os.path.exists(root / "cont" / "eval_val_5.json")
 
 
 def test_eval_cli_errors_name_the_problem(tmp_path):
     with pytest.raises(restore.RestoreError, match="dataset_dir"):
-        wss_eval.main(["eval", f"--gin_file={write_gin(tmp_path)}",
-                       f"--model_dir={tmp_path}", "--dataset_name=pascal_voc_seg"])
+        wss_eval.main(
+            [
+                "eval",
+                f"--gin_file={write_gin(tmp_path)}",
+                f"--model_dir={tmp_path}",
+                "--dataset_name=pascal_voc_seg",
+            ]
+        )
     with pytest.raises(restore.RestoreError, match="operative_config.gin"):
         wss_eval.main(["eval", f"--model_dir={tmp_path / 'none'}"])
 
@@ -221,4 +255,5 @@ def test_eval_cli_errors_name_the_problem(tmp_path):
 def demo_class_names():
     """The demo dataset's class names."""
     from wss.data import descriptors
+
     return descriptors.get_descriptor("demo").class_names

@@ -9,13 +9,16 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
-from wss import colormap, eval as wss_eval, export, predict
+from wss import colormap, export, predict
+from wss import eval as wss_eval
 from wss.data import pipeline
+
 
 @pytest.fixture(autouse=True)
 def _clear_gin():
     yield
     gin.clear_config()
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -23,20 +26,33 @@ def exported(tmp_path_factory):
     data = make_demo(root / "data", num_val=5)
     model, prefix = make_checkpoint(root / "model", step=3)
     export_dir = str(root / "saved")
-    assert export.main(["export", f"--gin_file={root / 'tiny.gin'}",
-                        f"--model_dir={root / 'model'}", f"--export_dir={export_dir}"]) \
+    assert (
+        export.main(
+            [
+                "export",
+                f"--gin_file={root / 'tiny.gin'}",
+                f"--model_dir={root / 'model'}",
+                f"--export_dir={export_dir}",
+            ]
+        )
         == export_dir
-    return {"root": root, "data": data, "model": model, "dir": export_dir,
-            "loaded": tf.saved_model.load(export_dir)}
+    )
+    return {
+        "root": root,
+        "data": data,
+        "model": model,
+        "dir": export_dir,
+        "loaded": tf.saved_model.load(export_dir),
+    }
+
 
 def _eval_batches(exported):
     """(batch, eval predictions, in-memory logits) of the demo val split."""
     out = []
     ds = pipeline.eval_dataset(exported["data"], 3, split="val", dataset_name="demo")
-    wss_eval.evaluate(exported["model"], ds, NUM_CLASSES,
-                      on_batch=lambda b, p: out.append((b, p)))
-    return [(b, p, exported["model"].deeplab.predict_logits(b["image"]).numpy())
-            for b, p in out]
+    wss_eval.evaluate(exported["model"], ds, NUM_CLASSES, on_batch=lambda b, p: out.append((b, p)))
+    return [(b, p, exported["model"].deeplab.predict_logits(b["image"]).numpy()) for b, p in out]
+
 
 def test_saved_model_matches_eval_predictions(exported):
     sigs = exported["loaded"].signatures
@@ -45,15 +61,16 @@ def test_saved_model_matches_eval_predictions(exported):
     for batch, preds, logits in _eval_batches(exported):
         for i in range(preds.shape[0]):
             h, w = int(batch["height"][i]), int(batch["width"][i])
-            image = batch["image"][i:i + 1, :h, :w]  # the original, unpadded image
+            image = batch["image"][i : i + 1, :h, :w]  # the original, unpadded image
             out = sigs["serving_default"](images=tf.cast(image, tf.uint8))
             assert out["class_map"].shape == (1, h, w)
             assert out["class_map"].dtype == tf.int32
             np.testing.assert_array_equal(out["class_map"].numpy()[0], preds[i, :h, :w])
             # Graph vs eager and batch 1 vs 3 may reorder float sums: 1e-5 relative.
             ref = logits[i, :h, :w]
-            np.testing.assert_allclose(out["logits"].numpy()[0], ref, rtol=0,
-                                       atol=1e-5 * max(1.0, np.abs(ref).max()))
+            np.testing.assert_allclose(
+                out["logits"].numpy()[0], ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max())
+            )
             np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, atol=1e-5)
             out_f = sigs["serving_float"](images=image)
             np.testing.assert_array_equal(out_f["class_map"].numpy(), out["class_map"])
@@ -62,6 +79,7 @@ def test_saved_model_matches_eval_predictions(exported):
             np.testing.assert_array_equal(out_e["class_map"].numpy(), out["class_map"])
             checked += 1
     assert checked == 5
+
 
 def test_batched_and_oversized_inputs(exported):
     sig = exported["loaded"].signatures["serving_default"]
@@ -75,22 +93,32 @@ def test_batched_and_oversized_inputs(exported):
     assert meta["num_classes"] == NUM_CLASSES and meta["crop_size"] == 65
     assert meta["dataset"] == "demo" and meta["checkpoint"].endswith("ckpt-3")
     # The palette travels with the export, so predict needs no dataset.
-    np.testing.assert_array_equal(meta["class_colors"],
-                                  colormap.colormap_for_dataset("demo")[:NUM_CLASSES])
+    np.testing.assert_array_equal(
+        meta["class_colors"], colormap.colormap_for_dataset("demo")[:NUM_CLASSES]
+    )
+
 
 def test_predict_cli_writes_label_pngs(exported, tmp_path):
     sig = exported["loaded"].signatures["serving_default"]
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.RandomState(1)
-    arrays = {"a.png": rng.randint(0, 255, (50, 60, 3)).astype(np.uint8),
-              "b.jpg": rng.randint(0, 255, (48, 52, 3)).astype(np.uint8)}
+    arrays = {
+        "a.png": rng.randint(0, 255, (50, 60, 3)).astype(np.uint8),
+        "b.jpg": rng.randint(0, 255, (48, 52, 3)).astype(np.uint8),
+    }
     for name, array in arrays.items():
         Image.fromarray(array).save(inputs / name)
     out_dir = tmp_path / "out"
-    written = predict.main(["predict", f"--export_dir={exported['dir']}",
-                            f"--input={inputs / '*.png'}", f"--input={inputs / 'b.jpg'}",
-                            f"--output_dir={out_dir}"])
+    written = predict.main(
+        [
+            "predict",
+            f"--export_dir={exported['dir']}",
+            f"--input={inputs / '*.png'}",
+            f"--input={inputs / 'b.jpg'}",
+            f"--output_dir={out_dir}",
+        ]
+    )
     assert sorted(os.path.basename(p) for p in written) == ["a.png", "b.png"]
     for name in arrays:
         label = Image.open(out_dir / (os.path.splitext(name)[0] + ".png"))
@@ -100,12 +128,19 @@ def test_predict_cli_writes_label_pngs(exported, tmp_path):
         assert label.size == (decoded.shape[1], decoded.shape[0])
         expected = sig(images=decoded[None])["class_map"].numpy()[0]
         np.testing.assert_array_equal(np.asarray(label), expected)
-        palette = np.asarray(label.getpalette()[:3 * NUM_CLASSES]).reshape(-1, 3)
-        np.testing.assert_array_equal(palette, colormap.generated_colormap(NUM_CLASSES)[
-            :NUM_CLASSES])
+        palette = np.asarray(label.getpalette()[: 3 * NUM_CLASSES]).reshape(-1, 3)
+        np.testing.assert_array_equal(
+            palette, colormap.generated_colormap(NUM_CLASSES)[:NUM_CLASSES]
+        )
     with pytest.raises(FileNotFoundError, match="nothing"):
-        predict.main(["predict", f"--export_dir={exported['dir']}",
-                      f"--input={tmp_path / 'nothing*.png'}", f"--output_dir={out_dir}"])
+        predict.main(
+            [
+                "predict",
+                f"--export_dir={exported['dir']}",
+                f"--input={tmp_path / 'nothing*.png'}",
+                f"--output_dir={out_dir}",
+            ]
+        )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="bad.png"):
@@ -113,10 +148,13 @@ def test_predict_cli_writes_label_pngs(exported, tmp_path):
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         predict.predict_files(str(tmp_path), [str(bad)], str(out_dir))
 
+
 def test_export_requires_export_dir(tmp_path):
     from wss.restore import RestoreError
+
     with pytest.raises(RestoreError, match="export_dir"):
         export.main(["export", f"--model_dir={tmp_path}"])
+
 
 def test_pad_to_crop_uses_eval_padding():
     images = tf.ones([1, 3, 5, 3])

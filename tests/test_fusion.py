@@ -1,4 +1,5 @@
 """Tests for wss.method.fusion against numpy references of the release's fusion."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +20,7 @@ def np_sharpen(p, t):
 
 def np_release_scale(p, m):
     v = np.concatenate([p, m], axis=0).astype(np.float64)
-    return 1.0 / np.sqrt(np.mean(v ** 2) + 1e-8)
+    return 1.0 / np.sqrt(np.mean(v**2) + 1e-8)
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def logits():
 
 def test_logit_scale_release_is_batch_rms(logits):
     p, m = logits
-    s = fusion.logit_scale(p, m, form='release')
+    s = fusion.logit_scale(p, m, form="release")
     assert s.shape == ()
     np.testing.assert_allclose(s.numpy(), np_release_scale(p, m), rtol=1e-5)
 
@@ -40,33 +41,33 @@ def test_logit_scale_release_is_batch_rms(logits):
 def test_logit_scale_paper_uses_sum(logits):
     p, m = logits
     v = np.concatenate([p, m], axis=0).astype(np.float64)
-    expected = 1.0 / np.sqrt(np.sum(v ** 2) + 1e-8)
-    s = fusion.logit_scale(p, m, form='paper')
+    expected = 1.0 / np.sqrt(np.sum(v**2) + 1e-8)
+    s = fusion.logit_scale(p, m, form="paper")
     assert s.shape == ()
     np.testing.assert_allclose(s.numpy(), expected, rtol=1e-5)
     # sum = mean * count, so the two forms differ by exactly sqrt(count).
-    ratio = fusion.logit_scale(p, m, form='release').numpy() / s.numpy()
+    ratio = fusion.logit_scale(p, m, form="release").numpy() / s.numpy()
     np.testing.assert_allclose(ratio, np.sqrt(v.size), rtol=1e-4)
 
 
 def test_logit_scale_pixel_form(logits):
     p, m = logits
-    s = fusion.logit_scale(p, m, form='pixel')
+    s = fusion.logit_scale(p, m, form="pixel")
     assert s.shape == (2, 3, 4, 1)
-    expected = 1.0 / np.sqrt((p.astype(np.float64) ** 2 + m ** 2).sum(-1, keepdims=True) + 1e-8)
+    expected = 1.0 / np.sqrt((p.astype(np.float64) ** 2 + m**2).sum(-1, keepdims=True) + 1e-8)
     np.testing.assert_allclose(s.numpy(), expected, rtol=1e-5)
 
 
 def test_logit_scale_rejects_unknown_form(logits):
     with pytest.raises(ValueError):
-        fusion.logit_scale(*logits, form='l1')
+        fusion.logit_scale(*logits, form="l1")
 
 
 def test_fusion_with_release_norm_and_sharpening(logits):
     p, m = logits
     s = np_release_scale(p, m)
     fused = 0.5 * np_softmax(s * p) + 0.5 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, source='fusion', gamma=0.5, temperature=0.5)
+    out = fusion.pseudo_label_probs(p, m, source="fusion", gamma=0.5, temperature=0.5)
     assert out.dtype == tf.float32 and out.shape == p.shape
     np.testing.assert_allclose(out.numpy(), np_sharpen(fused, 0.5), atol=1e-6)
     np.testing.assert_allclose(out.numpy().sum(-1), 1.0, atol=1e-6)
@@ -91,7 +92,7 @@ def test_fusion_paper_norm_flattens(logits):
     p, m = logits
     s = 1.0 / np.sqrt(np.sum(np.concatenate([p, m]).astype(np.float64) ** 2) + 1e-8)
     fused = 0.5 * np_softmax(s * p) + 0.5 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, norm_form='paper', temperature=1.0)
+    out = fusion.pseudo_label_probs(p, m, norm_form="paper", temperature=1.0)
     np.testing.assert_allclose(out.numpy(), fused, atol=1e-6)
 
 
@@ -104,16 +105,16 @@ def test_release_norm_is_scale_invariant(logits):
 
 def test_decoder_only_source_has_no_norm(logits):
     p, _ = logits
-    out = fusion.pseudo_label_probs(p, None, source='decoder', temperature=0.5)
+    out = fusion.pseudo_label_probs(p, None, source="decoder", temperature=0.5)
     np.testing.assert_allclose(out.numpy(), np_sharpen(np_softmax(p), 0.5), atol=1e-6)
     # logit_norm must not change a single-source label.
-    off = fusion.pseudo_label_probs(p, None, source='decoder', logit_norm=False)
+    off = fusion.pseudo_label_probs(p, None, source="decoder", logit_norm=False)
     np.testing.assert_allclose(out.numpy(), off.numpy(), atol=0)
 
 
 def test_sgc_only_source_has_no_norm(logits):
     p, m = logits
-    out = fusion.pseudo_label_probs(p, m, source='sgc', temperature=0.5)
+    out = fusion.pseudo_label_probs(p, m, source="sgc", temperature=0.5)
     np.testing.assert_allclose(out.numpy(), np_sharpen(np_softmax(m), 0.5), atol=1e-6)
 
 
@@ -129,8 +130,9 @@ def test_hard_labels_skip_sharpening(logits):
 def test_sharpen_values_identity_and_stability():
     rng = np.random.default_rng(1)
     probs = np_softmax(rng.normal(size=(4, 6)).astype(np.float32))
-    np.testing.assert_allclose(fusion.sharpen(probs, 0.5).numpy(), np_sharpen(probs, 0.5),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        fusion.sharpen(probs, 0.5).numpy(), np_sharpen(probs, 0.5), atol=1e-6
+    )
     np.testing.assert_allclose(fusion.sharpen(probs, 1.0).numpy(), probs, atol=0)
     # Near-uniform over many classes with tiny T: naive P^(1/T) underflows to 0/0.
     flat = np.full((1, 81), 1.0 / 81, np.float32)
@@ -144,7 +146,7 @@ def test_sharpen_values_identity_and_stability():
 def test_no_gradient_flows_into_pseudo_labels(logits):
     p, m = (tf.constant(x) for x in logits)
     weights = tf.constant(np.random.default_rng(2).normal(size=p.shape).astype(np.float32))
-    for source in ('fusion', 'decoder', 'sgc'):
+    for source in ("fusion", "decoder", "sgc"):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([p, m])
             out = fusion.pseudo_label_probs(p, m, source=source)
@@ -164,11 +166,11 @@ def test_mixed_precision_inputs_give_float32(logits):
 def test_input_validation(logits):
     p, m = logits
     with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, None, source='fusion')
+        fusion.pseudo_label_probs(p, None, source="fusion")
     with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, m[:, :2], source='fusion')
+        fusion.pseudo_label_probs(p, m[:, :2], source="fusion")
     with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, m, source='cam')
+        fusion.pseudo_label_probs(p, m, source="cam")
 
 
 def test_confidence_mask(logits):

@@ -1,4 +1,5 @@
 """Every experiment config in gin/ parses strictly and builds its model (tiny overrides)."""
+
 import glob
 import os
 
@@ -11,9 +12,13 @@ from wss.method.options import MethodOptions
 GIN_FILES = sorted(glob.glob(os.path.join(PROJECT_ROOT, "gin", "*.gin")))
 # Lists users draw themselves (documented in the file); everything else must ship.
 USER_DRAWN = {"datasets/splits/pascal_voc_seg/2_train_seed0.txt"}
-TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
-        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8",
-        "Experiment.crop_size = 33"]
+TINY = [
+    "ModelSettings.width_multiplier = 0.0625",
+    "ModelSettings.middle_flow_units = 1",
+    "ModelSettings.aspp_depth = 8",
+    "ModelSettings.decoder_depth = 8",
+    "Experiment.crop_size = 33",
+]
 
 
 def test_there_is_a_config_per_paper_experiment():
@@ -24,10 +29,18 @@ def test_there_is_a_config_per_paper_experiment():
         assert {f"coco_1_{ratio}", f"coco_1_{ratio}_supervised"} <= names
     assert {"voc_full", "demo", "demo_supervised", "base"} <= names
     for ratio in (2, 4, 8, 16):  # the ResNet tables
-        assert {f"voc_r101_1_{ratio}", f"voc_r101_1_{ratio}_supervised",
-                f"voc_r50_1_{ratio}_weakly", f"voc_r50_1_{ratio}_supervised"} <= names
-    assert {"voc_r50_full", "voc_r101_full", "voc_r50_full_supervised",
-            "voc_r101_full_supervised"} <= names
+        assert {
+            f"voc_r101_1_{ratio}",
+            f"voc_r101_1_{ratio}_supervised",
+            f"voc_r50_1_{ratio}_weakly",
+            f"voc_r50_1_{ratio}_supervised",
+        } <= names
+    assert {
+        "voc_r50_full",
+        "voc_r101_full",
+        "voc_r50_full_supervised",
+        "voc_r101_full_supervised",
+    } <= names
 
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.basename(f) for f in GIN_FILES])
@@ -59,6 +72,7 @@ def test_cutout_fits_the_crop_of_every_pseudoseg_config(path):
     """Cut-out pixels leave the unlabeled loss: a square sized for another crop must not
     blank the strong view (the demo at 65 px once ran with the release's 100 px square)."""
     from wss.data.augment import StrongConfig, cutout_advice
+
     gin.clear_config()
     try:
         gin.parse_config_files_and_bindings([path], [], skip_unknown=False)
@@ -73,13 +87,21 @@ def test_every_config_parses_with_only_the_experiment_module_imported():
     config: every configurable a gin file binds is registered by that import alone."""
     import subprocess
     import sys
-    script = ("import logging, sys, gin, wss.experiment\n"
-              "logging.basicConfig(level=logging.INFO)\n"
-              "for path in sys.argv[1:]:\n"
-              "    gin.clear_config()\n"
-              "    gin.parse_config_file(path)\n")
-    out = subprocess.run([sys.executable, "-c", script] + GIN_FILES, capture_output=True,
-                         text=True, timeout=300, cwd=PROJECT_ROOT)
+
+    script = (
+        "import logging, sys, gin, wss.experiment\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "for path in sys.argv[1:]:\n"
+        "    gin.clear_config()\n"
+        "    gin.parse_config_file(path)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script] + GIN_FILES,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     # gin's include probe is kept quiet.
     assert "Path not found" not in out.stderr and "system_path_file_exists" not in out.stderr

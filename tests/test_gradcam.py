@@ -1,4 +1,5 @@
 """Grad-CAM (spec section 3.2) against the release's per-class tf.gradients loop."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -83,7 +84,7 @@ def test_matches_release_loop_on_non_square_and_single_item(head):
 def test_matches_release_loop_inside_tf_function(head):
     feats = random_features(batch=2, seed=5)
     labels = tf.ones([2, 4])
-    fn = tf.function(lambda f, l: grad_cam(f, classifier(head), l)[0])
+    fn = tf.function(lambda f, labels: grad_cam(f, classifier(head), labels)[0])
     ref, _ = release_grad_cam(feats, head, labels.numpy())
     np.testing.assert_allclose(fn(feats, labels).numpy(), ref, rtol=1e-4, atol=1e-5)
 
@@ -148,7 +149,9 @@ def test_cam_is_stop_gradient_but_logits_are_not(head):
 
 def test_with_background_prepends_one_minus_max(head):
     feats = random_features(batch=2, seed=17)
-    cam, _, _ = grad_cam(feats, classifier(head), tf.constant([[1, 0, 1, 1], [0, 0, 0, 0]], tf.float32))
+    cam, _, _ = grad_cam(
+        feats, classifier(head), tf.constant([[1, 0, 1, 1], [0, 0, 0, 0]], tf.float32)
+    )
     out = with_background(cam).numpy()
     cam = cam.numpy()
     assert out.shape == (2, 5, 6, 5)

@@ -1,4 +1,5 @@
 """Tests for wss.method.losses against numpy references and hand-computed values."""
+
 import keras
 import numpy as np
 import pytest
@@ -26,10 +27,14 @@ def np_resize_bilinear_align_corners(x, out_h, out_w):
 
     y0, y1, fy = coords(h, out_h)
     x0, x1, fx = coords(w, out_w)
-    top = x[:, y0][:, :, x0] * (1 - fx)[None, None, :, None] + \
-        x[:, y0][:, :, x1] * fx[None, None, :, None]
-    bottom = x[:, y1][:, :, x0] * (1 - fx)[None, None, :, None] + \
-        x[:, y1][:, :, x1] * fx[None, None, :, None]
+    top = (
+        x[:, y0][:, :, x0] * (1 - fx)[None, None, :, None]
+        + x[:, y0][:, :, x1] * fx[None, None, :, None]
+    )
+    bottom = (
+        x[:, y1][:, :, x0] * (1 - fx)[None, None, :, None]
+        + x[:, y1][:, :, x1] * fx[None, None, :, None]
+    )
     return top * (1 - fy)[None, :, None, None] + bottom * fy[None, :, None, None]
 
 
@@ -43,6 +48,7 @@ def np_resize_nearest_tf1(x, out_h, out_w):
 
 # ----------------------------------------------------------------------- helpers
 
+
 def test_div_maybe_zero():
     assert losses.div_maybe_zero(3.0, 0.0).numpy() == 0.0
     assert losses.div_maybe_zero(3.0, 2.0).numpy() == pytest.approx(1.5)
@@ -50,8 +56,9 @@ def test_div_maybe_zero():
     assert losses.div_maybe_zero(3.0, 1e-7).numpy() == pytest.approx(3e5, rel=1e-5)
 
 
-@pytest.mark.parametrize('in_hw,out_hw', [((513, 513), (129, 129)), ((7, 10), (3, 4)),
-                                          ((3, 4), (7, 9))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw", [((513, 513), (129, 129)), ((7, 10), (3, 4)), ((3, 4), (7, 9))]
+)
 def test_resize_mask_nearest_matches_tf1_rule(in_hw, out_hw):
     rng = np.random.default_rng(0)
     mask = rng.integers(0, 3, size=(2,) + in_hw).astype(np.uint8)
@@ -66,8 +73,7 @@ def test_resize_mask_nearest_keeps_rank_and_dtype():
     out = losses.resize_mask_nearest(mask, (3, 3))
     assert out.shape == (1, 3, 3, 1) and out.dtype == tf.float32
     # Source rows/cols floor(i * 8/3) = 0, 2, 5: the last one is padding.
-    np.testing.assert_array_equal(out.numpy()[0, ..., 0],
-                                  [[1, 1, 1], [1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(out.numpy()[0, ..., 0], [[1, 1, 1], [1, 1, 1], [0, 0, 0]])
     out_bool = losses.resize_mask_nearest(mask[..., 0] > 0, tf.constant([3, 3]))
     assert out_bool.dtype == tf.bool and out_bool.shape == (1, 3, 3)
     np.testing.assert_array_equal(out_bool.numpy(), out.numpy()[..., 0] > 0)
@@ -77,14 +83,15 @@ def test_resize_logits_bilinear_is_align_corners():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
     out = losses.resize_logits_bilinear(x, (13, 9))
-    np.testing.assert_allclose(out.numpy(), np_resize_bilinear_align_corners(x, 13, 9),
-                               atol=1e-5)
+    np.testing.assert_allclose(out.numpy(), np_resize_bilinear_align_corners(x, 13, 9), atol=1e-5)
     # Corners are copied exactly with align_corners=True.
-    np.testing.assert_allclose(out.numpy()[:, [0, -1]][:, :, [0, -1]],
-                               x[:, [0, -1]][:, :, [0, -1]], atol=1e-6)
+    np.testing.assert_allclose(
+        out.numpy()[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]], atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------ L_s
+
 
 def np_supervised_ce(logits, labels, ignore=255):
     up = np_resize_bilinear_align_corners(logits, *labels.shape[1:3])
@@ -139,6 +146,7 @@ def test_supervised_ce_mixed_precision_and_gradient():
 
 
 # ------------------------------------------------------------------------ L_u
+
 
 @pytest.fixture
 def unlabeled_batch():
@@ -221,6 +229,7 @@ def test_unlabeled_gradient_only_reaches_strong_logits(unlabeled_batch):
 
 
 # ----------------------------------------------------------------- L_x and L2
+
 
 def test_classification_loss_matches_numpy():
     rng = np.random.default_rng(6)

@@ -1,4 +1,5 @@
 """Tests for wss.metrics: confusion-matrix mIoU, ECE and the training monitors."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,9 +12,13 @@ from wss import metrics
 #   1 1 2 2      1 0 2 0
 HAND_LABELS = np.array([[0, 0, 1, 255], [1, 1, 2, 2]])
 HAND_PREDS = np.array([[0, 1, 1, 2], [1, 0, 2, 0]])
-HAND_CM = np.array([[1, 1, 0],    # gt 0: one right, one predicted 1
-                    [1, 2, 0],    # gt 1: two right, one predicted 0
-                    [1, 0, 1]])   # gt 2: one right, one predicted 0
+HAND_CM = np.array(
+    [
+        [1, 1, 0],  # gt 0: one right, one predicted 1
+        [1, 2, 0],  # gt 1: two right, one predicted 0
+        [1, 0, 1],
+    ]
+)  # gt 2: one right, one predicted 0
 
 
 def test_confusion_matrix_hand_example():
@@ -51,21 +56,21 @@ def test_absent_classes_are_excluded_from_mean():
 def test_mean_iou_matches_tf_v1_metric_and_streams():
     rng = np.random.default_rng(0)
     num_classes = 6
-    labels = rng.integers(0, 5, size=(3, 9, 11))   # class 5 never in GT
-    preds = rng.integers(0, 4, size=(3, 9, 11))     # classes 4, 5 never predicted
+    labels = rng.integers(0, 5, size=(3, 9, 11))  # class 5 never in GT
+    preds = rng.integers(0, 4, size=(3, 9, 11))  # classes 4, 5 never predicted
     labels[0, :2] = 255
-    streamed = sum(metrics.confusion_matrix(labels[i], preds[i], num_classes)
-                   for i in range(3))
-    np.testing.assert_array_equal(streamed,
-                                  metrics.confusion_matrix(labels, preds, num_classes))
+    streamed = sum(metrics.confusion_matrix(labels[i], preds[i], num_classes) for i in range(3))
+    np.testing.assert_array_equal(streamed, metrics.confusion_matrix(labels, preds, num_classes))
 
     graph = tf.Graph()
     with graph.as_default():
         lab = tf.constant(labels.reshape(-1))
         keep = tf.not_equal(lab, 255)
         miou, update = tf.compat.v1.metrics.mean_iou(
-            tf.boolean_mask(lab, keep), tf.boolean_mask(tf.constant(preds.reshape(-1)), keep),
-            num_classes)
+            tf.boolean_mask(lab, keep),
+            tf.boolean_mask(tf.constant(preds.reshape(-1)), keep),
+            num_classes,
+        )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.local_variables_initializer())
             sess.run(update)
@@ -83,6 +88,7 @@ def test_confusion_matrix_rejects_out_of_range():
 
 
 # ------------------------------------------------------------------------- ECE
+
 
 def np_ece_reference(confidence, correct, num_bins=15):
     """Textbook Guo et al. loop over (lower, upper] bins."""
@@ -103,12 +109,12 @@ def test_ece_hand_example():
     acc.update_from_confidence([0.95, 0.95, 0.55, 0.55, 0.3], [1, 0, 1, 1, 0])
     assert acc.ece() == pytest.approx(0.42)
     rel = acc.reliability()
-    assert rel['count'].sum() == 5
-    assert rel['count'][14] == 2 and rel['count'][8] == 2 and rel['count'][4] == 1
-    assert rel['accuracy'][14] == pytest.approx(0.5)
-    assert rel['confidence'][8] == pytest.approx(0.55)
-    assert np.isnan(rel['accuracy'][0]) and np.isnan(rel['gap'][0])
-    np.testing.assert_allclose(rel['upper'] - rel['lower'], 1 / 15)
+    assert rel["count"].sum() == 5
+    assert rel["count"][14] == 2 and rel["count"][8] == 2 and rel["count"][4] == 1
+    assert rel["accuracy"][14] == pytest.approx(0.5)
+    assert rel["confidence"][8] == pytest.approx(0.55)
+    assert np.isnan(rel["accuracy"][0]) and np.isnan(rel["gap"][0])
+    np.testing.assert_allclose(rel["upper"] - rel["lower"], 1 / 15)
 
 
 def test_ece_from_probs_with_ignore_and_valid():
@@ -136,7 +142,7 @@ def test_ece_matches_reference_and_streaming():
     halves = [metrics.CalibrationAccumulator() for _ in range(2)]
     for i in range(4):
         streamed.update(probs[i], labels[i])
-        halves[i // 2].update(tf.constant(probs[i:i + 1]), labels[i:i + 1])
+        halves[i // 2].update(tf.constant(probs[i : i + 1]), labels[i : i + 1])
     assert streamed.ece() == pytest.approx(expected)
     halves[0].merge(halves[1])
     np.testing.assert_array_equal(halves[0].counts, streamed.counts)
@@ -156,11 +162,12 @@ def test_ece_bins_are_right_closed():
 
 # -------------------------------------------------------------------- monitors
 
+
 def test_mean_class_accuracy_hand_example():
     # Per-class accuracies 1/2, 2/3, 1/2 (class 3 absent, 255 ignored).
     got = metrics.mean_class_accuracy(HAND_PREDS, HAND_LABELS, 4)
     assert got.numpy() == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3, rel=1e-6)
-    got_zero = metrics.mean_class_accuracy(HAND_PREDS, HAND_LABELS, 4, absent='zero')
+    got_zero = metrics.mean_class_accuracy(HAND_PREDS, HAND_LABELS, 4, absent="zero")
     assert got_zero.numpy() == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 4, rel=1e-6)
     hits, total = metrics.class_accuracy_counts(HAND_PREDS, HAND_LABELS, 4)
     np.testing.assert_array_equal(hits.numpy(), [1, 2, 1, 0])
@@ -174,12 +181,13 @@ def test_mean_class_accuracy_zero_mode_matches_tf_v1_metric():
     graph = tf.Graph()
     with graph.as_default():
         acc, update = tf.compat.v1.metrics.mean_per_class_accuracy(
-            tf.constant(labels), tf.constant(preds), 5)
+            tf.constant(labels), tf.constant(preds), 5
+        )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.local_variables_initializer())
             sess.run(update)
             reference = sess.run(acc)
-    got = metrics.mean_class_accuracy(preds, labels, 5, absent='zero')
+    got = metrics.mean_class_accuracy(preds, labels, 5, absent="zero")
     assert got.numpy() == pytest.approx(reference, rel=1e-6)
 
 

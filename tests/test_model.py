@@ -1,17 +1,19 @@
 """The PseudoSeg model: variable layout, the shared labeled pass, and real training steps."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import SHARED
+from tests.conftest import official_manifest
 from wss.data import augment, pipeline
 from wss.data.demo import ensure_demo_dataset
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
-SMALL = dict(num_classes=6, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16,
-             decoder_depth=16)
+SMALL = dict(
+    num_classes=6, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,7 @@ def demo_dir(tmp_path_factory):
 def test_release_variable_list_maps_onto_pseudoseg_model():
     model = PseudoSegModel()
     model.build()
-    with open(SHARED / "spec" / "deeplab_xception65_variables.tsv") as f:
-        manifest = {l.split("\t")[0]: tuple(int(s) for s in l.split("\t")[1].split(","))
-                    for l in f if l.strip()}
+    manifest = official_manifest("xception_65")
     assert {n: tuple(v.shape) for n, v in model.tf1_variable_map().items()} == manifest
 
 
@@ -33,28 +33,45 @@ def test_shared_labeled_pass_equals_two_separate_passes():
     model.build()
     x = tf.random.uniform([2, 33, 33, 3], 0, 255, seed=3)
     shared = model.deeplab.forward(x, training=True, dropout=False)
-    seg = model.deeplab.segmentation_logits(model.deeplab.extract_features(x, training=True),
-                                            training=True, dropout=False)
+    seg = model.deeplab.segmentation_logits(
+        model.deeplab.extract_features(x, training=True), training=True, dropout=False
+    )
     ep = model.deeplab.extract_features(x, training=True)
     cls = model.deeplab.classify_pooled(model.deeplab.pool_features(ep), dropout=False)
     np.testing.assert_allclose(shared["logits"], seg, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(shared["cls_logits"], cls, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,source,backbone", [
-    ("supervised", "fusion", "xception_65"), ("semi", "fusion", "xception_65"),
-    ("weakly", "fusion", "xception_65"), ("semi", "decoder", "xception_65"),
-    ("semi", "fusion", "resnet_v1_50_beta"), ("weakly", "fusion", "resnet_v1_50_beta")])
+@pytest.mark.parametrize(
+    "mode,source,backbone",
+    [
+        ("supervised", "fusion", "xception_65"),
+        ("semi", "fusion", "xception_65"),
+        ("weakly", "fusion", "xception_65"),
+        ("semi", "decoder", "xception_65"),
+        ("semi", "fusion", "resnet_v1_50_beta"),
+        ("weakly", "fusion", "resnet_v1_50_beta"),
+    ],
+)
 def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source, backbone):
     cfg = augment.AugmentConfig(crop_size=33)
-    labeled = pipeline.labeled_dataset(demo_dir, 2, split="labeled", dataset_name="demo",
-                                       augment_config=cfg, seed=0)
-    extra = pipeline.extra_dataset(demo_dir, 2, split="train", dataset_name="demo",
-                                   augment_config=cfg, seed=1,
-                                   strong_config=augment.StrongConfig(cutout_half_size=8))
+    labeled = pipeline.labeled_dataset(
+        demo_dir, 2, split="labeled", dataset_name="demo", augment_config=cfg, seed=0
+    )
+    extra = pipeline.extra_dataset(
+        demo_dir,
+        2,
+        split="train",
+        dataset_name="demo",
+        augment_config=cfg,
+        seed=1,
+        strong_config=augment.StrongConfig(cutout_half_size=8),
+    )
     data = labeled if mode == "supervised" else tf.data.Dataset.zip((labeled, extra))
-    model = PseudoSegModel(deeplab_config=dict(SMALL, backbone=backbone),
-                           options=MethodOptions(mode=mode, source=source))
+    model = PseudoSegModel(
+        deeplab_config=dict(SMALL, backbone=backbone),
+        options=MethodOptions(mode=mode, source=source),
+    )
     model.build()
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
@@ -67,8 +84,11 @@ def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source
         assert history["sgc_loss"][-1] > 0 and history["cls_loss"][-1] > 0
     else:
         assert history["sgc_loss"][-1] == 0
-    changed = {p for p, v in before.items()
-               if not np.array_equal(v, {w.path: w for w in model.trainable_variables}[p].numpy())}
+    changed = {
+        p
+        for p, v in before.items()
+        if not np.array_equal(v, {w.path: w for w in model.trainable_variables}[p].numpy())
+    }
     assert any("aspp0" in p for p in changed) and any("conv1_1" in p for p in changed)
     sgc_changed = any("/sgc/" in p for p in changed)
     assert sgc_changed == model.options.uses_sgc

@@ -1,30 +1,42 @@
 """Parity with the official TF1 graph: every key of every reference file in the parity dir.
 
-For each `*.npz` in $PSEUDOSEG_PARITY_DIR (default ../shared/spec/parity beside the
-checkout), the checkpoint is rebuilt with the spec's `make_parity_checkpoint.py`, loaded
+For each `*.npz` in $PSEUDOSEG_PARITY_DIR (default tests/reference/parity, shipped; a `step/`
+subfolder is left to the step test), the checkpoint is rebuilt by tests/parity_checkpoint.py, loaded
 strictly into our PseudoSeg model, and every output key is recomputed with the same
 methods the train step uses and compared: max |ours - ref| <= tol/<key> * max |ref|.
 A key this test does not know fails the test, so new reference outputs cannot slip by.
 """
+
 import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
-from tests.conftest import SHARED
+from tests.conftest import REFERENCE_DIR
 from wss.method.gradcam import with_background
 from wss.model import PseudoSegModel
 
-PARITY_DIR = os.environ.get("PSEUDOSEG_PARITY_DIR", str(SHARED / "spec" / "parity"))
-MAKE_CHECKPOINT = SHARED / "spec" / "make_parity_checkpoint.py"
-INPUT_KEYS = {"image", "valid", "image_labels", "crop", "checkpoint_seed", "model_variant",
-              "output_stride", "atrous_rates"}
-FILES = sorted(glob.glob(os.path.join(PARITY_DIR, "**", "*.npz"), recursive=True))
+# $PSEUDOSEG_PARITY_DIR replaces the shipped references; its `step/` folder holds training-step
+# references, which tests/test_step_parity.py reads.
+PARITY_DIR = os.environ.get("PSEUDOSEG_PARITY_DIR", str(REFERENCE_DIR / "parity"))
+INPUT_KEYS = {
+    "image",
+    "valid",
+    "image_labels",
+    "crop",
+    "checkpoint_seed",
+    "model_variant",
+    "output_stride",
+    "atrous_rates",
+}
+FILES = sorted(
+    f
+    for f in glob.glob(os.path.join(PARITY_DIR, "**", "*.npz"), recursive=True)
+    if "step" not in os.path.relpath(f, PARITY_DIR).split(os.sep)[:-1]
+)
 # Worst relative error per key, printed at the end with `pytest -s` (README figures).
 WORST = {}
 
@@ -33,38 +45,18 @@ def test_parity_directory_has_reference_files():
     assert FILES, f"no *.npz parity references in {PARITY_DIR} (set PSEUDOSEG_PARITY_DIR)"
 
 
-def manifest_for(variant):
-    """The spec's variable manifest of a DeepLab model variant."""
-    path = SHARED / "spec" / f"{variant}_variables.tsv"
-    if variant == "xception_65":
-        path = SHARED / "spec" / "deeplab_xception65_variables.tsv"
-    if not path.exists():
-        pytest.fail(f"no variable manifest {path} for model_variant {variant!r}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Rebuilds each needed parity checkpoint once per test run: {(variant, seed): prefix}."""
-    cache = {}
-
-    def get(variant, seed):
-        if (variant, seed) not in cache:
-            prefix = str(tmp_path_factory.mktemp(f"parity_{variant}_{seed}") / "model.ckpt")
-            subprocess.run([sys.executable, str(MAKE_CHECKPOINT), prefix, "--seed", str(seed),
-                            "--manifest", str(manifest_for(variant))],
-                           check=True, capture_output=True)
-            cache[(variant, seed)] = prefix
-        return cache[(variant, seed)]
-    return get
-
-
 def ours_for(ref, prefix):
     """Every output key of a reference file, computed by our model and method."""
     variant = str(ref["model_variant"])
-    model = PseudoSegModel(deeplab_config=dict(
-        num_classes=21, backbone=variant, output_stride=int(ref["output_stride"]),
-        atrous_rates=tuple(int(r) for r in ref["atrous_rates"]), decoder_output_stride=4))
+    model = PseudoSegModel(
+        deeplab_config=dict(
+            num_classes=21,
+            backbone=variant,
+            output_stride=int(ref["output_stride"]),
+            atrous_rates=tuple(int(r) for r in ref["atrous_rates"]),
+            decoder_output_stride=4,
+        )
+    )
     model.build()
 
     def load():
@@ -102,7 +94,8 @@ def ours_for(ref, prefix):
     out["semantic_logits_train_mode"] = train["logits"]
     out["cls_logits_train_mode"] = train["cls_logits"]
     out["sgc_logits_train_mode_backbone"] = model.cam_and_sgc(
-        train["end_points"], valid, size, labels, dropout=False)["sgc_logits"]
+        train["end_points"], valid, size, labels, dropout=False
+    )["sgc_logits"]
 
     # The weak branch exactly as the train step runs it (ground-truth image labels).
     load()
@@ -113,10 +106,10 @@ def ours_for(ref, prefix):
 
 
 @pytest.mark.parametrize("path", FILES, ids=[os.path.relpath(f, PARITY_DIR) for f in FILES])
-def test_parity_with_official_graph(path, checkpoints):
+def test_parity_with_official_graph(path, parity_checkpoints):
     ref = dict(np.load(path))
     outputs = [k for k in ref if k not in INPUT_KEYS and not k.startswith("tol/")]
-    ours = ours_for(ref, checkpoints(str(ref["model_variant"]), int(ref["checkpoint_seed"])))
+    ours = ours_for(ref, parity_checkpoints(str(ref["model_variant"]), int(ref["checkpoint_seed"])))
     unknown = [k for k in outputs if k not in ours]
     assert not unknown, f"{os.path.basename(path)}: keys this test does not compute: {unknown}"
     failures = []
@@ -130,9 +123,11 @@ def test_parity_with_official_graph(path, checkpoints):
         WORST[(os.path.basename(path), key)] = (rel, float(ref[f"tol/{key}"]))
         if rel > ref[f"tol/{key}"]:
             worst = np.unravel_index(np.argmax(err), err.shape)
-            failures.append(f"{key}: max|ours-ref| {err.max():.3g} > tol {float(ref[f'tol/{key}']):.3g}"
-                            f" x max|ref| {scale:.3g} (rel {rel:.3g}) at {worst}: "
-                            f"ours {got[worst]:.6g} ref {want[worst]:.6g}")
+            failures.append(
+                f"{key}: max|ours-ref| {err.max():.3g} > tol {float(ref[f'tol/{key}']):.3g}"
+                f" x max|ref| {scale:.3g} (rel {rel:.3g}) at {worst}: "
+                f"ours {got[worst]:.6g} ref {want[worst]:.6g}"
+            )
     print(f"\n{os.path.basename(path)}: worst relative error per key")
     for key in outputs:
         rel, tol = WORST[(os.path.basename(path), key)]

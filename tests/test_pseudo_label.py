@@ -1,5 +1,6 @@
 """Tests of wss.pseudo_label: thresholding, records written and read back, the report's
 coverage / mIoU against a hand-computed case, and resume after an interruption."""
+
 import json
 import os
 
@@ -21,14 +22,19 @@ def _identity(x):
 
 def _record(name, image, label=None):
     return tfrecord_writer.EncodedRecord(
-        filename=name, image_bytes=image_io.encode_image(image, "png"), image_format="png",
-        height=image.shape[0], width=image.shape[1],
-        label_bytes=None if label is None else image_io.encode_label(label))
+        filename=name,
+        image_bytes=image_io.encode_image(image, "png"),
+        image_format="png",
+        height=image.shape[0],
+        width=image.shape[1],
+        label_bytes=None if label is None else image_io.encode_label(label),
+    )
 
 
 def _write(directory, split, recs, num_shards=1):
-    tfrecord_writer.write_split(str(directory), split, recs, _identity,
-                                num_shards=num_shards, num_workers=1, progress=False)
+    tfrecord_writer.write_split(
+        str(directory), split, recs, _identity, num_shards=num_shards, num_workers=1, progress=False
+    )
 
 
 def _image(classes, confident):
@@ -70,6 +76,7 @@ def _clear_gin():
 
 # ------------------------------------------------------------------------ threshold
 
+
 def test_threshold_labels_matches_numpy_reference():
     rng = np.random.RandomState(0)
     logits = rng.normal(0, 2, (3, 7, 5, 4)).astype(np.float32)
@@ -84,7 +91,8 @@ def test_threshold_labels_matches_numpy_reference():
         assert isinstance(got, np.ndarray) and got.dtype == np.int32
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_array_equal(
-            pl.threshold_labels(tf.constant(probs), threshold).numpy(), ref)
+            pl.threshold_labels(tf.constant(probs), threshold).numpy(), ref
+        )
     got = pl.threshold_labels(probs, 0.5)
     assert got[0, 0, 0] == 255 and got[0, 0, 1] == 255 and got[0, 0, 2] == 2
     assert (got == 255).any() and (got != 255).any()
@@ -101,9 +109,14 @@ B_PSEUDO = [[255, 255], [3, 3]]
 
 
 def _hand_dataset(directory):
-    _write(directory, "train", [
-        _record("a.png", _image(A_CLS, A_CONF), np.asarray(A_GT, np.uint8)),
-        _record("b.png", _image(B_CLS, B_CONF), np.asarray(B_GT, np.uint8))])
+    _write(
+        directory,
+        "train",
+        [
+            _record("a.png", _image(A_CLS, A_CONF), np.asarray(A_GT, np.uint8)),
+            _record("b.png", _image(B_CLS, B_CONF), np.asarray(B_GT, np.uint8)),
+        ],
+    )
 
 
 def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
@@ -111,8 +124,18 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     _hand_dataset(data)
     teacher, seen = make_teacher()
     lines = []
-    report = pl.generate(teacher, str(data), "train", str(out), C, CROP, num_shards=1,
-                         batch_size=2, log=lines.append, progress_every=1)
+    report = pl.generate(
+        teacher,
+        str(data),
+        "train",
+        str(out),
+        C,
+        CROP,
+        num_shards=1,
+        batch_size=2,
+        log=lines.append,
+        progress_every=1,
+    )
     assert seen["n"] == 2
     # Coverage: 5 of 6 + 2 of 4 pixels. Covered pixels with ground truth (gt, pseudo):
     # a: (1,1) (2,1) (0,0) (2,2) [(255,2) ignored]; b: (1,3) (3,3) -> 4 of 6 right.
@@ -129,22 +152,31 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
         assert json.load(f)["miou"] == pytest.approx(report["miou"])
     assert any("coverage 70.00%" in s for s in lines)
     assert any("2/2 images" in s for s in lines)  # progress line
-    assert set(os.listdir(out)) == {".pseudo_label_stats", pl.REPORT_NAME,
-                                    "pseudo-00000-of-00001.tfrecord"}
+    assert set(os.listdir(out)) == {
+        ".pseudo_label_stats",
+        pl.REPORT_NAME,
+        "pseudo-00000-of-00001.tfrecord",
+    }
 
     # Read back through the normal eval pipeline: same labels, same images and names.
-    batch = next(iter(pipeline.eval_dataset(str(out), 2, split="pseudo",
-                                            dataset_name="demo", eval_crop_size=CROP)))
+    batch = next(
+        iter(
+            pipeline.eval_dataset(
+                str(out), 2, split="pseudo", dataset_name="demo", eval_crop_size=CROP
+            )
+        )
+    )
     assert [n.decode() for n in batch["filename"].numpy()] == ["a.png", "b.png"]
     np.testing.assert_array_equal(batch["label"][0, :2, :3, 0], A_PSEUDO)
     np.testing.assert_array_equal(batch["label"][1, :2, :2, 0], B_PSEUDO)
-    assert (batch["height"].numpy().tolist(), batch["width"].numpy().tolist()) == (
-        [2, 2], [3, 2])
-    np.testing.assert_array_equal(batch["image"][0, :2, :3].numpy(),
-                                  _image(A_CLS, A_CONF).astype(np.float32))
+    assert (batch["height"].numpy().tolist(), batch["width"].numpy().tolist()) == ([2, 2], [3, 2])
+    np.testing.assert_array_equal(
+        batch["image"][0, :2, :3].numpy(), _image(A_CLS, A_CONF).astype(np.float32)
+    )
     # ... and as a labeled (training) split.
-    lab = pipeline.labeled_dataset(str(out), 2, split="pseudo", dataset_name="demo",
-                                   shuffle_buffer=0, repeat=False, seed=0)
+    lab = pipeline.labeled_dataset(
+        str(out), 2, split="pseudo", dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+    )
     labels = np.concatenate([b["label"].numpy().ravel() for b in lab])
     assert labels.size == 2 * 65 * 65  # both records, at the demo's train crop
     assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3, 255} and (labels != 255).any()
@@ -154,28 +186,37 @@ def test_no_ground_truth_gives_coverage_only(tmp_path):
     data = tmp_path / "data"
     _write(data, "extra", [_record("u.png", _image(A_CLS, A_CONF))])
     teacher, _ = make_teacher()
-    report = pl.generate(teacher, str(data), "extra", str(tmp_path / "o"), C, CROP,
-                         log=lambda s: None)
+    report = pl.generate(
+        teacher, str(data), "extra", str(tmp_path / "o"), C, CROP, log=lambda s: None
+    )
     assert report["coverage"] == pytest.approx(5 / 6)
     assert not report["has_ground_truth"] and report["miou"] is None
 
 
 # -------------------------------------------------------------------------- resume
 
+
 def _many(directory, n=7):
     rng = np.random.RandomState(1)
     recs = []
     for i in range(n):
         h, w = 3 + i % 3, 4 + i % 4
-        recs.append(_record(f"img{i}.png", _image(rng.randint(0, C, (h, w)),
-                                                  rng.rand(h, w) > 0.4),
-                            rng.randint(0, C, (h, w)).astype(np.uint8)))
+        recs.append(
+            _record(
+                f"img{i}.png",
+                _image(rng.randint(0, C, (h, w)), rng.rand(h, w) > 0.4),
+                rng.randint(0, C, (h, w)).astype(np.uint8),
+            )
+        )
     _write(directory, "train", recs, num_shards=2)
 
 
 def _mtimes(out):
-    return {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)
-            if f.endswith(".tfrecord")}
+    return {
+        f: os.stat(os.path.join(out, f)).st_mtime_ns
+        for f in os.listdir(out)
+        if f.endswith(".tfrecord")
+    }
 
 
 def test_resume_after_crash_writes_each_shard_once(tmp_path):
@@ -185,8 +226,10 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     teacher, _ = make_teacher(limit=5)  # dies on the 6th image (in the last shard)
     with pytest.raises(Exception, match="simulated crash"):
         pl.generate(teacher, str(data), "train", out, C, CROP, **kw)
-    assert sorted(_mtimes(out)) == ["pseudo-00000-of-00003.tfrecord",
-                                    "pseudo-00001-of-00003.tfrecord"]
+    assert sorted(_mtimes(out)) == [
+        "pseudo-00000-of-00003.tfrecord",
+        "pseudo-00001-of-00003.tfrecord",
+    ]
     assert not [f for f in os.listdir(out) if ".tmp" in f]  # temp file cleaned up
     before = _mtimes(out)
 
@@ -210,8 +253,7 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     full = pl.generate(teacher, str(data), "train", fresh, C, CROP, **kw)
     assert seen["n"] == 7 and full["num_images"] == report["num_images"] == 7
     for name in _mtimes(fresh):
-        with open(os.path.join(out, name), "rb") as a, open(os.path.join(fresh, name),
-                                                            "rb") as b:
+        with open(os.path.join(out, name), "rb") as a, open(os.path.join(fresh, name), "rb") as b:
             assert a.read() == b.read(), name
     for key in ("coverage", "miou", "pixel_accuracy", "labeled_pixels", "confusion_matrix"):
         assert report[key] == full[key], key
@@ -223,8 +265,17 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     with pytest.raises(pl.PseudoLabelError, match="threshold"):
         pl.generate(teacher, str(data), "train", out, C, CROP, threshold=0.9, **kw)
     with pytest.raises(pl.PseudoLabelError, match="4 shards|3 shards"):
-        pl.generate(teacher, str(data), "train", out, C, CROP, num_shards=4,
-                    batch_size=1, log=lambda s: None)
+        pl.generate(
+            teacher,
+            str(data),
+            "train",
+            out,
+            C,
+            CROP,
+            num_shards=4,
+            batch_size=1,
+            log=lambda s: None,
+        )
 
 
 def test_plan_is_deterministic_and_id_lists_apply(tmp_path):
@@ -243,11 +294,13 @@ def test_plan_is_deterministic_and_id_lists_apply(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI
 
+
 def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     """The CLI's flags, gin and data resolution, with the model build and restore (the
     same calls as wss.eval, covered by tests/test_eval.py) replaced by the fake teacher
     so the test stays fast."""
     from wss import experiment, restore
+
     data, out = tmp_path / "data", tmp_path / "out"
     _many(data, n=5)
     ids = tmp_path / "exclude.txt"
@@ -256,12 +309,22 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     gin_file.write_text("Experiment.dataset_name = 'demo'\nExperiment.extra_split = 'train'\n")
     teacher, seen = make_teacher()
     monkeypatch.setattr(experiment, "build_model", lambda num_classes=None: teacher)
-    monkeypatch.setattr(restore, "restore_model",
-                        lambda model, path: os.path.join(path, "ckpt-7"))
-    argv = ["pseudo_label", f"--gin_file={gin_file}", f"--model_dir={tmp_path}",
-            f"--dataset_dir={data}", f"--output_dir={out}", "--num_shards=2",
-            "--batch_size=2", "--flip", "--scales=1", "--scales=0.5", "--threshold=0.6",
-            f"--exclude_id_list={ids}", "--output_split=pl"]
+    monkeypatch.setattr(restore, "restore_model", lambda model, path: os.path.join(path, "ckpt-7"))
+    argv = [
+        "pseudo_label",
+        f"--gin_file={gin_file}",
+        f"--model_dir={tmp_path}",
+        f"--dataset_dir={data}",
+        f"--output_dir={out}",
+        "--num_shards=2",
+        "--batch_size=2",
+        "--flip",
+        "--scales=1",
+        "--scales=0.5",
+        "--threshold=0.6",
+        f"--exclude_id_list={ids}",
+        "--output_split=pl",
+    ]
     report = pl.main(argv)
     printed = capsys.readouterr().out
     assert "coverage" in printed and "mIoU" in printed and "4/4 images" in printed
@@ -272,10 +335,14 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     assert s["checkpoint"].endswith("ckpt-7") and s["threshold"] == 0.6
     assert s["scales"] == [1.0, 0.5] and s["flip"] and s["eval_crop_size"] is None
     assert sorted(f for f in os.listdir(out) if f.endswith(".tfrecord")) == [
-        "pl-00000-of-00002.tfrecord", "pl-00001-of-00002.tfrecord"]
-    names = [n.decode() for b in pipeline.eval_dataset(str(out), 4, split="pl",
-                                                          dataset_name="demo")
-             for n in b["filename"].numpy()]
+        "pl-00000-of-00002.tfrecord",
+        "pl-00001-of-00002.tfrecord",
+    ]
+    names = [
+        n.decode()
+        for b in pipeline.eval_dataset(str(out), 4, split="pl", dataset_name="demo")
+        for n in b["filename"].numpy()
+    ]
     assert sorted(names) == ["img0.png", "img2.png", "img3.png", "img4.png"]
     # Rerun: nothing to do; a bad dataset dir is a clean error.
     assert pl.main(argv)["shards_written"] == [] and seen["n"] == 16
@@ -289,15 +356,19 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
 def test_self_training_gin_binds_the_union(ratio):
     from wss.experiment import Experiment
     from wss.method.options import MethodOptions
-    gin.parse_config_files_and_bindings([f"voc_1_{ratio}_self_training.gin"], [],
-                                        skip_unknown=False)
+
+    gin.parse_config_files_and_bindings(
+        [f"voc_1_{ratio}_self_training.gin"], [], skip_unknown=False
+    )
     exp = Experiment()
     assert exp.labeled_split == ("train", f"runs/voc_1_{ratio}_teacher/pseudo:pseudo")
     assert exp.labeled_id_list.startswith(f"datasets/splits/pascal_voc_seg/{ratio}_clean")
     assert MethodOptions().mode == "supervised"
     sources = reader.parse_sources("/voc", exp.labeled_split)
     assert [(s.directory, s.split, s.plain) for s in sources] == [
-        ("/voc", "train", True), (f"runs/voc_1_{ratio}_teacher/pseudo", "pseudo", False)]
+        ("/voc", "train", True),
+        (f"runs/voc_1_{ratio}_teacher/pseudo", "pseudo", False),
+    ]
     gin.clear_config()
     gin.parse_config_files_and_bindings(["demo_self_training.gin"], [], skip_unknown=False)
     assert Experiment().labeled_split == ("labeled", "runs/demo_teacher/pseudo:pseudo")

@@ -1,5 +1,6 @@
 """The README's worked example (own data: folders -> records -> train -> eval -> export ->
 predict) runs as written, at a tiny size, from a fresh folder."""
+
 import glob
 import json
 import os
@@ -12,9 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Only these are added, to keep the run tiny; every command and flag of the README stays.
 TINY = {
     "datasets/build_demo_data.py": ["--num_labeled=16", "--num_unlabeled=8"],
-    "wss.train": ["--gin_param=Experiment.num_steps = 3",
-                  "--gin_param=Experiment.labeled_batch_size = 4",
-                  "--gin_param=Experiment.extra_batch_size = 4"],
+    "wss.train": [
+        "--gin_param=Experiment.num_steps = 3",
+        "--gin_param=Experiment.labeled_batch_size = 4",
+        "--gin_param=Experiment.extra_batch_size = 4",
+    ],
 }
 
 
@@ -40,15 +43,21 @@ def in_repo(arg):
 def test_worked_example_runs_as_written(tmp_path):
     commands = readme_commands()
     assert [c[1] if c[1] != "-m" else c[2] for c in commands] == [
-        "datasets/build_demo_data.py", "datasets/build_folder_data.py", "wss.train",
-        "wss.eval", "wss.export", "wss.predict"]
+        "datasets/build_demo_data.py",
+        "datasets/build_folder_data.py",
+        "wss.train",
+        "wss.eval",
+        "wss.export",
+        "wss.predict",
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     for command in commands:
         assert command[0] == "python"
         tool = command[2] if command[1] == "-m" else command[1]
         args = [sys.executable] + [in_repo(a) for a in command[1:]] + TINY.get(tool, [])
-        out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
+        out = subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert out.returncode == 0, f"{' '.join(command)}\n{out.stdout}\n{out.stderr}"
 
     with open(tmp_path / "data/mine/descriptor.json") as f:

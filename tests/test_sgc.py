@@ -1,4 +1,5 @@
 """Self-attention Grad-CAM (spec section 3.3) against a numpy reference, masks, gradients."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -70,8 +71,12 @@ def test_matches_numpy_reference(training, use_valid):
     sgc = make_sgc()
     f1, f2, cam, mask = make_inputs(valid=use_valid)
     valid = mask if use_valid else None
-    out = sgc([tf.constant(f1), tf.constant(f2)], tf.constant(cam),
-              None if valid is None else tf.constant(valid), training=training)
+    out = sgc(
+        [tf.constant(f1), tf.constant(f2)],
+        tf.constant(cam),
+        None if valid is None else tf.constant(valid),
+        training=training,
+    )
     ref = numpy_sgc(sgc, f1, f2, cam, valid, training)
     assert out.shape == (B, H, W, NUM_CLASSES) and out.dtype == tf.float32
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
@@ -109,11 +114,18 @@ def test_training_mode_updates_moving_mean_with_decay_0999():
 
 
 def _pre_bn_mean(weights, f1, f2, cam, mask):
-    sgc_like = type("S", (), {"tf1_variable_map": lambda self: {
-        **{k: tf.constant(v) for k, v in weights.items()},
-        "pixel_normalization/BatchNorm/moving_mean": tf.zeros(NUM_CLASSES),
-        "pixel_normalization/BatchNorm/moving_variance": tf.fill([NUM_CLASSES], 1.0 - 1e-3),
-        "pixel_normalization/BatchNorm/beta": tf.zeros(NUM_CLASSES)}})()
+    sgc_like = type(
+        "S",
+        (),
+        {
+            "tf1_variable_map": lambda self: {
+                **{k: tf.constant(v) for k, v in weights.items()},
+                "pixel_normalization/BatchNorm/moving_mean": tf.zeros(NUM_CLASSES),
+                "pixel_normalization/BatchNorm/moving_variance": tf.fill([NUM_CLASSES], 1.0 - 1e-3),
+                "pixel_normalization/BatchNorm/beta": tf.zeros(NUM_CLASSES),
+            }
+        },
+    )()
     y = numpy_sgc(sgc_like, f1, f2, cam, mask, training=False)
     return y.mean(axis=(0, 1, 2))
 
@@ -148,9 +160,12 @@ def test_gradients_reach_only_sgc_variables(training):
         tape.watch([f1, f2, cam])
         logits = sgc([f1, f2], cam, tf.constant(mask), training=training)
         loss = supervised_ce(logits, labels, upsample_logits=False)
-    own = {"key": sgc.key.kernel, "query": sgc.query.kernel,
-           "pixel_normalization": sgc.pixel_normalization.kernel,
-           "beta": sgc.pixel_normalization.bn.beta}
+    own = {
+        "key": sgc.key.kernel,
+        "query": sgc.query.kernel,
+        "pixel_normalization": sgc.pixel_normalization.kernel,
+        "beta": sgc.pixel_normalization.bn.beta,
+    }
     for name, var in own.items():
         grad = tape.gradient(loss, var)
         assert grad is not None and np.abs(grad.numpy()).sum() > 0, name
@@ -166,10 +181,13 @@ def test_tf1_variable_map_and_config_round_trip():
     sgc = make_sgc()
     names = sgc.tf1_variable_map()
     assert set(names) == {
-        "hyper_column/key/weights", "hyper_column/query/weights",
-        "pixel_normalization/weights", "pixel_normalization/BatchNorm/beta",
+        "hyper_column/key/weights",
+        "hyper_column/query/weights",
+        "pixel_normalization/weights",
+        "pixel_normalization/BatchNorm/beta",
         "pixel_normalization/BatchNorm/moving_mean",
-        "pixel_normalization/BatchNorm/moving_variance"}
+        "pixel_normalization/BatchNorm/moving_variance",
+    }
     assert tuple(names["hyper_column/key/weights"].shape) == (1, 1, C1 + C2, DIM)
     assert tuple(names["hyper_column/query/weights"].shape) == (1, 1, C1 + C2, DIM)
     assert tuple(names["pixel_normalization/weights"].shape) == (1, 1, NUM_CLASSES, NUM_CLASSES)
@@ -183,8 +201,9 @@ def test_tf1_variable_map_and_config_round_trip():
     clone = SelfAttentionGradCAM.from_config(config)
     assert clone.get_config() == config
     clone.build(C1 + C2)
-    assert {n: tuple(v.shape) for n, v in clone.tf1_variable_map().items()} == \
-        {n: tuple(v.shape) for n, v in names.items()}
+    assert {n: tuple(v.shape) for n, v in clone.tf1_variable_map().items()} == {
+        n: tuple(v.shape) for n, v in names.items()
+    }
     for name, var in clone.tf1_variable_map().items():
         var.assign(names[name])
     f1, f2, cam, mask = make_inputs()
@@ -204,14 +223,15 @@ def test_hypercolumn_is_resized_bilinear_align_corners_to_cam_size():
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("full,decoder,cam_size", [((65, 65), (17, 17), (5, 5)),
-                                                   ((33, 49), (9, 13), (3, 4)),
-                                                   ((40, 30), (10, 8), (3, 2))])
+@pytest.mark.parametrize(
+    "full,decoder,cam_size",
+    [((65, 65), (17, 17), (5, 5)), ((33, 49), (9, 13), (3, 4)), ((40, 30), (10, 8), (3, 2))],
+)
 def test_attention_valid_mask_is_nearest_twice(full, decoder, cam_size):
     rng = np.random.default_rng(0)
     valid = np.ones((2,) + full + (1,), "float32")
-    valid[0, :, full[1] // 2 + 1:] = 0
-    valid[1, full[0] // 3:] = 0
+    valid[0, :, full[1] // 2 + 1 :] = 0
+    valid[1, full[0] // 3 :] = 0
     valid[1] *= rng.integers(0, 2, valid[1].shape)  # irregular pattern
     got = attention_valid_mask(tf.constant(valid), decoder, cam_size).numpy()
     step = tf.compat.v1.image.resize_nearest_neighbor(tf.constant(valid), decoder)
@@ -238,8 +258,13 @@ def test_model_sgc_loss_trains_only_the_sgc():
     with tf.GradientTape() as tape:
         end_points = model.deeplab.extract_features(images, training=True)
         decoder_size = model.deeplab.decoder_size(end_points)
-        out = model.cam_and_sgc(end_points, tf.constant(valid), decoder_size,
-                                image_labels=tf.ones([2, 4]), dropout=False)
+        out = model.cam_and_sgc(
+            end_points,
+            tf.constant(valid),
+            decoder_size,
+            image_labels=tf.ones([2, 4]),
+            dropout=False,
+        )
         loss = supervised_ce(out["sgc_logits"], tf.constant(labels))
     assert out["sgc_logits"].shape == (2, 3, 3, 5)
     assert end_points[CAM_END_POINT].shape[1:3] == (3, 3)
@@ -248,8 +273,11 @@ def test_model_sgc_loss_trains_only_the_sgc():
     deeplab_vars = model.deeplab.trainable_variables
     assert len(sgc_vars) == 4 and len(deeplab_vars) > 50
     grads = tape.gradient(loss, sgc_vars + deeplab_vars)
-    for var, grad in zip(sgc_vars, grads[:len(sgc_vars)]):
+    for var, grad in zip(sgc_vars, grads[: len(sgc_vars)]):
         assert grad is not None and np.abs(grad.numpy()).sum() > 0, var.path
-    leaked = [v.path for v, g in zip(deeplab_vars, grads[len(sgc_vars):])
-              if g is not None and np.any(g.numpy())]
+    leaked = [
+        v.path
+        for v, g in zip(deeplab_vars, grads[len(sgc_vars) :])
+        if g is not None and np.any(g.numpy())
+    ]
     assert leaked == []

@@ -1,4 +1,5 @@
 """The training driver: resume after SIGKILL, checkpoints that always load, NaN stops."""
+
 import os
 import re
 import signal
@@ -17,22 +18,35 @@ from wss.experiment import Experiment, ModelSettings, build_model, build_optimiz
 from wss.method.options import MethodOptions
 from wss.schedule import PolyWithSlowStart
 
-TINY = ["ModelSettings.width_multiplier = 0.0625", "ModelSettings.middle_flow_units = 1",
-        "ModelSettings.aspp_depth = 8", "ModelSettings.decoder_depth = 8",
-        "Experiment.crop_size = 33", "Experiment.labeled_batch_size = 2",
-        "Experiment.extra_batch_size = 2"]
+TINY = [
+    "ModelSettings.width_multiplier = 0.0625",
+    "ModelSettings.middle_flow_units = 1",
+    "ModelSettings.aspp_depth = 8",
+    "ModelSettings.decoder_depth = 8",
+    "Experiment.crop_size = 33",
+    "Experiment.labeled_batch_size = 2",
+    "Experiment.extra_batch_size = 2",
+]
 
 
 def command(model_dir, demo_dir, *params):
-    args = [sys.executable, "-m", "wss.train", "--gin_file=gin/demo.gin",
-            f"--model_dir={model_dir}", f"--dataset_dir={demo_dir}", "--images_every=0",
-            "--eval_at_end=false"]
+    args = [
+        sys.executable,
+        "-m",
+        "wss.train",
+        "--gin_file=gin/demo.gin",
+        f"--model_dir={model_dir}",
+        f"--dataset_dir={demo_dir}",
+        "--images_every=0",
+        "--eval_at_end=false",
+    ]
     return args + [f"--gin_param={p}" for p in TINY + list(params)]
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     from wss.data.demo import ensure_demo_dataset
+
     return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
 
 
@@ -50,8 +64,13 @@ def restore_latest(model_dir):
 
 def test_sigkill_then_resume_continues_exactly(tmp_path, demo_dir):
     model_dir = tmp_path / "run"
-    cmd = command(model_dir, demo_dir, "Experiment.num_steps = 8",
-                  "TrainLoop.checkpoint_every = 2", "TrainLoop.log_every = 1")
+    cmd = command(
+        model_dir,
+        demo_dir,
+        "Experiment.num_steps = 8",
+        "TrainLoop.checkpoint_every = 2",
+        "TrainLoop.log_every = 1",
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not (model_dir / "ckpt-4.index").exists():
@@ -86,13 +105,20 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, demo_dir):
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, demo_dir):
     model_dir = tmp_path / "nan"
-    cmd = command(model_dir, demo_dir, "Experiment.num_steps = 20",
-                  "Experiment.base_learning_rate = 1e30", "TrainLoop.checkpoint_every = 1",
-                  "TrainLoop.log_every = 1")
+    cmd = command(
+        model_dir,
+        demo_dir,
+        "Experiment.num_steps = 20",
+        "Experiment.base_learning_rate = 1e30",
+        "TrainLoop.checkpoint_every = 1",
+        "TrainLoop.log_every = 1",
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 3, out.stdout + out.stderr
-    match = re.search(r"ERROR: loss became (nan|inf|-inf) at step (\d+).*Last good checkpoint: (\S+)\.",
-                      out.stderr)
+    match = re.search(
+        r"ERROR: loss became (nan|inf|-inf) at step (\d+).*Last good checkpoint: (\S+)\.",
+        out.stderr,
+    )
     assert match, out.stderr
     bad_step, kept = int(match.group(2)), match.group(3)
     assert not os.path.exists(f"{model_dir}/ckpt-{bad_step}.index")
@@ -104,16 +130,25 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, de
 def test_demo_command_trains_evaluates_and_says_where_outputs_are(tmp_path, demo_dir):
     """The README's demo command, with the demo model as shipped, for a handful of steps."""
     model_dir = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "wss.train", "--gin_file=gin/demo.gin",
-           f"--model_dir={model_dir}", f"--dataset_dir={demo_dir}",
-           "--gin_param=Experiment.num_steps = 3", "--gin_param=TrainLoop.log_every = 1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wss.train",
+        "--gin_file=gin/demo.gin",
+        f"--model_dir={model_dir}",
+        f"--dataset_dir={demo_dir}",
+        "--gin_param=Experiment.num_steps = 3",
+        "--gin_param=TrainLoop.log_every = 1",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert re.search(r"^step 3/3 total_loss=[0-9.]+ ", text, re.M)
     match = re.search(r"final mIoU on val: ([0-9.]+)%", text)
     assert match and 0.0 <= float(match.group(1)) <= 100.0
-    assert (model_dir / "eval_val_3.json").exists() and (model_dir / "operative_config.gin").exists()
+    assert (model_dir / "eval_val_3.json").exists() and (
+        model_dir / "operative_config.gin"
+    ).exists()
     assert f"outputs: checkpoints, operative_config.gin and eval JSON in {model_dir}" in text
 
 
@@ -121,6 +156,7 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
     from deeplab_ext.checkpoint import save_tf1_checkpoint
     from wss.model import PseudoSegModel
     from wss.train import initialize
+
     small = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8)
     source = PseudoSegModel(deeplab_config=dict(num_classes=21, **small))
     source.build()
@@ -133,20 +169,24 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
     assert "class count differs" in message
     src, dst = source.tf1_variable_map(), target.tf1_variable_map()
     np.testing.assert_array_equal(dst["aspp0/weights"].numpy(), src["aspp0/weights"].numpy())
-    np.testing.assert_array_equal(dst["hyper_column/key/weights"].numpy(),
-                                  src["hyper_column/key/weights"].numpy())
+    np.testing.assert_array_equal(
+        dst["hyper_column/key/weights"].numpy(), src["hyper_column/key/weights"].numpy()
+    )
     assert dst["logits/semantic/weights"].shape[-1] == 3
     assert dst["pixel_normalization/weights"].shape == (1, 1, 3, 3)
-    assert not np.array_equal(dst["xception_65/logits/biases"].numpy(),
-                              src["xception_65/logits/biases"].numpy()[:2])
+    assert not np.array_equal(
+        dst["xception_65/logits/biases"].numpy(), src["xception_65/logits/biases"].numpy()[:2]
+    )
     # and it trains: a few supervised steps on random data give finite losses
     target.options = MethodOptions(mode="semi")
     target.compile(optimizer=keras.optimizers.SGD(0.01))
     rng = np.random.default_rng(0)
-    batch = {"image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
-             "label": rng.integers(0, 3, (2, 33, 33, 1)).astype("int32"),
-             "valid": np.ones((2, 33, 33, 1), "float32"),
-             "image_labels": np.ones((2, 2), "float32")}
+    batch = {
+        "image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
+        "label": rng.integers(0, 3, (2, 33, 33, 1)).astype("int32"),
+        "valid": np.ones((2, 33, 33, 1), "float32"),
+        "image_labels": np.ones((2, 2), "float32"),
+    }
     extra = dict(batch, strong=batch["image"], has_label=np.ones([2], "float32"))
     logs = target.train_step((batch, extra))
     assert np.isfinite(float(logs["total_loss"]))
@@ -156,30 +196,38 @@ def test_excluding_the_labeled_split_from_the_extra_set(demo_dir):
     from wss.data import reader
     from wss.experiment import Experiment
     from wss.train import labeled_ids
+
     gin.clear_config()
     try:
         gin.parse_config_files_and_bindings(["gin/demo.gin"], [], skip_unknown=False)
         ids = labeled_ids(Experiment(), demo_dir)
     finally:
         gin.clear_config()
-    all_labeled = [i for s in reader.scan_files(reader.split_files(demo_dir, "labeled"))
-                   for i in s.ids]
+    all_labeled = [
+        i for s in reader.scan_files(reader.split_files(demo_dir, "labeled")) for i in s.ids
+    ]
     assert sorted(ids) == sorted(all_labeled) and len(ids) == 32
 
 
 def test_demo_backbone_init_is_pretrained_once_then_loaded(tmp_path, demo_dir):
-    quick = ["Experiment.init_checkpoint = 'demo_backbone'", "Experiment.num_steps = 1",
-             "PretrainConfig.num_images = 4", "PretrainConfig.steps = 2",
-             "PretrainConfig.batch_size = 2"]
-    first = subprocess.run(command(tmp_path / "a", demo_dir, *quick), capture_output=True,
-                           text=True, timeout=600)
+    quick = [
+        "Experiment.init_checkpoint = 'demo_backbone'",
+        "Experiment.num_steps = 1",
+        "PretrainConfig.num_images = 4",
+        "PretrainConfig.steps = 2",
+        "PretrainConfig.batch_size = 2",
+    ]
+    first = subprocess.run(
+        command(tmp_path / "a", demo_dir, *quick), capture_output=True, text=True, timeout=600
+    )
     text = first.stdout + first.stderr
     assert first.returncode == 0, text
     folder = re.search(r"pretraining the demo backbone into (\S+) ", text).group(1)
     assert os.path.dirname(folder) == str(demo_dir)
     assert re.search(rf"initialised from {re.escape(folder)}/model.ckpt: loaded \d+", text)
-    second = subprocess.run(command(tmp_path / "b", demo_dir, *quick), capture_output=True,
-                            text=True, timeout=600)
+    second = subprocess.run(
+        command(tmp_path / "b", demo_dir, *quick), capture_output=True, text=True, timeout=600
+    )
     text = second.stdout + second.stderr
     assert second.returncode == 0, text
     assert "pretraining the demo backbone" not in text and f"initialised from {folder}" in text

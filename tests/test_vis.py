@@ -1,4 +1,5 @@
 """Tests of wss.colormap and wss.vis (side-by-side PNGs)."""
+
 import os
 
 import gin
@@ -20,8 +21,7 @@ def _clear_gin():
 def test_pascal_colormap_known_entries():
     cmap = colormap.pascal_colormap()
     assert cmap.shape == (256, 3) and cmap.dtype == np.uint8
-    np.testing.assert_array_equal(cmap[:4], [[0, 0, 0], [128, 0, 0], [0, 128, 0],
-                                             [128, 128, 0]])
+    np.testing.assert_array_equal(cmap[:4], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]])
     np.testing.assert_array_equal(cmap[15], [192, 128, 128])  # person
     np.testing.assert_array_equal(cmap[255], [224, 224, 192])  # VOC's void colour
     assert len({tuple(c) for c in cmap}) == 256
@@ -51,12 +51,19 @@ def test_vis_writes_side_by_side_pngs(tmp_path, monkeypatch):
     for path, (h, w) in zip(written, sizes):
         image = np.asarray(Image.open(path))
         assert image.shape == (h, 6 * w + 5 * vis.SEPARATOR, 3)
-        gt = image[:, w + vis.SEPARATOR:2 * w + vis.SEPARATOR]
+        gt = image[:, w + vis.SEPARATOR : 2 * w + vis.SEPARATOR]
         assert set(map(tuple, gt.reshape(-1, 3))) <= set(map(tuple, cmap))
     # CLI: all three images, three panels each, demo data found in ./demo_data.
     monkeypatch.chdir(tmp_path)
-    written = vis.main(["vis", f"--model_dir={tmp_path / 'model'}", "--dataset_name=demo",
-                        "--num_images=5", "--batch_size=2"])
+    written = vis.main(
+        [
+            "vis",
+            f"--model_dir={tmp_path / 'model'}",
+            "--dataset_name=demo",
+            "--num_images=5",
+            "--batch_size=2",
+        ]
+    )
     assert len(written) == 3
     assert all(os.path.dirname(p) == str(tmp_path / "model" / "vis") for p in written)
     for path, (h, w) in zip(written, sizes):

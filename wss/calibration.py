@@ -18,6 +18,7 @@ back after every batch, so the model is left as it was.
 
     python -m wss.calibration --gin_file=x.gin --model_dir=DIR --dataset_dir=DATA
 """
+
 import contextlib
 import json
 import os
@@ -32,9 +33,17 @@ from deeplab_ext.resize import resize_bilinear, resize_nearest
 from wss import metrics, restore
 from wss.method import fusion
 
-VARIANTS = ("model", "decoder", "decoder_sharpened", "sgc", "sgc_sharpened",
-            "fusion_norm", "fusion_norm_sharpened", "fusion_nonorm",
-            "fusion_nonorm_sharpened")
+VARIANTS = (
+    "model",
+    "decoder",
+    "decoder_sharpened",
+    "sgc",
+    "sgc_sharpened",
+    "fusion_norm",
+    "fusion_norm_sharpened",
+    "fusion_nonorm",
+    "fusion_nonorm_sharpened",
+)
 IGNORE_LABEL = metrics.IGNORE_LABEL
 
 
@@ -69,14 +78,22 @@ def weak_branch(model, images, valid, image_labels=None, decoder_bn_training=Tru
     decoder_size = deeplab.decoder_size(end_points)
     model_logits = deeplab.segmentation_logits(end_points, training=False)
     cam_out = model.cam_and_sgc(
-        end_points, valid, decoder_size, image_labels, dropout=False,
-        sgc_bn_training=model.options.sgc_bn_training_in_weak_branch)
+        end_points,
+        valid,
+        decoder_size,
+        image_labels,
+        dropout=False,
+        sgc_bn_training=model.options.sgc_bn_training_in_weak_branch,
+    )
     decoder_logits = model_logits
     if decoder_bn_training:
         decoder_logits = deeplab.forward(images, training=True, dropout=False)["logits"]
-    return {"model_logits": model_logits, "decoder_logits": decoder_logits,
-            "sgc_logits": resize_bilinear(cam_out["sgc_logits"], decoder_size),
-            "cam": cam_out["cam"]}
+    return {
+        "model_logits": model_logits,
+        "decoder_logits": decoder_logits,
+        "sgc_logits": resize_bilinear(cam_out["sgc_logits"], decoder_size),
+        "cam": cam_out["cam"],
+    }
 
 
 def variant_probs(branch, options, variants=VARIANTS):
@@ -90,15 +107,30 @@ def variant_probs(branch, options, variants=VARIANTS):
         base = name.replace("_sharpened", "")
         source = "fusion" if base.startswith("fusion") else base
         out[name] = fusion.pseudo_label_probs(
-            p, m, source=source, gamma=options.gamma,
+            p,
+            m,
+            source=source,
+            gamma=options.gamma,
             temperature=options.temperature if name.endswith("_sharpened") else 1.0,
-            logit_norm=base == "fusion_norm", norm_form=options.norm_form, soft=True)
+            logit_norm=base == "fusion_norm",
+            norm_form=options.norm_form,
+            soft=True,
+        )
     return out
 
 
-def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=None,
-              decoder_bn_training=True, num_bins=metrics.NUM_ECE_BINS, max_batches=None,
-              progress_every=0, log=print):
+def calibrate(
+    model,
+    dataset,
+    num_classes,
+    variants=VARIANTS,
+    use_image_labels=None,
+    decoder_bn_training=True,
+    num_bins=metrics.NUM_ECE_BINS,
+    max_batches=None,
+    progress_every=0,
+    log=print,
+):
     """ECE of each variant over a split with ground truth.
 
     use_image_labels: mask the Grad-CAM with ground-truth image labels (from the masks);
@@ -117,8 +149,7 @@ def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=N
 
     @tf.function(reduce_retracing=True)
     def step(images, labels, valid):
-        image_labels = (image_labels_from_mask(labels, num_classes)
-                        if use_image_labels else None)
+        image_labels = image_labels_from_mask(labels, num_classes) if use_image_labels else None
         branch = weak_branch(model, images, valid, image_labels, decoder_bn_training)
         probs = variant_probs(branch, options, variants)
         size = tf.shape(branch["decoder_logits"])[1:3]
@@ -126,8 +157,11 @@ def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=N
         out = {}
         for name, pr in probs.items():
             label = tf.argmax(pr, axis=-1, output_type=tf.int32)
-            out[name] = (tf.reduce_max(pr, axis=-1), label == small,
-                         metrics.confusion_matrix_tf(small, label, num_classes))
+            out[name] = (
+                tf.reduce_max(pr, axis=-1),
+                label == small,
+                metrics.confusion_matrix_tf(small, label, num_classes),
+            )
         return out, small != IGNORE_LABEL
 
     accumulators = {name: metrics.CalibrationAccumulator(num_bins) for name in variants}
@@ -139,22 +173,28 @@ def calibrate(model, dataset, num_classes, variants=VARIANTS, use_image_labels=N
             per_variant, keep = step(batch["image"], batch["label"], batch["valid"])
         keep = keep.numpy()
         for name, (confidence, correct, confusion) in per_variant.items():
-            accumulators[name].update_from_confidence(confidence.numpy(), correct.numpy(),
-                                                      keep)
+            accumulators[name].update_from_confidence(confidence.numpy(), correct.numpy(), keep)
             confusions[name] = confusions[name] + confusion.numpy()
         if progress_every and (index + 1) % progress_every == 0:
             log(f"  batch {index + 1}")
-    return {name: {"ece": acc.ece(),
-                   "accuracy": float(acc.correct_sum.sum() / max(acc.counts.sum(), 1)),
-                   "confidence": float(acc.confidence_sum.sum() / max(acc.counts.sum(), 1)),
-                   "miou": float(metrics.mean_iou(confusions[name])),
-                   "per_class_iou": [None if np.isnan(v) else float(v)
-                                     for v in metrics.per_class_iou(confusions[name])],
-                   "num_pixels": int(acc.counts.sum()), "accumulator": acc}
-            for name, acc in accumulators.items()}
+    return {
+        name: {
+            "ece": acc.ece(),
+            "accuracy": float(acc.correct_sum.sum() / max(acc.counts.sum(), 1)),
+            "confidence": float(acc.confidence_sum.sum() / max(acc.counts.sum(), 1)),
+            "miou": float(metrics.mean_iou(confusions[name])),
+            "per_class_iou": [
+                None if np.isnan(v) else float(v) for v in metrics.per_class_iou(confusions[name])
+            ],
+            "num_pixels": int(acc.counts.sum()),
+            "accumulator": acc,
+        }
+        for name, acc in accumulators.items()
+    }
 
 
 # ------------------------------------------------------------------ reliability diagram
+
 
 def reliability_image(results, panel=150, margin=24):
     """uint8 RGB reliability diagrams, one panel per variant, side by side.
@@ -182,15 +222,16 @@ def reliability_image(results, panel=150, margin=24):
             canvas[lo:hi, left:right] = (220, 70, 60)
         for i in range(panel):  # diagonal, then the frame
             canvas[y1 - 1 - i, x0 + i] = (128, 128, 128)
-        canvas[margin, x0:x0 + panel] = canvas[y1 - 1, x0:x0 + panel] = 0
+        canvas[margin, x0 : x0 + panel] = canvas[y1 - 1, x0 : x0 + panel] = 0
         canvas[margin:y1, x0] = canvas[margin:y1, x0 + panel - 1] = 0
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     for k, name in enumerate(names):
         x0 = margin + k * (panel + margin)
         draw.text((x0, 4), name, fill=(0, 0, 0))
-        draw.text((x0, margin + panel + 4), f"ECE {100 * results[name]['ece']:.2f}%",
-                  fill=(0, 0, 0))
+        draw.text(
+            (x0, margin + panel + 4), f"ECE {100 * results[name]['ece']:.2f}%", fill=(0, 0, 0)
+        )
     return np.asarray(image)
 
 
@@ -204,9 +245,11 @@ def format_table(results):
     """Printable table of ECE, accuracy, mean confidence and mIoU per variant (in %)."""
     lines = [f"{'source':<26} {'ECE':>7} {'acc':>7} {'conf':>7} {'mIoU':>7} {'pixels':>10}"]
     for name, r in results.items():
-        lines.append(f"{name:<26} {100 * r['ece']:7.2f} {100 * r['accuracy']:7.2f} "
-                     f"{100 * r['confidence']:7.2f} {100 * r['miou']:7.2f} "
-                     f"{r['num_pixels']:>10}")
+        lines.append(
+            f"{name:<26} {100 * r['ece']:7.2f} {100 * r['accuracy']:7.2f} "
+            f"{100 * r['confidence']:7.2f} {100 * r['miou']:7.2f} "
+            f"{r['num_pixels']:>10}"
+        )
     return "\n".join(lines)
 
 
@@ -215,41 +258,73 @@ def format_table(results):
 FLAGS = flags.FlagValues()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)
-flags.DEFINE_string("output_dir", None, "Where calibration_<split>_<step>.json/.png go "
-                    "(default: --model_dir).", flag_values=FLAGS)
-flags.DEFINE_integer("max_batches", None, "Stop after N batches (default: whole split).",
-                     flag_values=FLAGS)
-flags.DEFINE_bool("decoder_bn_training", True, "Decoder logits of the pseudo labels from "
-                  "a training-mode batch-norm pass, as in training.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Where calibration_<split>_<step>.json/.png go (default: --model_dir).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "max_batches", None, "Stop after N batches (default: whole split).", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "decoder_bn_training",
+    True,
+    "Decoder logits of the pseudo labels from a training-mode batch-norm pass, as in training.",
+    flag_values=FLAGS,
+)
 
 
 def main(argv=None):
     """CLI entry point; returns (results, json path, png path)."""
     from wss.data import pipeline
+
     if not restore.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
     model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
-    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
-                                      setup.crop)
+    name, dataset_dir, split, crop = (
+        setup.dataset_name,
+        setup.dataset_dir,
+        setup.split,
+        setup.crop,
+    )
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     step = restore.checkpoint_step(ckpt)
-    dataset = pipeline.eval_dataset(dataset_dir, fv.batch_size, split=split,
-                                    dataset_name=name, eval_crop_size=crop)
+    dataset = pipeline.eval_dataset(
+        dataset_dir, fv.batch_size, split=split, dataset_name=name, eval_crop_size=crop
+    )
     print(f"Calibration of {ckpt} (step {step}) on {name}/{split} ...", flush=True)
-    results = calibrate(model, dataset, desc.num_classes, max_batches=fv.max_batches,
-                        decoder_bn_training=fv.decoder_bn_training, progress_every=20,
-                        log=lambda s: print(s, flush=True))
+    results = calibrate(
+        model,
+        dataset,
+        desc.num_classes,
+        max_batches=fv.max_batches,
+        decoder_bn_training=fv.decoder_bn_training,
+        progress_every=20,
+        log=lambda s: print(s, flush=True),
+    )
     print(format_table(results), flush=True)
     out_dir = fv.output_dir or model_dir
     tf.io.gfile.makedirs(out_dir)
     stem = os.path.join(out_dir, f"calibration_{split}_{step}")
     with open(stem + ".json", "w") as f:
-        json.dump({"checkpoint": ckpt, "step": step, "split": split,
-                   "temperature": model.options.temperature, "gamma": model.options.gamma,
-                   "variants": {k: {kk: vv for kk, vv in v.items() if kk != "accumulator"}
-                                for k, v in results.items()}}, f, indent=1)
+        json.dump(
+            {
+                "checkpoint": ckpt,
+                "step": step,
+                "split": split,
+                "temperature": model.options.temperature,
+                "gamma": model.options.gamma,
+                "variants": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "accumulator"}
+                    for k, v in results.items()
+                },
+            },
+            f,
+            indent=1,
+        )
     save_reliability_png(results, stem + ".png")
     print(f"Wrote {stem}.json and {stem}.png", flush=True)
     return results, stem + ".json", stem + ".png"

@@ -8,6 +8,7 @@ paths are no key: they carry layer names that Keras makes unique per process
 ("pseudoseg_1"), while the order of the optimizer's variables follows the model's fixed
 structure.
 """
+
 import tensorflow as tf
 
 
@@ -21,6 +22,5 @@ def training_checkpoint(model, optimizer=None):
     """A tf.train.Checkpoint of every model weight and, when given, the optimizer state."""
     parts = {"model": _module(model.tf1_variable_map())}
     if optimizer is not None:
-        parts["optimizer"] = _module(
-            {f"{i:05d}": v for i, v in enumerate(optimizer.variables)})
+        parts["optimizer"] = _module({f"{i:05d}": v for i, v in enumerate(optimizer.variables)})
     return tf.train.Checkpoint(**parts)

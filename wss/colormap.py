@@ -3,6 +3,7 @@
 Every map is a uint8 [256, 3] array indexed by label id, so index 255 (ignore) always
 has a colour: VOC's own rule gives it (224, 224, 192); generated maps use white.
 """
+
 import colorsys
 
 import numpy as np
@@ -42,11 +43,12 @@ def colormap_for_dataset(dataset_name, num_classes=None):
     if dataset_name == "pascal_voc_seg":
         return pascal_colormap()
     from wss.data import descriptors
+
     desc = descriptors.get_descriptor(dataset_name)
     cmap = generated_colormap(num_classes or desc.num_classes)
     colors = getattr(desc, "class_colors", None)
     if colors:
-        cmap[:len(colors)] = np.asarray(colors, dtype=cmap.dtype)
+        cmap[: len(colors)] = np.asarray(colors, dtype=cmap.dtype)
     return cmap
 
 

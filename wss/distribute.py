@@ -1,5 +1,6 @@
 """Choosing a tf.distribute strategy and a mixed-precision policy from flag values, and
 advice for runs on fewer devices than the paper's 16 GPUs."""
+
 import keras
 import tensorflow as tf
 
@@ -34,9 +35,14 @@ def set_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
 
 
-def small_batch_advice(labeled_batch_size, replicas, fine_tune_batch_norm=True,
-                       sync_batch_norm=False, scale_learning_rate=False,
-                       base_learning_rate=PAPER_LEARNING_RATE):
+def small_batch_advice(
+    labeled_batch_size,
+    replicas,
+    fine_tune_batch_norm=True,
+    sync_batch_norm=False,
+    scale_learning_rate=False,
+    base_learning_rate=PAPER_LEARNING_RATE,
+):
     """Warnings for a run whose batches are smaller than the paper's, each naming the gin
     binding that fixes it: batch norm fine-tuned on fewer than 8 images (per replica, or
     per global batch when synchronized), and the paper's learning rate on a smaller batch
@@ -47,14 +53,24 @@ def small_batch_advice(labeled_batch_size, replicas, fine_tune_batch_norm=True,
     if fine_tune_batch_norm and stats_batch < MIN_BATCH_NORM_BATCH:
         fixes = ["ModelSettings.fine_tune_batch_norm = False (keep the checkpoint's statistics)"]
         if replicas > 1 and not sync_batch_norm and labeled_batch_size >= MIN_BATCH_NORM_BATCH:
-            fixes.insert(0, "ModelSettings.sync_batch_norm = True (statistics over all "
-                         f"{replicas} replicas' {labeled_batch_size} images)")
-        advice.append(f"batch norm is fine-tuned on batches of {stats_batch} images "
-                      f"(< {MIN_BATCH_NORM_BATCH}); its statistics will be noisy and mIoU "
-                      "lower. Consider " + " or ".join(fixes))
-    if (labeled_batch_size < PAPER_LABELED_BATCH and not scale_learning_rate
-            and base_learning_rate == PAPER_LEARNING_RATE):
-        advice.append(f"global labeled batch {labeled_batch_size} < the paper's "
-                      f"{PAPER_LABELED_BATCH}, at the paper's learning rate; consider "
-                      "Experiment.scale_learning_rate_with_batch = True (linear scaling)")
+            fixes.insert(
+                0,
+                "ModelSettings.sync_batch_norm = True (statistics over all "
+                f"{replicas} replicas' {labeled_batch_size} images)",
+            )
+        advice.append(
+            f"batch norm is fine-tuned on batches of {stats_batch} images "
+            f"(< {MIN_BATCH_NORM_BATCH}); its statistics will be noisy and mIoU "
+            "lower. Consider " + " or ".join(fixes)
+        )
+    if (
+        labeled_batch_size < PAPER_LABELED_BATCH
+        and not scale_learning_rate
+        and base_learning_rate == PAPER_LEARNING_RATE
+    ):
+        advice.append(
+            f"global labeled batch {labeled_batch_size} < the paper's "
+            f"{PAPER_LABELED_BATCH}, at the paper's learning rate; consider "
+            "Experiment.scale_learning_rate_with_batch = True (linear scaling)"
+        )
     return advice

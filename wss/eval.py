@@ -8,6 +8,7 @@ and width before the confusion matrix (label 255 ignored) is accumulated.
     python -m wss.eval --gin_file=gin/x.gin --model_dir=DIR --dataset_dir=DATA \
         [--checkpoint=DIR/ckpt-N] [--split=val] [--continuous]
 """
+
 import json
 import os
 import sys
@@ -19,13 +20,13 @@ from absl import flags
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
-from wss import metrics
-from wss import restore
+from wss import metrics, restore
 
 IGNORE_LABEL = metrics.IGNORE_LABEL
 
 
 # ------------------------------------------------------------------------ prediction
+
 
 def base_logits_fn(model):
     """fn(images [B,H,W,3] float [0,255]) -> logits [B,H,W,C] at the input size.
@@ -38,8 +39,10 @@ def base_logits_fn(model):
         return model.predict_logits
     if callable(model):
         return model
-    raise TypeError(f"cannot predict with {type(model).__name__}: need a PseudoSegModel, "
-                    "a DeepLabV3Plus or a callable images -> logits.")
+    raise TypeError(
+        f"cannot predict with {type(model).__name__}: need a PseudoSegModel, "
+        "a DeepLabV3Plus or a callable images -> logits."
+    )
 
 
 def make_logits_fn(model, scales=(1.0,), flip=False, merge="logits"):
@@ -63,8 +66,9 @@ def make_logits_fn(model, scales=(1.0,), flip=False, merge="logits"):
         for s in scales:
             scaled = images
             if s != 1.0:
-                scaled = resize_bilinear(images, [scale_dimension(size[0], s),
-                                                  scale_dimension(size[1], s)])
+                scaled = resize_bilinear(
+                    images, [scale_dimension(size[0], s), scale_dimension(size[1], s)]
+                )
             views = [(scaled, False)] + ([(tf.reverse(scaled, [2]), True)] if flip else [])
             for view, flipped in views:
                 logits = base(view)
@@ -96,8 +100,9 @@ def make_eval_step(model, num_classes, scales=(1.0,), flip=False, merge="logits"
         labels = tf.reshape(tf.cast(labels, tf.int32), tf.shape(predictions))
         inside = crop_mask(height, width, tf.shape(predictions)[1:3])
         labels = tf.where(inside, labels, IGNORE_LABEL)
-        bad = tf.reduce_sum(tf.cast((labels != IGNORE_LABEL)
-                                    & ((labels < 0) | (labels >= num_classes)), tf.int32))
+        bad = tf.reduce_sum(
+            tf.cast((labels != IGNORE_LABEL) & ((labels < 0) | (labels >= num_classes)), tf.int32)
+        )
         cm = metrics.confusion_matrix_tf(labels, predictions, num_classes)
         return cm, predictions, bad
 
@@ -112,8 +117,18 @@ def _batch_sizes(batch):
     return tf.fill([shape[0]], shape[1]), tf.fill([shape[0]], shape[2])
 
 
-def evaluate(model, dataset, num_classes, scales=(1.0,), flip=False, merge="logits",
-             progress_every=0, log=print, max_batches=None, on_batch=None):
+def evaluate(
+    model,
+    dataset,
+    num_classes,
+    scales=(1.0,),
+    flip=False,
+    merge="logits",
+    progress_every=0,
+    log=print,
+    max_batches=None,
+    on_batch=None,
+):
     """Streams `dataset` once and returns the segmentation metrics.
 
     Args:
@@ -142,18 +157,24 @@ def evaluate(model, dataset, num_classes, scales=(1.0,), flip=False, merge="logi
         height, width = _batch_sizes(batch)
         batch_cm, predictions, bad = step(batch["image"], batch["label"], height, width)
         if int(bad):
-            names = [n.decode() if isinstance(n, bytes) else str(n)
-                     for n in batch.get("filename", tf.constant([])).numpy().tolist()]
-            raise ValueError(f"{int(bad)} label pixels outside [0, {num_classes}) and not "
-                             f"{IGNORE_LABEL} in batch {index} (images {names}). Fix: check "
-                             "the dataset name / num_classes against the records.")
+            names = [
+                n.decode() if isinstance(n, bytes) else str(n)
+                for n in batch.get("filename", tf.constant([])).numpy().tolist()
+            ]
+            raise ValueError(
+                f"{int(bad)} label pixels outside [0, {num_classes}) and not "
+                f"{IGNORE_LABEL} in batch {index} (images {names}). Fix: check "
+                "the dataset name / num_classes against the records."
+            )
         cm += batch_cm.numpy()
         num_images += int(tf.shape(batch["image"])[0])
         if on_batch is not None:
             on_batch(batch, predictions.numpy())
         if progress_every and (index + 1) % progress_every == 0:
-            log(f"  batch {index + 1}: {num_images} images, running mIoU "
-                f"{metrics.mean_iou(cm):.4f} ({time.time() - start:.1f}s)")
+            log(
+                f"  batch {index + 1}: {num_images} images, running mIoU "
+                f"{metrics.mean_iou(cm):.4f} ({time.time() - start:.1f}s)"
+            )
     return {
         "miou": metrics.mean_iou(cm),
         "per_class_iou": metrics.per_class_iou(cm).tolist(),
@@ -181,12 +202,18 @@ def format_table(result, class_names):
 
 def result_to_json(result, class_names, **extra):
     """JSON-serialisable copy of an evaluate() result (NaN IoU -> null)."""
-    per_class = {name: (None if np.isnan(v) else float(v))
-                 for name, v in zip(class_names, result["per_class_iou"])}
-    out = {"miou": float(result["miou"]), "pixel_accuracy": float(result["pixel_accuracy"]),
-           "per_class_iou": per_class, "num_images": int(result["num_images"]),
-           "num_pixels": int(result["num_pixels"]),
-           "confusion_matrix": np.asarray(result["confusion_matrix"]).tolist()}
+    per_class = {
+        name: (None if np.isnan(v) else float(v))
+        for name, v in zip(class_names, result["per_class_iou"])
+    }
+    out = {
+        "miou": float(result["miou"]),
+        "pixel_accuracy": float(result["pixel_accuracy"]),
+        "per_class_iou": per_class,
+        "num_images": int(result["num_images"]),
+        "num_pixels": int(result["num_pixels"]),
+        "confusion_matrix": np.asarray(result["confusion_matrix"]).tolist(),
+    }
     out.update(extra)
     return out
 
@@ -196,51 +223,86 @@ def result_to_json(result, class_names, **extra):
 FLAGS = flags.FlagValues()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)
-flags.DEFINE_multi_float("scales", [1.0], "Eval scales (multi-scale: e.g. 0.75 1 1.25).",
-                         flag_values=FLAGS)
-flags.DEFINE_bool("flip", False, "Also evaluate left-right flipped images.",
-                  flag_values=FLAGS)
-flags.DEFINE_bool("continuous", False, "Wait for new checkpoints in --model_dir and "
-                  "evaluate each once.", flag_values=FLAGS)
-flags.DEFINE_integer("eval_interval_secs", 60, "Minimum seconds between checkpoint "
-                     "polls (--continuous).", flag_values=FLAGS)
-flags.DEFINE_float("eval_timeout_secs", None, "With --continuous: stop after this many "
-                   "seconds without a new checkpoint (default: wait forever, or until "
-                   "the checkpoint of Experiment.num_steps).", flag_values=FLAGS)
-flags.DEFINE_integer("progress_every", 20, "Progress line every N batches (0: off).",
-                     flag_values=FLAGS)
-flags.DEFINE_string("output_dir", None, "Where eval_<split>_<step>.json and the "
-                    "TensorBoard 'eval' folder go (default: --model_dir).",
-                    flag_values=FLAGS)
+flags.DEFINE_multi_float(
+    "scales", [1.0], "Eval scales (multi-scale: e.g. 0.75 1 1.25).", flag_values=FLAGS
+)
+flags.DEFINE_bool("flip", False, "Also evaluate left-right flipped images.", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "continuous",
+    False,
+    "Wait for new checkpoints in --model_dir and evaluate each once.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "eval_interval_secs",
+    60,
+    "Minimum seconds between checkpoint polls (--continuous).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "eval_timeout_secs",
+    None,
+    "With --continuous: stop after this many "
+    "seconds without a new checkpoint (default: wait forever, or until "
+    "the checkpoint of Experiment.num_steps).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "progress_every", 20, "Progress line every N batches (0: off).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Where eval_<split>_<step>.json and the TensorBoard 'eval' folder go (default: --model_dir).",
+    flag_values=FLAGS,
+)
 
 
 def write_scalar(tag, value, step):
     """A TensorBoard scalar via tf.summary.write (works without the tensorboard package,
     which tf.summary.scalar needs)."""
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                     metadata=metadata)
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
 
 
-def evaluate_checkpoint(model, ckpt, dataset_fn, desc, split, output_dir, scales, flip,
-                        progress_every, writer=None):
+def evaluate_checkpoint(
+    model, ckpt, dataset_fn, desc, split, output_dir, scales, flip, progress_every, writer=None
+):
     """Restores `ckpt`, evaluates, prints the table, writes JSON and summaries."""
     restore.restore_model(model, ckpt)
     step = restore.checkpoint_step(ckpt)
     print(f"Evaluating {ckpt} (step {step}) on {desc.name}/{split} ...", flush=True)
-    result = evaluate(model, dataset_fn(), desc.num_classes, scales=scales, flip=flip,
-                      progress_every=progress_every,
-                      log=lambda s: print(s, flush=True))
+    result = evaluate(
+        model,
+        dataset_fn(),
+        desc.num_classes,
+        scales=scales,
+        flip=flip,
+        progress_every=progress_every,
+        log=lambda s: print(s, flush=True),
+    )
     if result["num_images"] == 0:
         raise restore.RestoreError(f"split {split!r} gave no images.")
     print(format_table(result, desc.class_names), flush=True)
     tf.io.gfile.makedirs(output_dir)
     path = os.path.join(output_dir, f"eval_{split}_{step}.json")
     with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(result_to_json(result, desc.class_names, step=step, checkpoint=ckpt,
-                                 split=split, dataset=desc.name, scales=list(scales),
-                                 flip=bool(flip)), f, indent=1)
+        json.dump(
+            result_to_json(
+                result,
+                desc.class_names,
+                step=step,
+                checkpoint=ckpt,
+                split=split,
+                dataset=desc.name,
+                scales=list(scales),
+                flip=bool(flip),
+            ),
+            f,
+            indent=1,
+        )
     print(f"Wrote {path}", flush=True)
     if writer is not None:
         with writer.as_default():
@@ -257,32 +319,49 @@ def evaluate_checkpoint(model, ckpt, dataset_fn, desc, split, output_dir, scales
 def main(argv=None):
     """CLI entry point; returns the list of results (one per evaluated checkpoint)."""
     from wss.data import pipeline
+
     if not restore.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
     model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
-    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
-                                      setup.crop)
+    name, dataset_dir, split, crop = (
+        setup.dataset_name,
+        setup.dataset_dir,
+        setup.split,
+        setup.crop,
+    )
     output_dir = fv.output_dir or model_dir
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
 
     def dataset_fn():
-        return pipeline.eval_dataset(dataset_dir, fv.batch_size, split=split,
-                                     dataset_name=name, eval_crop_size=crop)
+        return pipeline.eval_dataset(
+            dataset_dir, fv.batch_size, split=split, dataset_name=name, eval_crop_size=crop
+        )
 
-    kwargs = dict(model=model, dataset_fn=dataset_fn, desc=desc, split=split,
-                  output_dir=output_dir, scales=fv.scales, flip=fv.flip,
-                  progress_every=fv.progress_every, writer=writer)
+    kwargs = dict(
+        model=model,
+        dataset_fn=dataset_fn,
+        desc=desc,
+        split=split,
+        output_dir=output_dir,
+        scales=fv.scales,
+        flip=fv.flip,
+        progress_every=fv.progress_every,
+        writer=writer,
+    )
     if not fv.continuous:
-        return [evaluate_checkpoint(ckpt=restore.find_checkpoint(fv.checkpoint or model_dir),
-                                    **kwargs)]
+        return [
+            evaluate_checkpoint(ckpt=restore.find_checkpoint(fv.checkpoint or model_dir), **kwargs)
+        ]
     results = []
     from wss import experiment
+
     last_step = experiment.Experiment().num_steps
     print(f"Waiting for checkpoints in {model_dir} ...", flush=True)
-    for ckpt in tf.train.checkpoints_iterator(model_dir, fv.eval_interval_secs,
-                                              timeout=fv.eval_timeout_secs):
+    for ckpt in tf.train.checkpoints_iterator(
+        model_dir, fv.eval_interval_secs, timeout=fv.eval_timeout_secs
+    ):
         results.append(evaluate_checkpoint(ckpt=ckpt, **kwargs))
         if results[-1]["step"] >= last_step:
             print(f"Reached the last training step ({last_step}); stopping.", flush=True)

@@ -4,6 +4,7 @@ Every paper experiment is a gin file that binds these (see gin/); the training d
 evaluation and export read the same bindings, so a model is always rebuilt exactly as it
 was trained. Batch sizes are global (split across replicas by tf.distribute).
 """
+
 import dataclasses
 import logging
 import os
@@ -12,8 +13,10 @@ from typing import Optional, Tuple, Union
 import gin
 import keras
 
-from wss.data import augment  # noqa: F401  registers AugmentConfig, StrongConfig with gin
-from wss.data import descriptors
+from wss.data import (
+    augment,  # noqa: F401  registers AugmentConfig, StrongConfig with gin
+    descriptors,
+)
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart
@@ -29,9 +32,10 @@ class _GinIncludeProbeFilter(logging.Filter):
     the search path above."""
 
     def filter(self, record):
-        return not (record.pathname.endswith("resource_reader.py")
-                    and record.getMessage().startswith(("Path not found",
-                                                        "system_path_file_exists")))
+        return not (
+            record.pathname.endswith("resource_reader.py")
+            and record.getMessage().startswith(("Path not found", "system_path_file_exists"))
+        )
 
 
 logging.getLogger().addFilter(_GinIncludeProbeFilter())
@@ -50,6 +54,7 @@ def resolve_path(path):
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """DeepLabv3+ options (see deeplab_ext.deeplab.DeepLabV3Plus); defaults: the paper's."""
+
     backbone: str = "xception_65"
     output_stride: int = 16
     atrous_rates: Tuple[int, ...] = (6, 12, 18)
@@ -89,6 +94,7 @@ class Experiment:
       wss.data.class_stats) weighting L_s and L_sa per class; None = unweighted (paper).
     dataset_name may also be the path of a descriptor.json written by the folder builder.
     """
+
     dataset_name: str = "pascal_voc_seg"
     labeled_split: Union[str, Tuple[str, ...]] = "train_aug"
     labeled_id_list: Optional[str] = None
@@ -127,6 +133,7 @@ class Experiment:
 @dataclasses.dataclass(frozen=True)
 class TrainLoop:
     """Progress and checkpoint intervals of the training loop (flags override them)."""
+
     log_every: int = 10
     checkpoint_every: int = 1000
 
@@ -134,7 +141,8 @@ class TrainLoop:
 def resolve_dataset_dir(dataset_name, dataset_dir=None):
     """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
     ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path."""
-    from wss.data import demo  # noqa: F401  (imports TF record writers only when needed)
+    from wss.data import demo
+
     if dataset_dir:
         if not os.path.isdir(dataset_dir):
             raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist")
@@ -144,8 +152,10 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None):
     default = descriptors.default_dataset_dir(dataset_name)
     if default:
         return default
-    raise ValueError(f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
-                     "DeepLab-format TFRecords; see the README's Data section)")
+    raise ValueError(
+        f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
+        "DeepLab-format TFRecords; see the README's Data section)"
+    )
 
 
 def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
@@ -155,8 +165,9 @@ def build_model(num_classes=None, model_settings=None, options=None, class_weigh
         num_classes = Experiment().descriptor.num_classes
     config = dataclasses.asdict(settings)
     config["num_classes"] = num_classes
-    model = PseudoSegModel(deeplab_config=config, options=options or MethodOptions(),
-                           class_weights=class_weights)
+    model = PseudoSegModel(
+        deeplab_config=config, options=options or MethodOptions(), class_weights=class_weights
+    )
     model.build()
     return model
 
@@ -164,9 +175,14 @@ def build_model(num_classes=None, model_settings=None, options=None, class_weigh
 def build_optimizer(exp, model, precision="float32"):
     """DeepLab's SGD with momentum and poly schedule over `exp.num_steps`, built for the
     model's trainable variables (so its slots exist before a checkpoint is restored)."""
-    schedule = PolyWithSlowStart(exp.learning_rate, exp.num_steps, exp.learning_power,
-                                 exp.end_learning_rate, exp.slow_start_steps,
-                                 exp.slow_start_learning_rate)
+    schedule = PolyWithSlowStart(
+        exp.learning_rate,
+        exp.num_steps,
+        exp.learning_power,
+        exp.end_learning_rate,
+        exp.slow_start_steps,
+        exp.slow_start_learning_rate,
+    )
     optimizer = keras.optimizers.SGD(schedule, momentum=exp.momentum)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -10,6 +10,7 @@ cropped back, exactly as wss.eval does, so predictions equal evaluation predicti
 
     python -m wss.export --gin_file=x.gin --model_dir=DIR --export_dir=OUT
 """
+
 import json
 import os
 import sys
@@ -18,9 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from wss import colormap
+from wss import colormap, restore
 from wss import eval as wss_eval
-from wss import restore
 from wss.data import descriptors
 
 PAD_VALUE = 127.5
@@ -32,8 +32,7 @@ def pad_to_crop(images, crop_size):
     shape = tf.shape(images)
     pad_h = tf.maximum(crop_size - shape[1], 0)
     pad_w = tf.maximum(crop_size - shape[2], 0)
-    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]],
-                  constant_values=PAD_VALUE)
+    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=PAD_VALUE)
 
 
 class InferenceModule(tf.Module):
@@ -52,18 +51,19 @@ class InferenceModule(tf.Module):
         images = tf.cast(images, tf.float32)
         size = tf.shape(images)[1:3]
         logits = self._logits_fn(pad_to_crop(images, self.crop_size))
-        logits = tf.cast(logits[:, :size[0], :size[1], :], tf.float32)
-        return {"class_map": tf.argmax(logits, axis=-1, output_type=tf.int32),
-                "probabilities": tf.nn.softmax(logits, axis=-1), "logits": logits}
+        logits = tf.cast(logits[:, : size[0], : size[1], :], tf.float32)
+        return {
+            "class_map": tf.argmax(logits, axis=-1, output_type=tf.int32),
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "logits": logits,
+        }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_uint8(self, images):
         """Predictions for uint8 images [B, H, W, 3]."""
         return self._predict(images)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def serve_float(self, images):
         """Predictions for float images [B, H, W, 3] in [0, 255]."""
         return self._predict(images)
@@ -75,21 +75,39 @@ class InferenceModule(tf.Module):
         return self._predict(image[tf.newaxis])
 
 
-def export_model(model, export_dir, crop_size, class_names=(), dataset_name=None,
-                 checkpoint=None, scales=(1.0,), flip=False, class_colors=None):
+def export_model(
+    model,
+    export_dir,
+    crop_size,
+    class_names=(),
+    dataset_name=None,
+    checkpoint=None,
+    scales=(1.0,),
+    flip=False,
+    class_colors=None,
+):
     """Writes the SavedModel (and METADATA_FILE with classes, their colours and the crop,
     so that the export is usable without the dataset) to export_dir."""
     module = InferenceModule(model, crop_size, scales, flip)
-    signatures = {"serving_default": module.serve_uint8,
-                  "serving_float": module.serve_float,
-                  "serving_encoded": module.serve_encoded}
+    signatures = {
+        "serving_default": module.serve_uint8,
+        "serving_float": module.serve_float,
+        "serving_encoded": module.serve_encoded,
+    }
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    metadata = {"dataset": dataset_name, "num_classes": int(model.num_classes),
-                "class_names": list(class_names), "crop_size": int(crop_size),
-                "checkpoint": checkpoint, "scales": [float(s) for s in scales],
-                "flip": bool(flip), "signatures": sorted(signatures),
-                "class_colors": (None if class_colors is None
-                                 else np.asarray(class_colors)[:model.num_classes].tolist())}
+    metadata = {
+        "dataset": dataset_name,
+        "num_classes": int(model.num_classes),
+        "class_names": list(class_names),
+        "crop_size": int(crop_size),
+        "checkpoint": checkpoint,
+        "scales": [float(s) for s in scales],
+        "flip": bool(flip),
+        "signatures": sorted(signatures),
+        "class_colors": (
+            None if class_colors is None else np.asarray(class_colors)[: model.num_classes].tolist()
+        ),
+    }
     with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=1)
     return export_dir
@@ -106,21 +124,28 @@ def load_metadata(export_dir):
 
 FLAGS = flags.FlagValues()
 restore.define_model_flags(FLAGS)
-flags.DEFINE_string("export_dir", None, "Output directory of the SavedModel.",
-                    flag_values=FLAGS)
-flags.DEFINE_string("dataset_name", None, "Dataset (default: Experiment.dataset_name).",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("eval_crop_size", None, "Pad size (default: the experiment's or the "
-                     "dataset's eval crop).", flag_values=FLAGS)
-flags.DEFINE_multi_float("scales", [1.0], "Test-time scales baked into the export.",
-                         flag_values=FLAGS)
-flags.DEFINE_bool("flip", False, "Bake left-right flip averaging into the export.",
-                  flag_values=FLAGS)
+flags.DEFINE_string("export_dir", None, "Output directory of the SavedModel.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "dataset_name", None, "Dataset (default: Experiment.dataset_name).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "eval_crop_size",
+    None,
+    "Pad size (default: the experiment's or the dataset's eval crop).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_multi_float(
+    "scales", [1.0], "Test-time scales baked into the export.", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "flip", False, "Bake left-right flip averaging into the export.", flag_values=FLAGS
+)
 
 
 def main(argv=None):
     """CLI entry point; returns the export directory."""
     from wss import experiment
+
     if not restore.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
@@ -133,9 +158,17 @@ def main(argv=None):
     crop = fv.eval_crop_size or exp.eval_crop_size or desc.eval_crop_size
     model = experiment.build_model(desc.num_classes)
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
-    export_model(model, fv.export_dir, crop, desc.class_names, desc.name, ckpt,
-                 fv.scales, fv.flip,
-                 class_colors=colormap.colormap_for_dataset(dataset, desc.num_classes))
+    export_model(
+        model,
+        fv.export_dir,
+        crop,
+        desc.class_names,
+        desc.name,
+        ckpt,
+        fv.scales,
+        fv.flip,
+        class_colors=colormap.colormap_for_dataset(dataset, desc.num_classes),
+    )
     print(f"Exported {ckpt} ({desc.name}, crop {crop}) to {fv.export_dir}", flush=True)
     return fv.export_dir
 

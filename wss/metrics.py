@@ -10,6 +10,7 @@ over valid pixels, accumulated with `CalibrationAccumulator`.
 The training monitors of the release (class-balanced pixel accuracy and mean max
 probability) are TF functions at the end of this module.
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -19,19 +20,23 @@ NUM_ECE_BINS = 15
 
 # --------------------------------------------------------------------------- confusion
 
+
 def _valid_pairs(labels, predictions, num_classes, ignore_label):
     """Flattens labels/predictions, drops ignored pixels and checks the class range."""
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
     if labels.shape != predictions.shape:
-        raise ValueError(f'labels ({labels.size}) and predictions ({predictions.size}) '
-                         'must have the same number of pixels.')
+        raise ValueError(
+            f"labels ({labels.size}) and predictions ({predictions.size}) "
+            "must have the same number of pixels."
+        )
     keep = labels != ignore_label
     labels, predictions = labels[keep], predictions[keep]
-    for name, arr in (('labels', labels), ('predictions', predictions)):
+    for name, arr in (("labels", labels), ("predictions", predictions)):
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-            raise ValueError(f'{name} outside [0, {num_classes}) after removing '
-                             f'ignore_label={ignore_label}.')
+            raise ValueError(
+                f"{name} outside [0, {num_classes}) after removing ignore_label={ignore_label}."
+            )
     return labels, predictions
 
 
@@ -42,7 +47,7 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL
     outside [0, C) raises ValueError. Sum the results over batches to stream.
     """
     labels, predictions = _valid_pairs(labels, predictions, num_classes, ignore_label)
-    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
+    flat = np.bincount(labels * num_classes + predictions, minlength=num_classes**2)
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
@@ -55,8 +60,7 @@ def confusion_matrix_tf(labels, predictions, num_classes, ignore_label=IGNORE_LA
     predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
     keep = tf.not_equal(labels, ignore_label)
     ids = tf.boolean_mask(labels, keep) * num_classes + tf.boolean_mask(predictions, keep)
-    flat = tf.math.bincount(ids, minlength=num_classes ** 2, maxlength=num_classes ** 2,
-                            dtype=tf.int64)
+    flat = tf.math.bincount(ids, minlength=num_classes**2, maxlength=num_classes**2, dtype=tf.int64)
     return tf.reshape(flat, [num_classes, num_classes])
 
 
@@ -65,7 +69,7 @@ def per_class_iou(cm):
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     denom = cm.sum(axis=0) + cm.sum(axis=1) - tp
-    with np.errstate(invalid='ignore', divide='ignore'):
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), np.nan)
 
 
@@ -94,11 +98,12 @@ def per_class_accuracy(cm):
     """Per-class recall TP / (TP + FN); NaN for classes absent from the ground truth."""
     cm = np.asarray(cm, dtype=np.float64)
     gt = cm.sum(axis=1)
-    with np.errstate(invalid='ignore', divide='ignore'):
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(gt > 0, np.diag(cm) / np.where(gt > 0, gt, 1.0), np.nan)
 
 
 # ------------------------------------------------------------------------- calibration
+
 
 class CalibrationAccumulator:
     """Streaming expected calibration error (Guo et al. 2017) over valid pixels.
@@ -122,8 +127,7 @@ class CalibrationAccumulator:
 
     def bin_index(self, confidence):
         """Bin of each confidence: the number of inner edges strictly below it."""
-        idx = np.searchsorted(self.edges[1:-1], np.asarray(confidence, np.float64),
-                              side='left')
+        idx = np.searchsorted(self.edges[1:-1], np.asarray(confidence, np.float64), side="left")
         return idx.astype(np.int64)
 
     def update_from_confidence(self, confidence, correct, valid=None):
@@ -148,13 +152,12 @@ class CalibrationAccumulator:
         keep = labels != ignore_label
         if valid is not None:
             keep &= np.asarray(valid).reshape(labels.shape).astype(bool)
-        self.update_from_confidence(probs.max(axis=-1), probs.argmax(axis=-1) == labels,
-                                    valid=keep)
+        self.update_from_confidence(probs.max(axis=-1), probs.argmax(axis=-1) == labels, valid=keep)
 
     def merge(self, other):
         """Adds another accumulator's bins (same number of bins) into this one."""
         if other.num_bins != self.num_bins:
-            raise ValueError('Cannot merge accumulators with different bin counts.')
+            raise ValueError("Cannot merge accumulators with different bin counts.")
         self.counts += other.counts
         self.confidence_sum += other.confidence_sum
         self.correct_sum += other.correct_sum
@@ -166,16 +169,16 @@ class CalibrationAccumulator:
         'accuracy' and 'confidence' (per-bin means, NaN in empty bins) and 'gap'
         (|accuracy - confidence|, NaN in empty bins).
         """
-        with np.errstate(invalid='ignore', divide='ignore'):
+        with np.errstate(invalid="ignore", divide="ignore"):
             accuracy = np.where(self.counts > 0, self.correct_sum / self.counts, np.nan)
             confidence = np.where(self.counts > 0, self.confidence_sum / self.counts, np.nan)
         return {
-            'lower': self.edges[:-1].copy(),
-            'upper': self.edges[1:].copy(),
-            'count': self.counts.copy(),
-            'accuracy': accuracy,
-            'confidence': confidence,
-            'gap': np.abs(accuracy - confidence),
+            "lower": self.edges[:-1].copy(),
+            "upper": self.edges[1:].copy(),
+            "count": self.counts.copy(),
+            "accuracy": accuracy,
+            "confidence": confidence,
+            "gap": np.abs(accuracy - confidence),
         }
 
     def ece(self):
@@ -187,8 +190,9 @@ class CalibrationAccumulator:
         return float(np.abs(self.correct_sum - self.confidence_sum).sum() / total)
 
 
-def expected_calibration_error(probs, labels, num_bins=NUM_ECE_BINS,
-                               ignore_label=IGNORE_LABEL, valid=None):
+def expected_calibration_error(
+    probs, labels, num_bins=NUM_ECE_BINS, ignore_label=IGNORE_LABEL, valid=None
+):
     """One-shot ECE of probabilities [..., C] against labels [...] over valid pixels."""
     acc = CalibrationAccumulator(num_bins)
     acc.update(probs, labels, ignore_label=ignore_label, valid=valid)
@@ -196,6 +200,7 @@ def expected_calibration_error(probs, labels, num_bins=NUM_ECE_BINS,
 
 
 # ---------------------------------------------------------------- training monitors
+
 
 def class_accuracy_counts(predictions, labels, num_classes, ignore_label=IGNORE_LABEL):
     """TF per-class (correct, total) float32 [C] counts over pixels whose label != ignore.
@@ -214,8 +219,9 @@ def class_accuracy_counts(predictions, labels, num_classes, ignore_label=IGNORE_
     return hits, total
 
 
-def mean_class_accuracy(predictions, labels, num_classes, ignore_label=IGNORE_LABEL,
-                        absent='exclude'):
+def mean_class_accuracy(
+    predictions, labels, num_classes, ignore_label=IGNORE_LABEL, absent="exclude"
+):
     """Class-balanced pixel accuracy (the release's acc_weak / acc_strong / acc_seg).
 
     The release weights every pixel by the inverse frequency of its class and feeds
@@ -227,9 +233,9 @@ def mean_class_accuracy(predictions, labels, num_classes, ignore_label=IGNORE_LA
     """
     hits, total = class_accuracy_counts(predictions, labels, num_classes, ignore_label)
     per_class = tf.math.divide_no_nan(hits, total)
-    if absent == 'zero':
+    if absent == "zero":
         return tf.reduce_mean(per_class)
-    if absent != 'exclude':
+    if absent != "exclude":
         raise ValueError(f"absent must be 'exclude' or 'zero', got {absent!r}.")
     present = tf.cast(total > 0, tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(per_class * present), tf.reduce_sum(present))

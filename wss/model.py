@@ -10,6 +10,7 @@ A step (spec sections 3-4), with the passes the method needs and no more:
   5. strong view, training mode: decoder logits supervised by P (L_u).
 The same methods compute the parity references' PseudoSeg keys in the tests.
 """
+
 import dataclasses
 
 import keras
@@ -26,8 +27,14 @@ from wss.method.sgc import SelfAttentionGradCAM, attention_valid_mask
 
 # Names of the numbers a step reports (never 'loss': Keras's own tracker owns that name).
 LOSS_NAMES = ("total_loss", "sup_loss", "unsup_loss", "cls_loss", "sgc_loss", "wd_loss")
-MONITOR_NAMES = ("acc_seg", "acc_pseudo", "acc_weak", "acc_strong", "max_prob_pseudo",
-                 "learning_rate")
+MONITOR_NAMES = (
+    "acc_seg",
+    "acc_pseudo",
+    "acc_weak",
+    "acc_strong",
+    "max_prob_pseudo",
+    "learning_rate",
+)
 
 
 class PseudoSegModel(keras.Model):
@@ -45,16 +52,16 @@ class PseudoSegModel(keras.Model):
         self.sgc = SelfAttentionGradCAM(self.num_classes, self.options.attention_dim)
         if self.deeplab.sync_batch_norm:
             synchronize_batch_norms(self.sgc)
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in LOSS_NAMES + MONITOR_NAMES}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES + MONITOR_NAMES}
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape=(None, None, None, 3)):
         """Builds every sub-layer from shapes (no forward pass), before any optimizer step."""
         self.deeplab.build(input_shape)
         backbone = self.deeplab.backbone
-        self.sgc.build(sum(backbone.end_point_channels(name)
-                           for name in backbone.hypercolumn_end_points))
+        self.sgc.build(
+            sum(backbone.end_point_channels(name) for name in backbone.hypercolumn_end_points)
+        )
         self.built = True
 
     @property
@@ -74,8 +81,15 @@ class PseudoSegModel(keras.Model):
     def _classifier(self):
         return lambda pooled, dropout: self.deeplab.classify_pooled(pooled, dropout)
 
-    def cam_and_sgc(self, end_points, valid, decoder_size, image_labels=None, dropout=False,
-                    sgc_bn_training=True):
+    def cam_and_sgc(
+        self,
+        end_points,
+        valid,
+        decoder_size,
+        image_labels=None,
+        dropout=False,
+        sgc_bn_training=True,
+    ):
         """Grad-CAM of the last block and SGC logits from one backbone pass's end points.
 
         `valid` is the full-resolution valid mask; it reaches the attention as the release
@@ -83,8 +97,9 @@ class PseudoSegModel(keras.Model):
         'cam' (no background), 'cls_logits', 'labels' (used to mask the CAM), 'sgc_logits'.
         """
         backbone = self.deeplab.backbone
-        cam, cls_logits, labels = grad_cam(end_points[backbone.cam_end_point],
-                                           self._classifier(), image_labels, dropout=dropout)
+        cam, cls_logits, labels = grad_cam(
+            end_points[backbone.cam_end_point], self._classifier(), image_labels, dropout=dropout
+        )
         mask = attention_valid_mask(valid, decoder_size, tf.shape(cam)[1:3])
         hypercolumn = [end_points[name] for name in backbone.hypercolumn_end_points]
         sgc_logits = self.sgc(hypercolumn, cam, mask, training=sgc_bn_training)
@@ -105,16 +120,27 @@ class PseudoSegModel(keras.Model):
         if opts.uses_sgc:
             end_points = self.deeplab.extract_features(weak_images, training=False)
             decoder_size = self.deeplab.decoder_size(end_points)
-            cam_out = self.cam_and_sgc(end_points, valid, decoder_size, image_labels,
-                                       dropout=False,
-                                       sgc_bn_training=opts.sgc_bn_training_in_weak_branch)
+            cam_out = self.cam_and_sgc(
+                end_points,
+                valid,
+                decoder_size,
+                image_labels,
+                dropout=False,
+                sgc_bn_training=opts.sgc_bn_training_in_weak_branch,
+            )
             sgc_up = resize_bilinear(cam_out["sgc_logits"], decoder_size)
             out.update(cam_out, sgc_logits_upsampled=sgc_up)
         out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
         out["probs"] = fusion.pseudo_label_probs(
-            out["weak"]["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
-            temperature=opts.temperature, logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form, soft=opts.soft_labels)
+            out["weak"]["logits"],
+            sgc_up,
+            source=opts.source,
+            gamma=opts.gamma,
+            temperature=opts.temperature,
+            logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form,
+            soft=opts.soft_labels,
+        )
         return out
 
     # ------------------------------------------------------------------ training
@@ -134,31 +160,44 @@ class PseudoSegModel(keras.Model):
             if extra is not None:
                 # First: the inference-mode pass inside must see this step's BN statistics.
                 branch = self.pseudo_labels(
-                    extra["image"], extra.get("weak_valid", extra["valid"]),
-                    image_labels=extra["image_labels"] if opts.mode == "weakly" else None)
+                    extra["image"],
+                    extra.get("weak_valid", extra["valid"]),
+                    image_labels=extra["image_labels"] if opts.mode == "weakly" else None,
+                )
             end_points = dl.extract_features(labeled["image"], training=True)
             logits = dl.segmentation_logits(end_points, training=True)
             sup = losses.supervised_ce(logits, labeled["label"], class_weights=self.class_weights)
             cls = sgc = unsup = tf.constant(0.0)
             if opts.uses_sgc:
                 decoder_size = tf.shape(logits)[1:3]
-                lab = self.cam_and_sgc(end_points, labeled["valid"], decoder_size,
-                                       labeled["image_labels"], dropout=True)
-                sgc = losses.supervised_ce(lab["sgc_logits"], labeled["label"],
-                                           class_weights=self.class_weights)
+                lab = self.cam_and_sgc(
+                    end_points,
+                    labeled["valid"],
+                    decoder_size,
+                    labeled["image_labels"],
+                    dropout=True,
+                )
+                sgc = losses.supervised_ce(
+                    lab["sgc_logits"], labeled["label"], class_weights=self.class_weights
+                )
                 if opts.mode == "semi":
                     cls = losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
             if opts.mode == "weakly":
-                cls = losses.classification_loss(branch["weak"]["cls_logits"],
-                                                 extra["image_labels"])
+                cls = losses.classification_loss(
+                    branch["weak"]["cls_logits"], extra["image_labels"]
+                )
             if extra is not None:
                 strong_logits = dl.forward(extra["strong"], training=True)["logits"]
                 size = tf.shape(strong_logits)[1:3]
                 valid = losses.resize_mask_nearest(extra["valid"], size)
                 unsup = losses.unlabeled_ce(
-                    branch["probs"], strong_logits, valid,
-                    confidence_threshold=opts.confidence_threshold, soft=opts.soft_labels,
-                    weight=self._unlabeled_weight())
+                    branch["probs"],
+                    strong_logits,
+                    valid,
+                    confidence_threshold=opts.confidence_threshold,
+                    soft=opts.soft_labels,
+                    weight=self._unlabeled_weight(),
+                )
             wd = losses.weight_decay(self.deeplab.regularized_kernels(), opts.weight_decay)
             total = sup + unsup + cls + sgc + wd
             scaled = self.optimizer.scale_loss(total / replicas)
@@ -168,15 +207,18 @@ class PseudoSegModel(keras.Model):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
-        logged.update(total_loss=total, sup_loss=sup, unsup_loss=unsup, cls_loss=cls,
-                      sgc_loss=sgc, wd_loss=wd)
+        logged.update(
+            total_loss=total, sup_loss=sup, unsup_loss=unsup, cls_loss=cls, sgc_loss=sgc, wd_loss=wd
+        )
         logged["acc_seg"] = self._class_accuracy(logits, labeled["label"])
         if extra is not None:
             label = losses.resize_mask_nearest(extra["label"], size)
             has_gt = tf.cast(tf.reduce_any(label != 255), tf.float32)
-            for name, scores in (("acc_pseudo", branch["probs"]),
-                                 ("acc_weak", branch["weak"]["logits"]),
-                                 ("acc_strong", strong_logits)):
+            for name, scores in (
+                ("acc_pseudo", branch["probs"]),
+                ("acc_weak", branch["weak"]["logits"]),
+                ("acc_strong", strong_logits),
+            ):
                 self.trackers[name].update_state(self._class_accuracy(scores, label), has_gt)
             logged["max_prob_pseudo"] = metrics.mean_max_prob(branch["probs"], valid)
         for name, value in logged.items():
@@ -203,8 +245,12 @@ class PseudoSegModel(keras.Model):
         raise NotImplementedError("evaluate with wss.eval (streaming mIoU), not Model.evaluate")
 
     def get_config(self):
-        return {"name": self.name, "deeplab_config": self.deeplab_config,
-                "options": dataclasses.asdict(self.options), "class_weights": self.class_weights}
+        return {
+            "name": self.name,
+            "deeplab_config": self.deeplab_config,
+            "options": dataclasses.asdict(self.options),
+            "class_weights": self.class_weights,
+        }
 
     @classmethod
     def from_config(cls, config):

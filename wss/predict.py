@@ -5,6 +5,7 @@ the dataset's colour map, so the files are both label maps and viewable pictures
 
     python -m wss.predict --export_dir=OUT --input='photos/*.jpg' --output_dir=PRED
 """
+
 import glob
 import os
 import sys
@@ -22,8 +23,11 @@ def find_inputs(patterns):
     """Sorted files matching the patterns (files or globs); errors name empty patterns."""
     files = []
     for pattern in patterns:
-        matched = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else (
-            [pattern] if os.path.isfile(pattern) else [])
+        matched = (
+            sorted(glob.glob(pattern))
+            if any(c in pattern for c in "*?[")
+            else ([pattern] if os.path.isfile(pattern) else [])
+        )
         if not matched:
             raise FileNotFoundError(f"--input {pattern!r} matches no file.")
         files.extend(matched)
@@ -33,8 +37,10 @@ def find_inputs(patterns):
 def load_predictor(export_dir):
     """(encoded-image signature, metadata) of a SavedModel directory."""
     if not tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
-        raise FileNotFoundError(f"{export_dir!r} holds no saved_model.pb. Fix: export one "
-                                "with python -m wss.export --export_dir=...")
+        raise FileNotFoundError(
+            f"{export_dir!r} holds no saved_model.pb. Fix: export one "
+            "with python -m wss.export --export_dir=..."
+        )
     loaded = tf.saved_model.load(export_dir)
     return loaded.signatures["serving_encoded"], load_metadata(export_dir)
 
@@ -51,10 +57,11 @@ def predict_files(export_dir, files, output_dir):
     predict, metadata = load_predictor(export_dir)
     if metadata.get("class_colors"):  # exports carry their palette
         cmap = colormap.generated_colormap(metadata["num_classes"])
-        cmap[:len(metadata["class_colors"])] = metadata["class_colors"]
+        cmap[: len(metadata["class_colors"])] = metadata["class_colors"]
     else:  # exports written before the palette was kept
-        cmap = colormap.colormap_for_dataset(metadata.get("dataset") or "demo",
-                                             metadata.get("num_classes"))
+        cmap = colormap.colormap_for_dataset(
+            metadata.get("dataset") or "demo", metadata.get("num_classes")
+        )
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in files:
@@ -72,8 +79,7 @@ def predict_files(export_dir, files, output_dir):
 
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("export_dir", None, "SavedModel directory from wss.export.",
-                    flag_values=FLAGS)
+flags.DEFINE_string("export_dir", None, "SavedModel directory from wss.export.", flag_values=FLAGS)
 flags.DEFINE_multi_string("input", [], "Image files or glob patterns.", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Where the PNG label maps go.", flag_values=FLAGS)
 
@@ -81,6 +87,7 @@ flags.DEFINE_string("output_dir", None, "Where the PNG label maps go.", flag_val
 def main(argv=None):
     """CLI entry point; returns the written paths."""
     from wss.restore import parse_flags
+
     if not parse_flags(FLAGS, argv):
         return []
     if not FLAGS.export_dir or not FLAGS.input or not FLAGS.output_dir:

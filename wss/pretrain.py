@@ -15,6 +15,7 @@ With `Experiment.init_checkpoint = 'demo_backbone'` (gin/demo.gin) training buil
 first use into ./demo_data/backbone_<hash of the model settings>/, so every row of a
 comparison starts from the same weights.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -47,6 +48,7 @@ class PretrainConfig:
     steps, batch_size, learning_rate: the schedule (constant learning rate).
     seed: data and initialisation seed.
     """
+
     num_images: int = 4000
     steps: int = 1500
     batch_size: int = 32
@@ -56,8 +58,9 @@ class PretrainConfig:
     def __post_init__(self):
         for name in ("num_images", "steps", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"PretrainConfig.{name} = {getattr(self, name)}: must be at "
-                                 "least 1")
+                raise ValueError(
+                    f"PretrainConfig.{name} = {getattr(self, name)}: must be at least 1"
+                )
         if self.learning_rate <= 0:
             raise ValueError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
 
@@ -66,8 +69,9 @@ def image_level_labels(labels, num_classes):
     """Multi-hot [N, num_classes - 1] of the foreground classes present in each mask
     (labels [N, H, W]; background 0 and the ignore label count for nothing)."""
     labels = np.asarray(labels)
-    return np.stack([(labels == c).reshape(len(labels), -1).any(axis=1)
-                     for c in range(1, num_classes)], axis=1).astype(np.float32)
+    return np.stack(
+        [(labels == c).reshape(len(labels), -1).any(axis=1) for c in range(1, num_classes)], axis=1
+    ).astype(np.float32)
 
 
 def pretrain_arrays(config, num_classes=demo.NUM_CLASSES):
@@ -80,8 +84,9 @@ def build_classifier(num_classes, model_settings=None):
     """The DeepLabv3+ of the model settings; pretraining uses its backbone and the
     backbone's classification head only."""
     config = dataclasses.asdict(model_settings or ModelSettings())
-    model = DeepLabV3Plus(num_classes=num_classes, classification_head=True, cls_keep_prob=1.0,
-                          **config)
+    model = DeepLabV3Plus(
+        num_classes=num_classes, classification_head=True, cls_keep_prob=1.0, **config
+    )
     model.build()
     return model
 
@@ -97,7 +102,7 @@ def pretrain(model, images, targets, config, log_every=100, print_fn=print):
     Returns {'first_loss', 'final_loss', 'train_accuracy', 'seconds'}: mean losses of the
     first and last `log_every` steps, and the per-label accuracy on the last window."""
     tf.random.set_seed(config.seed)
-    variables = (model.backbone.trainable_variables + model.cls_logits.trainable_variables)
+    variables = model.backbone.trainable_variables + model.cls_logits.trainable_variables
     optimizer = keras.optimizers.Adam(config.learning_rate)
     optimizer.build(variables)
 
@@ -122,11 +127,17 @@ def pretrain(model, images, targets, config, log_every=100, print_fn=print):
         if n % log_every == 0 or n == config.steps:
             final, train_accuracy = float(np.mean(losses)), float(np.mean(accuracies))
             first = final if first is None else first
-            print_fn(f"pretrain step {n}/{config.steps} loss={final:.4f} "
-                     f"accuracy={train_accuracy:.3f} ({time.time() - start:.0f}s)")
+            print_fn(
+                f"pretrain step {n}/{config.steps} loss={final:.4f} "
+                f"accuracy={train_accuracy:.3f} ({time.time() - start:.0f}s)"
+            )
             losses, accuracies = [], []
-    return {"first_loss": first, "final_loss": final, "train_accuracy": train_accuracy,
-            "seconds": time.time() - start}
+    return {
+        "first_loss": first,
+        "final_loss": final,
+        "train_accuracy": train_accuracy,
+        "seconds": time.time() - start,
+    }
 
 
 def save_backbone(model, prefix):
@@ -137,8 +148,9 @@ def save_backbone(model, prefix):
 
 def settings_key(model_settings, config):
     """A short hash of what the pretrained weights depend on."""
-    blob = json.dumps([dataclasses.asdict(model_settings), dataclasses.asdict(config)],
-                      sort_keys=True)
+    blob = json.dumps(
+        [dataclasses.asdict(model_settings), dataclasses.asdict(config)], sort_keys=True
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -151,15 +163,24 @@ def ensure_demo_backbone(root, model_settings=None, config=None, print_fn=print)
     prefix = os.path.join(folder, "model.ckpt")
     if os.path.exists(os.path.join(folder, _MARKER)):
         return prefix
-    print_fn(f"pretraining the demo backbone into {folder} (once; {config.steps} steps of "
-             f"{config.batch_size} images)")
+    print_fn(
+        f"pretraining the demo backbone into {folder} (once; {config.steps} steps of "
+        f"{config.batch_size} images)"
+    )
     images, targets = pretrain_arrays(config)
     model = build_classifier(demo.NUM_CLASSES, model_settings)
     result = pretrain(model, images, targets, config, print_fn=print_fn)
     save_backbone(model, prefix)
     with open(os.path.join(folder, _MARKER), "w") as f:
-        json.dump({"model_settings": dataclasses.asdict(model_settings),
-                   "pretrain": dataclasses.asdict(config), "result": result}, f, indent=1)
+        json.dump(
+            {
+                "model_settings": dataclasses.asdict(model_settings),
+                "pretrain": dataclasses.asdict(config),
+                "result": result,
+            },
+            f,
+            indent=1,
+        )
     return prefix
 
 
@@ -169,18 +190,20 @@ def resolve_init_checkpoint(init_checkpoint, dataset_name, dataset_dir, print_fn
     if init_checkpoint != DEMO_BACKBONE:
         return init_checkpoint
     if dataset_name != "demo":
-        raise ValueError(f"Experiment.init_checkpoint = '{DEMO_BACKBONE}' is pretrained on demo "
-                         f"images and only serves dataset 'demo', not {dataset_name!r}: give "
-                         "an ImageNet checkpoint path (README, 'Official checkpoints') or None")
+        raise ValueError(
+            f"Experiment.init_checkpoint = '{DEMO_BACKBONE}' is pretrained on demo "
+            f"images and only serves dataset 'demo', not {dataset_name!r}: give "
+            "an ImageNet checkpoint path (README, 'Official checkpoints') or None"
+        )
     return ensure_demo_backbone(dataset_dir, print_fn=print_fn)
 
 
 def define_flags(fv):
     flags.DEFINE_string("output", None, "Checkpoint prefix to write.", flag_values=fv)
-    flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of the model.",
-                              flag_values=fv)
-    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings (e.g. "
-                              "PretrainConfig.steps=3000).", flag_values=fv)
+    flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of the model.", flag_values=fv)
+    flags.DEFINE_multi_string(
+        "gin_param", [], "Extra gin bindings (e.g. PretrainConfig.steps=3000).", flag_values=fv
+    )
 
 
 def main(argv=None):
@@ -190,8 +213,10 @@ def main(argv=None):
     if not parse_flags(fv, argv):
         return None
     if not fv.output:
-        raise ValueError("--output is required: the checkpoint prefix to write, e.g. "
-                         "demo_data/backbone/model.ckpt")
+        raise ValueError(
+            "--output is required: the checkpoint prefix to write, e.g. "
+            "demo_data/backbone/model.ckpt"
+        )
     parse_gin(fv.gin_file, fv.gin_param)
     config = PretrainConfig()
     images, targets = pretrain_arrays(config)

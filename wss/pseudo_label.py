@@ -32,6 +32,7 @@ OUT/pseudo_label_report.json (also printed) holds the coverage (share of pixels 
 a label) and, where the split has ground truth, the pseudo labels' mIoU, per-class IoU
 and pixel accuracy on the covered pixels.
 """
+
 import bisect
 import dataclasses
 import glob
@@ -47,14 +48,8 @@ import tensorflow as tf
 from absl import flags
 
 from wss import eval as wss_eval
-from wss import metrics
-from wss import restore
-from wss.data import augment
-from wss.data import image_io
-from wss.data import pipeline
-from wss.data import reader
-from wss.data import records
-from wss.data import schema
+from wss import metrics, restore
+from wss.data import augment, image_io, pipeline, reader, records, schema
 
 IGNORE_LABEL = 255
 DEFAULT_THRESHOLD = 0.5
@@ -68,6 +63,7 @@ class PseudoLabelError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- labels
+
 
 def threshold_labels(probs, threshold=DEFAULT_THRESHOLD, ignore_label=IGNORE_LABEL):
     """Hard pseudo labels from class probabilities [..., C].
@@ -85,8 +81,7 @@ def threshold_labels(probs, threshold=DEFAULT_THRESHOLD, ignore_label=IGNORE_LAB
     return labels.numpy() if as_numpy else labels
 
 
-def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False,
-                  merge="probs"):
+def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False, merge="probs"):
     """A tf.function images [B,H,W,3] (float, [0,255]) -> pseudo labels int32 [B,H,W].
 
     Probabilities come from wss.eval.make_logits_fn (same scales/flip handling as the
@@ -110,6 +105,7 @@ def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False,
 class LabelStats:
     """Pixel counts of pseudo labels (inside the images only) and, against ground truth
     (255 = none), the confusion matrix of the covered pixels."""
+
     num_classes: int
     num_images: int = 0
     num_pixels: int = 0
@@ -132,8 +128,9 @@ class LabelStats:
         if ground_truth is not None:
             gt = np.asarray(ground_truth).reshape(pseudo.shape)
             self.gt_pixels += int((gt != IGNORE_LABEL).sum())
-            self.confusion += metrics.confusion_matrix(gt[covered], pseudo[covered],
-                                                       self.num_classes)
+            self.confusion += metrics.confusion_matrix(
+                gt[covered], pseudo[covered], self.num_classes
+            )
 
     def merge(self, other):
         self.num_images += other.num_images
@@ -143,42 +140,60 @@ class LabelStats:
         self.confusion += other.confusion
 
     def to_json(self):
-        return {"num_images": self.num_images, "num_pixels": self.num_pixels,
-                "labeled_pixels": self.labeled_pixels, "gt_pixels": self.gt_pixels,
-                "confusion_matrix": self.confusion.tolist()}
+        return {
+            "num_images": self.num_images,
+            "num_pixels": self.num_pixels,
+            "labeled_pixels": self.labeled_pixels,
+            "gt_pixels": self.gt_pixels,
+            "confusion_matrix": self.confusion.tolist(),
+        }
 
     @classmethod
     def from_json(cls, num_classes, data):
-        return cls(num_classes, data["num_images"], data["num_pixels"],
-                   data["labeled_pixels"], data["gt_pixels"],
-                   np.asarray(data["confusion_matrix"], np.int64))
+        return cls(
+            num_classes,
+            data["num_images"],
+            data["num_pixels"],
+            data["labeled_pixels"],
+            data["gt_pixels"],
+            np.asarray(data["confusion_matrix"], np.int64),
+        )
 
     def summary(self, class_names=None):
         """Coverage, and (with ground truth) mIoU / pixel accuracy on covered pixels."""
-        out = {"num_images": self.num_images, "num_pixels": self.num_pixels,
-               "labeled_pixels": self.labeled_pixels,
-               "coverage": self.labeled_pixels / self.num_pixels if self.num_pixels else 0.0,
-               "has_ground_truth": self.gt_pixels > 0, "gt_pixels": self.gt_pixels,
-               "miou": None, "pixel_accuracy": None, "per_class_iou": None,
-               "gt_coverage": None, "confusion_matrix": self.confusion.tolist()}
+        out = {
+            "num_images": self.num_images,
+            "num_pixels": self.num_pixels,
+            "labeled_pixels": self.labeled_pixels,
+            "coverage": self.labeled_pixels / self.num_pixels if self.num_pixels else 0.0,
+            "has_ground_truth": self.gt_pixels > 0,
+            "gt_pixels": self.gt_pixels,
+            "miou": None,
+            "pixel_accuracy": None,
+            "per_class_iou": None,
+            "gt_coverage": None,
+            "confusion_matrix": self.confusion.tolist(),
+        }
         if self.gt_pixels > 0:
             iou = metrics.per_class_iou(self.confusion)
             names = list(class_names or [str(i) for i in range(self.num_classes)])
             out.update(
                 miou=metrics.mean_iou(self.confusion),
                 pixel_accuracy=metrics.pixel_accuracy(self.confusion),
-                per_class_iou={n: (None if np.isnan(v) else float(v))
-                               for n, v in zip(names, iou)},
+                per_class_iou={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
                 # Share of the ground-truth-labeled pixels that got a pseudo label.
-                gt_coverage=float(self.confusion.sum()) / self.gt_pixels)
+                gt_coverage=float(self.confusion.sum()) / self.gt_pixels,
+            )
         return out
 
 
 # ---------------------------------------------------------------------- the plan
 
+
 @dataclasses.dataclass
 class Plan:
     """Which records of the input go to which output shard (deterministic)."""
+
     files: List[str]
     counts: List[int]  # readable records per file
     items: List[tuple]  # (file index, record index, filename), in output order
@@ -200,11 +215,11 @@ def make_plan(dataset_dir, split, num_shards, id_list=None, exclude_ids=None):
     splits them into min(num_shards, n) contiguous, non-empty, balanced shards."""
     files = reader.split_files(dataset_dir, split)
     scans = reader.scan_files(files)
-    keep = pipeline._ids(id_list)  # pylint: disable=protected-access
+    keep = pipeline._ids(id_list)
     if keep is not None:
         reader.select_ids(scans, keep, f"id list {id_list if isinstance(id_list, str) else ''}")
         keep = set(keep)
-    drop = set(pipeline._ids(exclude_ids) or ())  # pylint: disable=protected-access
+    drop = set(pipeline._ids(exclude_ids) or ())
     items = []
     for f, scan in enumerate(scans):
         for r, name in enumerate(scan.ids):
@@ -212,8 +227,9 @@ def make_plan(dataset_dir, split, num_shards, id_list=None, exclude_ids=None):
             if (keep is None or stem in keep) and stem not in drop:
                 items.append((f, r, name))
     if not items:
-        raise PseudoLabelError(f"split {split!r} in {dataset_dir!r} has no images to label "
-                               "(after the id lists).")
+        raise PseudoLabelError(
+            f"split {split!r} in {dataset_dir!r} has no images to label (after the id lists)."
+        )
     k = max(1, min(int(num_shards), len(items)))
     bounds = [i * len(items) // k for i in range(k + 1)]
     return Plan(list(files), [len(s.ids) for s in scans], items, bounds)
@@ -246,16 +262,22 @@ def inference_dataset(plan, shards, num_classes, crop_size, batch_size):
         return recs.map(lambda i, r: (path, i, tf.gather(table, offset + i), r))
 
     ds = tf.data.Dataset.from_tensor_slices(
-        (plan.files, tf.constant(plan.counts, tf.int64), tf.constant(offsets)))
+        (plan.files, tf.constant(plan.counts, tf.int64), tf.constant(offsets))
+    )
     ds = ds.flat_map(read).filter(lambda p, i, pos, r: pos >= 0)
 
     def prep(path, index, position, record):
         x = reader.assert_ok(reader.decode_record(path, index, record, num_classes, False))
         hw = tf.shape(x["image"])[:2]
         fits = tf.cond(
-            tf.reduce_all(hw <= crop_size), lambda: tf.constant(True),
-            lambda: tf.py_function(pipeline._raise_too_big,  # pylint: disable=protected-access
-                                   [path, index, hw[0], hw[1], crop_size], tf.bool))
+            tf.reduce_all(hw <= crop_size),
+            lambda: tf.constant(True),
+            lambda: tf.py_function(
+                pipeline._raise_too_big,
+                [path, index, hw[0], hw[1], crop_size],
+                tf.bool,
+            ),
+        )
         with tf.control_dependencies([fits]):
             out = augment.eval_view(tf.identity(x["image"]), x["label"], crop_size)
         out["filename"] = x["filename"]
@@ -270,6 +292,7 @@ def inference_dataset(plan, shards, num_classes, crop_size, batch_size):
 
 # ---------------------------------------------------------------------- writing
 
+
 def _atomic_json(path, data):
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -278,8 +301,9 @@ def _atomic_json(path, data):
 
 
 def _stats_path(output_dir, output_split, shard, num_shards):
-    return os.path.join(output_dir, STATS_DIR,
-                        schema.shard_name(output_split, shard, num_shards) + ".json")
+    return os.path.join(
+        output_dir, STATS_DIR, schema.shard_name(output_split, shard, num_shards) + ".json"
+    )
 
 
 class _ShardWriter:
@@ -287,8 +311,7 @@ class _ShardWriter:
     renames the file to its final name (so an existing shard is always complete)."""
 
     def __init__(self, output_dir, output_split, shard, num_shards, num_classes):
-        self.path = os.path.join(output_dir, schema.shard_name(output_split, shard,
-                                                               num_shards))
+        self.path = os.path.join(output_dir, schema.shard_name(output_split, shard, num_shards))
         self.stats_path = _stats_path(output_dir, output_split, shard, num_shards)
         self.tmp = os.path.join(output_dir, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
         self.shard = shard
@@ -302,8 +325,10 @@ class _ShardWriter:
 
     def commit(self, settings):
         self.writer.close()
-        _atomic_json(self.stats_path, {"settings": settings, "filenames": self.filenames,
-                                       "stats": self.stats.to_json()})
+        _atomic_json(
+            self.stats_path,
+            {"settings": settings, "filenames": self.filenames, "stats": self.stats.to_json()},
+        )
         os.replace(self.tmp, self.path)
 
     def abort(self):
@@ -313,11 +338,12 @@ class _ShardWriter:
 
 
 def _check_output(output_dir, output_split, num_shards, dataset_dir, split):
-    if (os.path.abspath(output_dir) == os.path.abspath(dataset_dir)
-            and output_split == split):
-        raise PseudoLabelError(f"--output_split {output_split!r} in --output_dir would "
-                               "overwrite the input split; choose another split name or "
-                               "folder.")
+    if os.path.abspath(output_dir) == os.path.abspath(dataset_dir) and output_split == split:
+        raise PseudoLabelError(
+            f"--output_split {output_split!r} in --output_dir would "
+            "overwrite the input split; choose another split name or "
+            "folder."
+        )
     pattern = os.path.join(output_dir, f"{output_split}-*.tfrecord")
     for path in glob.glob(pattern):
         m = re.search(r"-\d{5}-of-(\d{5})\.tfrecord$", path)
@@ -325,14 +351,31 @@ def _check_output(output_dir, output_split, num_shards, dataset_dir, split):
             raise PseudoLabelError(
                 f"{path} belongs to a run with {int(m.group(1))} shards, this run has "
                 f"{num_shards}. Fix: rerun with the same --num_shards, or use a new "
-                "--output_dir / --output_split.")
+                "--output_dir / --output_split."
+            )
 
 
-def generate(model, dataset_dir, split, output_dir, num_classes, crop_size,
-             output_split=DEFAULT_OUTPUT_SPLIT, threshold=DEFAULT_THRESHOLD,
-             scales=(1.0,), flip=False, merge="probs", num_shards=4, batch_size=4,
-             id_list=None, exclude_ids=None, class_names=None, settings=None,
-             progress_every=10, log=print):
+def generate(
+    model,
+    dataset_dir,
+    split,
+    output_dir,
+    num_classes,
+    crop_size,
+    output_split=DEFAULT_OUTPUT_SPLIT,
+    threshold=DEFAULT_THRESHOLD,
+    scales=(1.0,),
+    flip=False,
+    merge="probs",
+    num_shards=4,
+    batch_size=4,
+    id_list=None,
+    exclude_ids=None,
+    class_names=None,
+    settings=None,
+    progress_every=10,
+    log=print,
+):
     """Writes the teacher's thresholded pseudo labels of `split` as TFRecord shards.
 
     Args:
@@ -358,10 +401,18 @@ def generate(model, dataset_dir, split, output_dir, num_classes, crop_size,
     k = plan.num_shards
     _check_output(output_dir, output_split, k, dataset_dir, split)
     settings = dict(settings or {})
-    settings.update(dataset_dir=os.path.abspath(dataset_dir), split=split,
-                    output_split=output_split, threshold=float(threshold),
-                    scales=[float(s) for s in scales], flip=bool(flip), merge=merge,
-                    num_shards=k, num_images=len(plan.items), num_classes=int(num_classes))
+    settings.update(
+        dataset_dir=os.path.abspath(dataset_dir),
+        split=split,
+        output_split=output_split,
+        threshold=float(threshold),
+        scales=[float(s) for s in scales],
+        flip=bool(flip),
+        merge=merge,
+        num_shards=k,
+        num_images=len(plan.items),
+        num_classes=int(num_classes),
+    )
     settings = json.loads(json.dumps(settings))  # as it reads back (tuples -> lists)
 
     done_shards, todo, total = [], [], LabelStats(num_classes)
@@ -379,20 +430,28 @@ def generate(model, dataset_dir, split, output_dir, num_classes, crop_size,
         with open(stats_path) as f:
             saved = json.load(f)
         if saved["settings"] != settings or saved["filenames"] != plan.shard_filenames(shard):
-            diff = sorted(key for key in set(saved["settings"]) | set(settings)
-                          if saved["settings"].get(key) != settings.get(key))
+            diff = sorted(
+                key
+                for key in set(saved["settings"]) | set(settings)
+                if saved["settings"].get(key) != settings.get(key)
+            )
             raise PseudoLabelError(
                 f"{path} was written with other settings or images (differs in "
                 f"{diff or ['the image list']}). Fix: rerun with the original settings, or "
-                "write to a new --output_dir (or delete the old shards).")
+                "write to a new --output_dir (or delete the old shards)."
+            )
         total.merge(LabelStats.from_json(num_classes, saved["stats"]))
     if missing_stats:
-        log(f"warning: shards {missing_stats} exist without statistics in "
-            f"{os.path.join(output_dir, STATS_DIR)}; the report leaves them out.")
+        log(
+            f"warning: shards {missing_stats} exist without statistics in "
+            f"{os.path.join(output_dir, STATS_DIR)}; the report leaves them out."
+        )
     todo_images = sum(plan.bounds[s + 1] - plan.bounds[s] for s in todo)
-    log(f"Pseudo-labeling {split!r} of {dataset_dir}: {len(plan.items)} images in {k} "
+    log(
+        f"Pseudo-labeling {split!r} of {dataset_dir}: {len(plan.items)} images in {k} "
         f"shards; {len(done_shards)} shards already complete, {len(todo)} to write "
-        f"({todo_images} images), threshold {threshold}.")
+        f"({todo_images} images), threshold {threshold}."
+    )
 
     if todo:
         label_fn = make_label_fn(model, threshold, scales, flip, merge)
@@ -409,23 +468,28 @@ def generate(model, dataset_dir, split, output_dir, num_classes, crop_size,
                     if current is None or current.shard != shard:
                         if current is not None:
                             _finish_shard(current, plan, settings, total)
-                        current = _ShardWriter(output_dir, output_split, shard, k,
-                                               num_classes)
+                        current = _ShardWriter(output_dir, output_split, shard, k, num_classes)
                     h, w = int(heights[j]), int(widths[j])
                     pseudo = labels[j, :h, :w].astype(np.uint8)
                     current.stats.add(pseudo, gts[j, :h, :w])
                     image_bytes = batch["encoded"][j].numpy()
-                    current.write(records.EncodedRecord(
-                        filename=batch["filename"][j].numpy().decode("utf-8"),
-                        image_bytes=image_bytes,
-                        image_format=image_io.sniff_format(image_bytes) or "jpeg",
-                        height=h, width=w, label_bytes=image_io.encode_label(pseudo)))
+                    current.write(
+                        records.EncodedRecord(
+                            filename=batch["filename"][j].numpy().decode("utf-8"),
+                            image_bytes=image_bytes,
+                            image_format=image_io.sniff_format(image_bytes) or "jpeg",
+                            height=h,
+                            width=w,
+                            label_bytes=image_io.encode_label(pseudo),
+                        )
+                    )
                     done += 1
-                if progress_every and ((index + 1) % progress_every == 0
-                                       or done == todo_images):
+                if progress_every and ((index + 1) % progress_every == 0 or done == todo_images):
                     rate = done / max(time.time() - t0, 1e-6)
-                    log(f"  [{output_split}] {done}/{todo_images} images "
-                        f"({rate:.1f}/s), shard {current.shard + 1}/{k}")
+                    log(
+                        f"  [{output_split}] {done}/{todo_images} images "
+                        f"({rate:.1f}/s), shard {current.shard + 1}/{k}"
+                    )
             if current is not None:
                 _finish_shard(current, plan, settings, total)
                 current = None
@@ -434,11 +498,19 @@ def generate(model, dataset_dir, split, output_dir, num_classes, crop_size,
                 current.abort()
 
     report = total.summary(class_names)
-    report.update(split=split, dataset_dir=dataset_dir, output_dir=output_dir,
-                  output_split=output_split, threshold=float(threshold), num_shards=k,
-                  shards_written=todo, shards_reused=done_shards,
-                  shards_without_stats=missing_stats,
-                  settings=settings, seconds=time.time() - start)
+    report.update(
+        split=split,
+        dataset_dir=dataset_dir,
+        output_dir=output_dir,
+        output_split=output_split,
+        threshold=float(threshold),
+        num_shards=k,
+        shards_written=todo,
+        shards_reused=done_shards,
+        shards_without_stats=missing_stats,
+        settings=settings,
+        seconds=time.time() - start,
+    )
     _atomic_json(os.path.join(output_dir, REPORT_NAME), report)
     log(format_report(report))
     return report
@@ -448,26 +520,34 @@ def _finish_shard(writer, plan, settings, total):
     expected = plan.shard_filenames(writer.shard)
     if writer.filenames != expected:
         writer.abort()
-        raise PseudoLabelError(f"shard {writer.shard} got {len(writer.filenames)} images, "
-                               f"expected {len(expected)} (input changed while reading?)")
+        raise PseudoLabelError(
+            f"shard {writer.shard} got {len(writer.filenames)} images, "
+            f"expected {len(expected)} (input changed while reading?)"
+        )
     writer.commit(settings)
     total.merge(writer.stats)
 
 
 def format_report(report):
-    lines = [f"Pseudo labels: {report['num_images']} images, coverage "
-             f"{100 * report['coverage']:.2f}% of {report['num_pixels']} pixels "
-             f"(threshold {report['threshold']})"]
+    lines = [
+        f"Pseudo labels: {report['num_images']} images, coverage "
+        f"{100 * report['coverage']:.2f}% of {report['num_pixels']} pixels "
+        f"(threshold {report['threshold']})"
+    ]
     if report["has_ground_truth"]:
-        lines.append(f"  vs ground truth on covered pixels: mIoU "
-                     f"{100 * report['miou']:.2f}, pixel accuracy "
-                     f"{100 * report['pixel_accuracy']:.2f} (covers "
-                     f"{100 * report['gt_coverage']:.2f}% of labeled ground truth)")
+        lines.append(
+            f"  vs ground truth on covered pixels: mIoU "
+            f"{100 * report['miou']:.2f}, pixel accuracy "
+            f"{100 * report['pixel_accuracy']:.2f} (covers "
+            f"{100 * report['gt_coverage']:.2f}% of labeled ground truth)"
+        )
     else:
         lines.append("  (no ground truth in the split: no mIoU)")
-    lines.append(f"  shards {report['output_dir']}/{report['output_split']}-*: "
-                 f"{len(report['shards_written'])} written, "
-                 f"{len(report['shards_reused'])} already complete")
+    lines.append(
+        f"  shards {report['output_dir']}/{report['output_split']}-*: "
+        f"{len(report['shards_written'])} written, "
+        f"{len(report['shards_reused'])} already complete"
+    )
     return "\n".join(lines)
 
 
@@ -475,32 +555,54 @@ def format_report(report):
 
 FLAGS = flags.FlagValues()
 restore.define_model_flags(FLAGS)
-restore.define_data_flags(FLAGS, split_help="Split to pseudo-label (default: "
-                          "Experiment.extra_split).")
-flags.DEFINE_string("output_dir", None, "Folder for the pseudo-label shards and "
-                    "pseudo_label_report.json.", flag_values=FLAGS)
-flags.DEFINE_string("output_split", DEFAULT_OUTPUT_SPLIT, "Split name of the written "
-                    "shards.", flag_values=FLAGS)
-flags.DEFINE_float("threshold", DEFAULT_THRESHOLD, "Label a pixel iff the teacher's max "
-                   "probability is strictly above this.", flag_values=FLAGS)
-flags.DEFINE_multi_float("scales", [1.0], "Teacher scales (multi-scale: e.g. 0.75 1 1.25).",
-                         flag_values=FLAGS)
-flags.DEFINE_bool("flip", False, "Also average the left-right flipped view.",
-                  flag_values=FLAGS)
-flags.DEFINE_enum("merge", "probs", ["probs", "logits"], "Average probabilities (DeepLab) "
-                  "or logits over scales/flip.", flag_values=FLAGS)
+restore.define_data_flags(
+    FLAGS, split_help="Split to pseudo-label (default: Experiment.extra_split)."
+)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Folder for the pseudo-label shards and pseudo_label_report.json.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "output_split", DEFAULT_OUTPUT_SPLIT, "Split name of the written shards.", flag_values=FLAGS
+)
+flags.DEFINE_float(
+    "threshold",
+    DEFAULT_THRESHOLD,
+    "Label a pixel iff the teacher's max probability is strictly above this.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_multi_float(
+    "scales", [1.0], "Teacher scales (multi-scale: e.g. 0.75 1 1.25).", flag_values=FLAGS
+)
+flags.DEFINE_bool("flip", False, "Also average the left-right flipped view.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "merge",
+    "probs",
+    ["probs", "logits"],
+    "Average probabilities (DeepLab) or logits over scales/flip.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer("num_shards", 4, "Output shards.", flag_values=FLAGS)
-flags.DEFINE_string("id_list", None, "Only pseudo-label these ids (id list file).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("exclude_id_list", None, "Leave these ids out (e.g. the labeled "
-                    "list, whose ground truth the student already has).", flag_values=FLAGS)
-flags.DEFINE_integer("progress_every", 10, "Progress line every N batches (0: off).",
-                     flag_values=FLAGS)
+flags.DEFINE_string(
+    "id_list", None, "Only pseudo-label these ids (id list file).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "exclude_id_list",
+    None,
+    "Leave these ids out (e.g. the labeled list, whose ground truth the student already has).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "progress_every", 10, "Progress line every N batches (0: off).", flag_values=FLAGS
+)
 
 
 def main(argv=None):
     """CLI entry point; returns the report dict (None for --help)."""
     from wss import experiment
+
     if not restore.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
@@ -513,17 +615,32 @@ def main(argv=None):
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     try:
         return generate(
-            model, dataset_dir, split, fv.output_dir, desc.num_classes,
-            crop or desc.eval_crop_size, output_split=fv.output_split,
-            threshold=fv.threshold, scales=fv.scales, flip=fv.flip, merge=fv.merge,
-            num_shards=fv.num_shards, batch_size=fv.batch_size,
+            model,
+            dataset_dir,
+            split,
+            fv.output_dir,
+            desc.num_classes,
+            crop or desc.eval_crop_size,
+            output_split=fv.output_split,
+            threshold=fv.threshold,
+            scales=fv.scales,
+            flip=fv.flip,
+            merge=fv.merge,
+            num_shards=fv.num_shards,
+            batch_size=fv.batch_size,
             id_list=experiment.resolve_path(fv.id_list),
             exclude_ids=experiment.resolve_path(fv.exclude_id_list),
             class_names=desc.class_names,
-            settings={"checkpoint": os.path.abspath(ckpt), "dataset": name,
-                      "id_list": fv.id_list, "exclude_id_list": fv.exclude_id_list,
-                      "eval_crop_size": crop},
-            progress_every=fv.progress_every, log=lambda s: print(s, flush=True))
+            settings={
+                "checkpoint": os.path.abspath(ckpt),
+                "dataset": name,
+                "id_list": fv.id_list,
+                "exclude_id_list": fv.exclude_id_list,
+                "eval_crop_size": crop,
+            },
+            progress_every=fv.progress_every,
+            log=lambda s: print(s, flush=True),
+        )
     except (reader.DataError, PseudoLabelError) as e:
         raise restore.RestoreError(str(e)) from e
 

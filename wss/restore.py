@@ -8,6 +8,7 @@ building it with `wss.experiment.build_model` and restoring the model's part onl
 Also holds the small absl-flags helpers the command-line tools share (each tool keeps
 its own FlagValues so that importing several tools in one process never clashes).
 """
+
 import dataclasses
 import os
 import re
@@ -19,7 +20,7 @@ from absl import flags
 
 # Imported for their gin registrations (Experiment, ModelSettings, MethodOptions,
 # eval_dataset), so gin files that bind them parse with skip_unknown=False.
-from wss import experiment  # noqa: F401
+from wss import experiment
 from wss.checkpointing import training_checkpoint
 from wss.data import pipeline  # noqa: F401
 
@@ -39,13 +40,16 @@ def parse_gin(gin_files=(), gin_params=(), skip_unknown=False, clear=True):
     gin_files = [f for f in (gin_files or []) if f]
     for path in gin_files:
         if not tf.io.gfile.exists(path):
-            raise RestoreError(f"gin file {path!r} does not exist. Fix: pass the gin files "
-                               "the model was trained with (e.g. MODEL_DIR/"
-                               f"{OPERATIVE_CONFIG}) with --gin_file.")
+            raise RestoreError(
+                f"gin file {path!r} does not exist. Fix: pass the gin files "
+                "the model was trained with (e.g. MODEL_DIR/"
+                f"{OPERATIVE_CONFIG}) with --gin_file."
+            )
     if clear:
         gin.clear_config()
-    gin.parse_config_files_and_bindings(gin_files, list(gin_params or []),
-                                        skip_unknown=skip_unknown)
+    gin.parse_config_files_and_bindings(
+        gin_files, list(gin_params or []), skip_unknown=skip_unknown
+    )
 
 
 def default_gin_files(model_dir, gin_files):
@@ -55,28 +59,35 @@ def default_gin_files(model_dir, gin_files):
     operative = os.path.join(model_dir, OPERATIVE_CONFIG) if model_dir else None
     if operative and tf.io.gfile.exists(operative):
         return [operative], True
-    raise RestoreError(f"no --gin_file given and {operative!r} does not exist. Fix: pass "
-                       "the experiment's gin file(s) with --gin_file.")
+    raise RestoreError(
+        f"no --gin_file given and {operative!r} does not exist. Fix: pass "
+        "the experiment's gin file(s) with --gin_file."
+    )
 
 
 def find_checkpoint(model_dir_or_ckpt):
     """Resolves a checkpoint prefix from a model directory (latest) or a prefix."""
     path = model_dir_or_ckpt
     if path is None:
-        raise RestoreError("no model directory or checkpoint given. Fix: pass --model_dir "
-                           "(or --checkpoint).")
+        raise RestoreError(
+            "no model directory or checkpoint given. Fix: pass --model_dir (or --checkpoint)."
+        )
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
-            raise RestoreError(f"no checkpoint in directory {path!r} (no 'checkpoint' "
-                               "index file or no ckpt-* files). Fix: train first, or point "
-                               "--model_dir/--checkpoint at a directory or prefix holding "
-                               "a checkpoint.")
+            raise RestoreError(
+                f"no checkpoint in directory {path!r} (no 'checkpoint' "
+                "index file or no ckpt-* files). Fix: train first, or point "
+                "--model_dir/--checkpoint at a directory or prefix holding "
+                "a checkpoint."
+            )
         return latest
     if not tf.io.gfile.exists(path + ".index"):
-        raise RestoreError(f"checkpoint {path!r} not found (expected {path}.index). Fix: "
-                           "pass a prefix such as MODEL_DIR/ckpt-1000, or the model "
-                           "directory for the latest one.")
+        raise RestoreError(
+            f"checkpoint {path!r} not found (expected {path}.index). Fix: "
+            "pass a prefix such as MODEL_DIR/ckpt-1000, or the model "
+            "directory for the latest one."
+        )
     return path
 
 
@@ -90,20 +101,27 @@ def restore_model(model, model_dir_or_ckpt):
     path = find_checkpoint(model_dir_or_ckpt)
     fix = f" Fix: use the gin files the model was trained with (its {OPERATIVE_CONFIG})."
     # Object-graph keys escape '.' as '..' and '/' as '.S'.
-    expected = {"model/variables_by_name/" + name.replace(".", "..").replace("/", ".S")
-                + "/.ATTRIBUTES/VARIABLE_VALUE" for name in model.tf1_variable_map()}
+    expected = {
+        "model/variables_by_name/"
+        + name.replace(".", "..").replace("/", ".S")
+        + "/.ATTRIBUTES/VARIABLE_VALUE"
+        for name in model.tf1_variable_map()
+    }
     keys = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
     missing = sorted(expected - keys)
     if missing:
-        raise RestoreError(f"checkpoint {path!r} does not fit the model built from the gin "
-                           f"config: no value for {len(missing)} of {len(expected)} model "
-                           f"weights (e.g. {missing[:3]})." + fix)
+        raise RestoreError(
+            f"checkpoint {path!r} does not fit the model built from the gin "
+            f"config: no value for {len(missing)} of {len(expected)} model "
+            f"weights (e.g. {missing[:3]})." + fix
+        )
     try:
         status = training_checkpoint(model).restore(path).expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise RestoreError(f"checkpoint {path!r} does not fit the model built from the gin "
-                           f"config: {e}." + fix) from e
+        raise RestoreError(
+            f"checkpoint {path!r} does not fit the model built from the gin config: {e}." + fix
+        ) from e
     return path
 
 
@@ -120,8 +138,9 @@ def checkpoint_step(path):
     return int(match.group(1)) if match else 0
 
 
-def build_and_restore(model_dir=None, checkpoint=None, gin_files=(), gin_params=(),
-                      num_classes=None):
+def build_and_restore(
+    model_dir=None, checkpoint=None, gin_files=(), gin_params=(), num_classes=None
+):
     """Parses gin, builds the model, restores it; returns (model, checkpoint prefix).
 
     Without gin files the model directory's operative config is used (unknown bindings of
@@ -136,27 +155,43 @@ def build_and_restore(model_dir=None, checkpoint=None, gin_files=(), gin_params=
 
 # ----------------------------------------------------------------------- CLI helpers
 
+
 def define_model_flags(fv):
     """Flags every tool needs to rebuild a model: gin files/params, model dir, checkpoint."""
-    flags.DEFINE_multi_string("gin_file", [], "Gin file(s) of the experiment (default: "
-                              "MODEL_DIR/operative_config.gin).", flag_values=fv)
+    flags.DEFINE_multi_string(
+        "gin_file",
+        [],
+        "Gin file(s) of the experiment (default: MODEL_DIR/operative_config.gin).",
+        flag_values=fv,
+    )
     flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
-    flags.DEFINE_string("model_dir", None, "Training directory holding the checkpoints.",
-                        flag_values=fv)
-    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: latest in "
-                        "--model_dir).", flag_values=fv)
+    flags.DEFINE_string(
+        "model_dir", None, "Training directory holding the checkpoints.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "checkpoint", None, "Checkpoint prefix (default: latest in --model_dir).", flag_values=fv
+    )
 
 
 def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_split)."):
     """Dataset flags: directory, name, split, crop and batch size."""
-    flags.DEFINE_string("dataset_dir", None, "Directory of the TFRecords (with "
-                        "--dataset_name=demo and no directory: ./demo_data, generated).",
-                        flag_values=fv)
-    flags.DEFINE_string("dataset_name", None, "Dataset (default: Experiment.dataset_name).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "dataset_dir",
+        None,
+        "Directory of the TFRecords (with "
+        "--dataset_name=demo and no directory: ./demo_data, generated).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "dataset_name", None, "Dataset (default: Experiment.dataset_name).", flag_values=fv
+    )
     flags.DEFINE_string("split", None, split_help, flag_values=fv)
-    flags.DEFINE_integer("eval_crop_size", None, "Pad size (default: the experiment's or "
-                         "the dataset's eval crop).", flag_values=fv)
+    flags.DEFINE_integer(
+        "eval_crop_size",
+        None,
+        "Pad size (default: the experiment's or the dataset's eval crop).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("batch_size", 4, "Images per batch.", flag_values=fv)
 
 
@@ -174,6 +209,7 @@ def parse_flags(fv, argv):
 @dataclasses.dataclass
 class ToolSetup:
     """What every command-line tool rebuilds from its flags before it starts."""
+
     model: object
     model_dir: str
     descriptor: object
@@ -197,11 +233,13 @@ def parse_run_config(fv, what="the run"):
 def setup_from_flags(fv, what="the run"):
     """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
     from wss.data import descriptors
+
     model_dir = parse_run_config(fv, what)
     name, dataset_dir, split, crop = resolve_data(fv)
     desc = descriptors.get_descriptor(name)
-    return ToolSetup(experiment.build_model(desc.num_classes), model_dir, desc, name,
-                     dataset_dir, split, crop)
+    return ToolSetup(
+        experiment.build_model(desc.num_classes), model_dir, desc, name, dataset_dir, split, crop
+    )
 
 
 def resolve_data(fv):

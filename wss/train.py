@@ -10,6 +10,7 @@ with the same command and continues from its latest checkpoint: same step, learn
 and optimizer slots. With `Experiment.dataset_name = 'demo'` and no --dataset_dir, the
 built-in demo dataset is generated into ./demo_data when absent.
 """
+
 import math
 import os
 import sys
@@ -26,9 +27,16 @@ from wss import distribute
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
 from wss.data.augment import AugmentConfig, StrongConfig, cutout_advice
+from wss.experiment import (
+    Experiment,
+    ModelSettings,
+    TrainLoop,
+    build_model,
+    build_optimizer,
+    resolve_dataset_dir,
+    resolve_path,
+)
 from wss.method import fusion
-from wss.experiment import (Experiment, ModelSettings, TrainLoop, build_model, build_optimizer,
-                            resolve_dataset_dir, resolve_path)
 from wss.method.options import MethodOptions
 from wss.pretrain import resolve_init_checkpoint
 
@@ -39,10 +47,18 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and the con
 flags.DEFINE_string("dataset_dir", None, "Folder of DeepLab-format TFRecords.")
 flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-                  "Compute precision (losses stay float32).")
-flags.DEFINE_integer("log_every", None, "Steps between progress lines (default: TrainLoop.log_every).")
-flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints (default: TrainLoop.checkpoint_every).")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute precision (losses stay float32).",
+)
+flags.DEFINE_integer(
+    "log_every", None, "Steps between progress lines (default: TrainLoop.log_every)."
+)
+flags.DEFINE_integer(
+    "checkpoint_every", None, "Steps between checkpoints (default: TrainLoop.checkpoint_every)."
+)
 flags.DEFINE_integer("images_every", 500, "Steps between image summaries (0 = never).")
 flags.DEFINE_integer("max_checkpoints", 5, "Checkpoints kept.")
 flags.DEFINE_boolean("eval_at_end", True, "Evaluate the final model on Experiment.eval_split.")
@@ -64,23 +80,34 @@ def make_input(strategy, exp, options, dataset_dir):
     """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised."""
     augment = AugmentConfig(crop_size=exp.crop_size)
     lab_fn = pipeline.make_dataset_fn(
-        pipeline.labeled_dataset, exp.labeled_batch_size, dataset_dir=dataset_dir,
-        split=exp.labeled_split, dataset_name=exp.dataset_name,
+        pipeline.labeled_dataset,
+        exp.labeled_batch_size,
+        dataset_dir=dataset_dir,
+        split=exp.labeled_split,
+        dataset_name=exp.dataset_name,
         id_list=resolve_path(exp.labeled_id_list),
-        augment_config=augment, seed=exp.seed)
+        augment_config=augment,
+        seed=exp.seed,
+    )
     if options.mode == "supervised":
         fn = lab_fn
     else:
         exclude = labeled_ids(exp, dataset_dir) if exp.exclude_labeled_from_extra else None
         extra_fn = pipeline.make_dataset_fn(
-            pipeline.extra_dataset, exp.extra_batch_size, dataset_dir=dataset_dir,
-            split=exp.extra_split, dataset_name=exp.dataset_name,
+            pipeline.extra_dataset,
+            exp.extra_batch_size,
+            dataset_dir=dataset_dir,
+            split=exp.extra_split,
+            dataset_name=exp.dataset_name,
             id_list=resolve_path(exp.extra_id_list),
-            exclude_ids=exclude, augment_config=augment,
-            seed=None if exp.seed is None else exp.seed + 1)
+            exclude_ids=exclude,
+            augment_config=augment,
+            seed=None if exp.seed is None else exp.seed + 1,
+        )
 
         def fn(ctx):
             return tf.data.Dataset.zip((lab_fn(ctx), extra_fn(ctx)))
+
     return strategy.distribute_datasets_from_function(fn)
 
 
@@ -97,18 +124,29 @@ def initialize(model, path):
         model.deeplab.load_weights(path)
         return f"loaded Keras weights {path}"
     shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    exclude = [rf"^{name}$" for name, var in model.sgc.tf1_variable_map().items()
-               if name in shapes and list(shapes[name]) != list(var.shape)]
-    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True,
-                                 exclude=exclude)
-    note = (" (class count differs: the logits and the SGC output conv start fresh)"
-            if exclude else "")
+    exclude = [
+        rf"^{name}$"
+        for name, var in model.sgc.tf1_variable_map().items()
+        if name in shapes and list(shapes[name]) != list(var.shape)
+    ]
+    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True, exclude=exclude)
+    note = (
+        " (class count differs: the logits and the SGC output conv start fresh)" if exclude else ""
+    )
     return f"initialised from {path}: {report.summary()}{note}"
 
 
 def format_logs(step, total, logs, rate, eta):
-    keys = ("total_loss", "sup_loss", "unsup_loss", "cls_loss", "sgc_loss", "acc_seg",
-            "acc_pseudo", "learning_rate")
+    keys = (
+        "total_loss",
+        "sup_loss",
+        "unsup_loss",
+        "cls_loss",
+        "sgc_loss",
+        "acc_seg",
+        "acc_pseudo",
+        "learning_rate",
+    )
     parts = " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs)
     return f"step {step}/{total} {parts} | {rate:.2f} steps/s, ETA {eta}"
 
@@ -135,8 +173,11 @@ def write_images(writer, model, batch, step):
 
     with writer.as_default(step=step):
         tf.summary.image("labeled/image", tf.cast(labeled["image"], tf.uint8), max_outputs=3)
-        tf.summary.image("labeled/label", as_image(
-            tf.where(labeled["label"] == 255, 0, labeled["label"])[..., 0]), max_outputs=3)
+        tf.summary.image(
+            "labeled/label",
+            as_image(tf.where(labeled["label"] == 255, 0, labeled["label"])[..., 0]),
+            max_outputs=3,
+        )
         if extra is None:
             return
         opts = model.options
@@ -145,16 +186,24 @@ def write_images(writer, model, batch, step):
         sgc_up = None
         if opts.uses_sgc:
             labels = extra["image_labels"] if opts.mode == "weakly" else None
-            cam = model.cam_and_sgc(weak["end_points"], extra["valid"], size, labels,
-                                    sgc_bn_training=False)
+            cam = model.cam_and_sgc(
+                weak["end_points"], extra["valid"], size, labels, sgc_bn_training=False
+            )
             sgc_up = resize_bilinear(cam["sgc_logits"], size)
-            tf.summary.image("extra/cam_max", tf.reduce_max(cam["cam"], -1, keepdims=True),
-                             max_outputs=3)
+            tf.summary.image(
+                "extra/cam_max", tf.reduce_max(cam["cam"], -1, keepdims=True), max_outputs=3
+            )
             tf.summary.image("extra/sgc", classes(cam["sgc_logits"]), max_outputs=3)
         probs = fusion.pseudo_label_probs(
-            weak["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
-            temperature=opts.temperature, logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form, soft=opts.soft_labels)
+            weak["logits"],
+            sgc_up,
+            source=opts.source,
+            gamma=opts.gamma,
+            temperature=opts.temperature,
+            logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form,
+            soft=opts.soft_labels,
+        )
         strong = model.deeplab.forward(extra["strong"], training=False)["logits"]
         tf.summary.image("extra/weak_image", tf.cast(extra["image"], tf.uint8), max_outputs=3)
         tf.summary.image("extra/strong_image", tf.cast(extra["strong"], tf.uint8), max_outputs=3)
@@ -163,9 +212,18 @@ def write_images(writer, model, batch, step):
         tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
 
 
-def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precision="float32",
-          log_every=None, checkpoint_every=None, images_every=500, max_checkpoints=5,
-          print_fn=print):
+def train(
+    model_dir,
+    dataset_dir=None,
+    strategy_name="default",
+    tpu="",
+    precision="float32",
+    log_every=None,
+    checkpoint_every=None,
+    images_every=500,
+    max_checkpoints=5,
+    print_fn=print,
+):
     """Runs (or resumes) the experiment of the parsed gin config; returns the final logs."""
     exp = Experiment()
     options = MethodOptions()
@@ -178,8 +236,9 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     if init_checkpoint and not tf.train.latest_checkpoint(model_dir):
         # Before the run's seed is set: a pretrained start built now or found cached
         # leaves the run's own randomness the same.
-        init_checkpoint = resolve_init_checkpoint(init_checkpoint, exp.dataset_name,
-                                                  dataset_dir, print_fn)
+        init_checkpoint = resolve_init_checkpoint(
+            init_checkpoint, exp.dataset_name, dataset_dir, print_fn
+        )
 
     # ------------------------------------------------------------ strategy and model
     if exp.seed is not None:
@@ -192,30 +251,40 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
             raise ValueError(f"{name} batch size {size} is not divisible by {replicas} replicas")
     settings = ModelSettings()
     for advice in distribute.small_batch_advice(
-            exp.labeled_batch_size, replicas, settings.fine_tune_batch_norm,
-            settings.sync_batch_norm, exp.scale_learning_rate_with_batch,
-            exp.base_learning_rate):
+        exp.labeled_batch_size,
+        replicas,
+        settings.fine_tune_batch_norm,
+        settings.sync_batch_norm,
+        exp.scale_learning_rate_with_batch,
+        exp.base_learning_rate,
+    ):
         logging.warning(advice)
     if options.mode != "supervised":
         advice = cutout_advice(exp.crop_size, StrongConfig())
         if advice:
             logging.warning(advice)
     with strategy.scope():
-        weights = (class_stats.load_class_weights(resolve_path(exp.class_weights),
-                                                  exp.descriptor.num_classes)
-                   if exp.class_weights else None)
+        weights = (
+            class_stats.load_class_weights(
+                resolve_path(exp.class_weights), exp.descriptor.num_classes
+            )
+            if exp.class_weights
+            else None
+        )
         model = build_model(exp.descriptor.num_classes, options=options, class_weights=weights)
         optimizer = build_optimizer(exp, model, precision)
         model.compile(optimizer=optimizer)
         checkpoint = training_checkpoint(model, optimizer)
-        manager = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_checkpoints,
-                                             checkpoint_name="ckpt")
+        manager = tf.train.CheckpointManager(
+            checkpoint, model_dir, max_to_keep=max_checkpoints, checkpoint_name="ckpt"
+        )
 
     # ------------------------------------------------------------ resume or initialise
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-        print_fn(f"resumed from {manager.latest_checkpoint} at step "
-                 f"{int(optimizer.iterations.numpy())}")
+        print_fn(
+            f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}"
+        )
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
     with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
@@ -228,8 +297,10 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
     @tf.function
     def train_step(it):
         per_replica = strategy.run(model.train_step, args=(next(it),))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in per_replica.items()}
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in per_replica.items()
+        }
 
     # ------------------------------------------------------------ loop
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
@@ -248,7 +319,8 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
             raise NonFiniteLossError(
                 f"loss became {logs['total_loss']} at step {step}; training stopped without "
                 f"saving. Last good checkpoint: {kept}. Lower the learning rate or check the "
-                "data (labels out of range, empty crops).")
+                "data (labels out of range, empty crops)."
+            )
         if step % log_every == 0 or step == exp.num_steps:
             elapsed = time.time() - start_time
             rate = (step - start_step) / elapsed if elapsed > 0 else float("nan")
@@ -269,18 +341,32 @@ def train(model_dir, dataset_dir=None, strategy_name="default", tpu="", precisio
 def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
     """Evaluates `checkpoint` on Experiment.eval_split: table, JSON and summaries."""
     from wss import eval as wss_eval  # the evaluation tool; imported only when used
+
     exp = Experiment()
     desc = exp.descriptor
 
     def dataset_fn():
-        return pipeline.eval_dataset(dataset_dir, batch_size, split=exp.eval_split,
-                                     dataset_name=exp.dataset_name,
-                                     eval_crop_size=exp.eval_crop_size)
+        return pipeline.eval_dataset(
+            dataset_dir,
+            batch_size,
+            split=exp.eval_split,
+            dataset_name=exp.dataset_name,
+            eval_crop_size=exp.eval_crop_size,
+        )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    return wss_eval.evaluate_checkpoint(model, checkpoint, dataset_fn, desc, exp.eval_split,
-                                        model_dir, scales=(1.0,), flip=False,
-                                        progress_every=0, writer=writer)
+    return wss_eval.evaluate_checkpoint(
+        model,
+        checkpoint,
+        dataset_fn,
+        desc,
+        exp.eval_split,
+        model_dir,
+        scales=(1.0,),
+        flip=False,
+        progress_every=0,
+        writer=writer,
+    )
 
 
 def main(argv):
@@ -291,19 +377,31 @@ def main(argv):
     start = time.time()
     try:
         model, _, dataset_dir, checkpoint = train(
-            FLAGS.model_dir, FLAGS.dataset_dir, FLAGS.strategy, FLAGS.tpu, FLAGS.precision,
-            FLAGS.log_every, FLAGS.checkpoint_every, FLAGS.images_every, FLAGS.max_checkpoints)
+            FLAGS.model_dir,
+            FLAGS.dataset_dir,
+            FLAGS.strategy,
+            FLAGS.tpu,
+            FLAGS.precision,
+            FLAGS.log_every,
+            FLAGS.checkpoint_every,
+            FLAGS.images_every,
+            FLAGS.max_checkpoints,
+        )
     except NonFiniteLossError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(3)
     print(f"training took {_eta(time.time() - start)}")
     if FLAGS.eval_at_end and checkpoint:
         result = evaluate_final(model, checkpoint, FLAGS.model_dir, dataset_dir)
-        print(f"final mIoU on {Experiment().eval_split}: {100 * result['miou']:.2f}%  "
-              f"(details: {result['json_path']})")
+        print(
+            f"final mIoU on {Experiment().eval_split}: {100 * result['miou']:.2f}%  "
+            f"(details: {result['json_path']})"
+        )
     out = os.path.abspath(FLAGS.model_dir)
-    print(f"outputs: checkpoints, operative_config.gin and eval JSON in {out}; "
-          f"TensorBoard: tensorboard --logdir {out}")
+    print(
+        f"outputs: checkpoints, operative_config.gin and eval JSON in {out}; "
+        f"TensorBoard: tensorboard --logdir {out}"
+    )
 
 
 if __name__ == "__main__":

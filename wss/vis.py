@@ -7,6 +7,7 @@ view's CAM, SGC and pseudo label) for the first N images of a split.
 Panels are cropped to each image's original size; decoder-resolution maps (CAM, SGC,
 pseudo label) are resized to it by nearest neighbour (CAM: bilinear).
 """
+
 import os
 import sys
 
@@ -25,8 +26,9 @@ SEPARATOR = 4  # white pixels between panels
 def heatmap(values):
     """uint8 RGB of values in [0, 1] (black -> red -> yellow -> white)."""
     v = np.clip(np.asarray(values, np.float32), 0.0, 1.0)
-    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)],
-                   axis=-1)
+    rgb = np.stack(
+        [np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1
+    )
     return (rgb * 255).round().astype(np.uint8)
 
 
@@ -45,10 +47,12 @@ def side_by_side(panels):
 def _weak_maps(model, images, valid, size):
     """CAM max [B,H,W], SGC argmax and pseudo-label argmax [B,H,W] at the padded size."""
     branch = calibration.weak_branch(model, images, valid)
-    probs = calibration.variant_probs(branch, model.options, ("fusion_norm_sharpened",
-                                                              "sgc", "decoder"))
+    probs = calibration.variant_probs(
+        branch, model.options, ("fusion_norm_sharpened", "sgc", "decoder")
+    )
     source = {"fusion": "fusion_norm_sharpened", "sgc": "sgc", "decoder": "decoder"}[
-        model.options.source]
+        model.options.source
+    ]
     cam = resize_bilinear(tf.reduce_max(branch["cam"], axis=-1, keepdims=True), size)
 
     def up(x):
@@ -65,8 +69,7 @@ def visualize(model, dataset, output_dir, num_images, cmap, with_pseudo=False):
     """
     os.makedirs(output_dir, exist_ok=True)
     step = wss_eval.make_eval_step(model, model.num_classes)
-    weak = tf.function(lambda im, va, size: _weak_maps(model, im, va, size),
-                       reduce_retracing=True)
+    weak = tf.function(lambda im, va, size: _weak_maps(model, im, va, size), reduce_retracing=True)
     written = []
     for batch in dataset:
         height, width = wss_eval._batch_sizes(batch)
@@ -74,8 +77,10 @@ def visualize(model, dataset, output_dir, num_images, cmap, with_pseudo=False):
         predictions = predictions.numpy()
         if with_pseudo:
             with calibration.frozen_statistics(model):
-                cam, sgc, pseudo = [t.numpy() for t in weak(
-                    batch["image"], batch["valid"], tf.shape(batch["image"])[1:3])]
+                cam, sgc, pseudo = [
+                    t.numpy()
+                    for t in weak(batch["image"], batch["valid"], tf.shape(batch["image"])[1:3])
+                ]
         images = batch["image"].numpy()
         labels = batch["label"].numpy()[..., 0]
         names = batch["filename"].numpy() if "filename" in batch else [b""] * len(images)
@@ -83,12 +88,17 @@ def visualize(model, dataset, output_dir, num_images, cmap, with_pseudo=False):
             if len(written) >= num_images:
                 return written
             h, w = int(height[i]), int(width[i])
-            panels = [np.clip(images[i, :h, :w], 0, 255).round(),
-                      colormap.colorize(labels[i, :h, :w], cmap),
-                      colormap.colorize(predictions[i, :h, :w], cmap)]
+            panels = [
+                np.clip(images[i, :h, :w], 0, 255).round(),
+                colormap.colorize(labels[i, :h, :w], cmap),
+                colormap.colorize(predictions[i, :h, :w], cmap),
+            ]
             if with_pseudo:
-                panels += [heatmap(cam[i, :h, :w]), colormap.colorize(sgc[i, :h, :w], cmap),
-                           colormap.colorize(pseudo[i, :h, :w], cmap)]
+                panels += [
+                    heatmap(cam[i, :h, :w]),
+                    colormap.colorize(sgc[i, :h, :w], cmap),
+                    colormap.colorize(pseudo[i, :h, :w], cmap),
+                ]
             name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
             stem = os.path.splitext(os.path.basename(name))[0] or "image"
             path = os.path.join(output_dir, f"{len(written):04d}_{stem}.png")
@@ -101,29 +111,42 @@ FLAGS = flags.FlagValues()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)
 flags.DEFINE_integer("num_images", 8, "How many images to draw.", flag_values=FLAGS)
-flags.DEFINE_string("output_dir", None, "Where the PNGs go (default: MODEL_DIR/vis).",
-                    flag_values=FLAGS)
-flags.DEFINE_bool("with_pseudo", False, "Add the weak view's CAM, SGC and pseudo label.",
-                  flag_values=FLAGS)
+flags.DEFINE_string(
+    "output_dir", None, "Where the PNGs go (default: MODEL_DIR/vis).", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "with_pseudo", False, "Add the weak view's CAM, SGC and pseudo label.", flag_values=FLAGS
+)
 
 
 def main(argv=None):
     """CLI entry point; returns the written paths."""
     from wss.data import pipeline
+
     if not restore.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
     model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
-    name, dataset_dir, split, crop = (setup.dataset_name, setup.dataset_dir, setup.split,
-                                      setup.crop)
+    name, dataset_dir, split, crop = (
+        setup.dataset_name,
+        setup.dataset_dir,
+        setup.split,
+        setup.crop,
+    )
     restore.restore_model(model, fv.checkpoint or model_dir)
-    dataset = pipeline.eval_dataset(dataset_dir, fv.batch_size, split=split,
-                                    dataset_name=name, eval_crop_size=crop)
+    dataset = pipeline.eval_dataset(
+        dataset_dir, fv.batch_size, split=split, dataset_name=name, eval_crop_size=crop
+    )
     output_dir = fv.output_dir or os.path.join(model_dir, "vis")
-    written = visualize(model, dataset, output_dir, fv.num_images,
-                        colormap.colormap_for_dataset(name, desc.num_classes),
-                        with_pseudo=fv.with_pseudo)
+    written = visualize(
+        model,
+        dataset,
+        output_dir,
+        fv.num_images,
+        colormap.colormap_for_dataset(name, desc.num_classes),
+        with_pseudo=fv.with_pseudo,
+    )
     print(f"Wrote {len(written)} images to {output_dir}", flush=True)
     return written
 

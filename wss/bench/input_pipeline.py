@@ -5,63 +5,69 @@
 
 Without --dataset_dir the demo dataset is built in a temporary folder.
 """
+
 import os
 import tempfile
 import time
 
-from absl import app
-from absl import flags
 import tensorflow as tf
+from absl import app, flags
 
-from wss.data import augment
-from wss.data import demo
-from wss.data import pipeline
+from wss.data import augment, demo, pipeline
 
-flags.DEFINE_string('dataset_dir', None, 'TFRecord folder (default: demo data in a temp dir).')
-flags.DEFINE_string('dataset', 'demo', 'Registered dataset name.')
-flags.DEFINE_string('split', 'train', 'Split to read.')
-flags.DEFINE_integer('crop', 513, 'Training crop size.')
-flags.DEFINE_integer('batch_size', 8, 'Batch size.')
-flags.DEFINE_integer('steps', 20, 'Timed batches (after 3 warm-up batches).')
-flags.DEFINE_integer('num_parallel_calls', -1, 'Parallel map calls (-1 = AUTOTUNE).')
+flags.DEFINE_string("dataset_dir", None, "TFRecord folder (default: demo data in a temp dir).")
+flags.DEFINE_string("dataset", "demo", "Registered dataset name.")
+flags.DEFINE_string("split", "train", "Split to read.")
+flags.DEFINE_integer("crop", 513, "Training crop size.")
+flags.DEFINE_integer("batch_size", 8, "Batch size.")
+flags.DEFINE_integer("steps", 20, "Timed batches (after 3 warm-up batches).")
+flags.DEFINE_integer("num_parallel_calls", -1, "Parallel map calls (-1 = AUTOTUNE).")
 FLAGS = flags.FLAGS
 
 
 def images_per_second(ds: tf.data.Dataset, batch_size: int, steps: int) -> float:
-  """Images/s over `steps` batches after a short warm-up."""
-  it = iter(ds)
-  for _ in range(3):
-    next(it)
-  start = time.perf_counter()
-  for _ in range(steps):
-    next(it)
-  return steps * batch_size / (time.perf_counter() - start)
+    """Images/s over `steps` batches after a short warm-up."""
+    it = iter(ds)
+    for _ in range(3):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def main(argv):
-  del argv
-  tmp = None
-  data_dir = FLAGS.dataset_dir
-  if data_dir is None:
-    tmp = tempfile.TemporaryDirectory()
-    data_dir = os.path.join(tmp.name, 'demo')
-    demo.ensure_demo_dataset(data_dir)
-  calls = tf.data.AUTOTUNE if FLAGS.num_parallel_calls < 0 else FLAGS.num_parallel_calls
-  cfg = augment.AugmentConfig(crop_size=FLAGS.crop)
-  common = dict(split=FLAGS.split, dataset_name=FLAGS.dataset, augment_config=cfg,
-                num_parallel_calls=calls, shuffle_buffer=100)
-  label = f'AUTOTUNE (cores={os.cpu_count()})' if calls == tf.data.AUTOTUNE else calls
-  print(f'data: {data_dir} split={FLAGS.split} crop={FLAGS.crop} '
-        f'batch={FLAGS.batch_size} parallel calls={label}')
-  labeled = pipeline.labeled_dataset(data_dir, FLAGS.batch_size, **common)
-  print(f'labeled: {images_per_second(labeled, FLAGS.batch_size, FLAGS.steps):.1f} '
-        'images/s')
-  extra = pipeline.extra_dataset(data_dir, FLAGS.batch_size, **common)
-  print(f'extra (weak+strong): '
-        f'{images_per_second(extra, FLAGS.batch_size, FLAGS.steps):.1f} images/s')
-  if tmp:
-    tmp.cleanup()
+    del argv
+    tmp = None
+    data_dir = FLAGS.dataset_dir
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory()
+        data_dir = os.path.join(tmp.name, "demo")
+        demo.ensure_demo_dataset(data_dir)
+    calls = tf.data.AUTOTUNE if FLAGS.num_parallel_calls < 0 else FLAGS.num_parallel_calls
+    cfg = augment.AugmentConfig(crop_size=FLAGS.crop)
+    common = dict(
+        split=FLAGS.split,
+        dataset_name=FLAGS.dataset,
+        augment_config=cfg,
+        num_parallel_calls=calls,
+        shuffle_buffer=100,
+    )
+    label = f"AUTOTUNE (cores={os.cpu_count()})" if calls == tf.data.AUTOTUNE else calls
+    print(
+        f"data: {data_dir} split={FLAGS.split} crop={FLAGS.crop} "
+        f"batch={FLAGS.batch_size} parallel calls={label}"
+    )
+    labeled = pipeline.labeled_dataset(data_dir, FLAGS.batch_size, **common)
+    print(f"labeled: {images_per_second(labeled, FLAGS.batch_size, FLAGS.steps):.1f} images/s")
+    extra = pipeline.extra_dataset(data_dir, FLAGS.batch_size, **common)
+    print(
+        f"extra (weak+strong): "
+        f"{images_per_second(extra, FLAGS.batch_size, FLAGS.steps):.1f} images/s"
+    )
+    if tmp:
+        tmp.cleanup()
 
 
-if __name__ == '__main__':
-  app.run(main)
+if __name__ == "__main__":
+    app.run(main)

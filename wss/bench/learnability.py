@@ -16,6 +16,7 @@ project's L_s (wss.method.losses.supervised_ce).
 This tells a model or schedule limit from a data limit (README, "Demo results on this
 machine": the demo's model, not its data, is the limit).
 """
+
 import dataclasses
 import sys
 import time
@@ -28,8 +29,8 @@ from absl import flags
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
 from wss import metrics
-from wss.experiment import ModelSettings
 from wss.data import demo
+from wss.experiment import ModelSettings
 from wss.method import losses
 from wss.restore import parse_flags, parse_gin
 
@@ -43,7 +44,8 @@ def upsample(data, factor):
     size = (images.shape[1] - 1) * factor + 1
     images = resize_bilinear(tf.constant(images), [size, size]).numpy()
     labels = tf.compat.v1.image.resize_nearest_neighbor(
-        tf.constant(labels)[..., None], [size, size], align_corners=True)[..., 0].numpy()
+        tf.constant(labels)[..., None], [size, size], align_corners=True
+    )[..., 0].numpy()
     return images, labels
 
 
@@ -58,9 +60,9 @@ class ResizeLike(keras.layers.Layer):
 def plain_fcn(num_classes, width=32):
     """A small U-Net-like net: two poolings, a dilated bottleneck, skips at full and 1/2
     resolution. Takes [0, 255] images, returns full-resolution logits."""
+
     def conv(x, filters, rate=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=rate,
-                                use_bias=False)(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, use_bias=False)(x)
         return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
 
     inputs = keras.Input((None, None, 3))
@@ -81,8 +83,7 @@ class DeepLabLogits(keras.Model):
     def __init__(self, num_classes):
         super().__init__(name="demo_deeplab")
         config = dataclasses.asdict(ModelSettings())
-        self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False,
-                                     **config)
+        self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False, **config)
 
     def build(self, input_shape):
         self.deeplab.build(input_shape)
@@ -120,37 +121,56 @@ def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, o
         if n % log_every == 0 or n == steps:
             mean = float(np.mean(window))
             first = mean if first is None else first
-            print(f"step {n}/{steps} loss={mean:.4f} ({time.time() - start:.0f}s)",
-                  file=out, flush=True)
+            print(
+                f"step {n}/{steps} loss={mean:.4f} ({time.time() - start:.0f}s)",
+                file=out,
+                flush=True,
+            )
             final, window = mean, []
     cm = 0
     for i in range(0, len(val[0]), 20):
-        logits = model(val[0][i:i + 20], training=False)
+        logits = model(val[0][i : i + 20], training=False)
         pred = tf.argmax(resize_bilinear(logits, [size, size]), -1).numpy()
-        cm = cm + metrics.confusion_matrix(val[1][i:i + 20], pred, logits.shape[-1])
-    return {"miou": float(metrics.mean_iou(cm)),
-            "per_class_iou": [float(v) for v in metrics.per_class_iou(cm)],
-            "first_loss": first, "final_loss": final, "seconds": time.time() - start}
+        cm = cm + metrics.confusion_matrix(val[1][i : i + 20], pred, logits.shape[-1])
+    return {
+        "miou": float(metrics.mean_iou(cm)),
+        "per_class_iou": [float(v) for v in metrics.per_class_iou(cm)],
+        "first_loss": first,
+        "final_loss": final,
+        "seconds": time.time() - start,
+    }
 
 
 def define_flags(fv):
     """Registers the tool's flags on the FlagValues `fv`."""
-    flags.DEFINE_enum("model", "demo_deeplab", ["demo_deeplab", "plain_fcn"],
-                      "Model to train.", flag_values=fv)
-    flags.DEFINE_enum("labeled", "all", ["all", "balanced"], "Train masks: every train "
-                      "image, or the demo's class-balanced labeled set.", flag_values=fv)
+    flags.DEFINE_enum(
+        "model", "demo_deeplab", ["demo_deeplab", "plain_fcn"], "Model to train.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "labeled",
+        "all",
+        ["all", "balanced"],
+        "Train masks: every train image, or the demo's class-balanced labeled set.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("steps", 1500, "Training steps.", flag_values=fv)
     flags.DEFINE_integer("batch", 16, "Images per step.", flag_values=fv)
-    flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.",
-                         flag_values=fv)
-    flags.DEFINE_integer("input_scale", 1, "Enlarge every image (and mask) this many times "
-                         "before training and evaluation (objects of the demo are 12-36 px, "
-                         "small for a stride-16 backbone).", flag_values=fv)
+    flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.", flag_values=fv)
+    flags.DEFINE_integer(
+        "input_scale",
+        1,
+        "Enlarge every image (and mask) this many times "
+        "before training and evaluation (objects of the demo are 12-36 px, "
+        "small for a stride-16 backbone).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("num_val", demo.DEMO_VAL, "Val images generated.", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Demo data seed (the demo's is 0) and training seed.",
-                         flag_values=fv)
-    flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of demo_deeplab's "
-                              "model.", flag_values=fv)
+    flags.DEFINE_integer(
+        "seed", 0, "Demo data seed (the demo's is 0) and training seed.", flag_values=fv
+    )
+    flags.DEFINE_multi_string(
+        "gin_file", ["gin/demo.gin"], "Config of demo_deeplab's model.", flag_values=fv
+    )
     flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
 
 
@@ -165,24 +185,34 @@ def main(argv=None):
             raise ValueError(f"--{name}={fv[name].value}: must be at least 1.")
     train_items = demo.train_items(fv.seed, fv.num_train)
     if fv.labeled == "balanced":
-        chosen = set(demo.labeled_sample(fv.seed, fv.num_train,
-                                         min(demo.DEMO_LABELED, fv.num_train)).ids)
+        chosen = set(
+            demo.labeled_sample(fv.seed, fv.num_train, min(demo.DEMO_LABELED, fv.num_train)).ids
+        )
         train_items = [t for t in train_items if t[2] in chosen]
     if fv.model == "demo_deeplab":
         parse_gin(fv.gin_file, fv.gin_param)
         model = DeepLabLogits(demo.NUM_CLASSES)
     else:
         model = plain_fcn(demo.NUM_CLASSES)
-    print(f"{fv.model}: {len(train_items)} train masks, {fv.steps} steps of "
-          f"{fv.batch} images, input scale {fv.input_scale}", flush=True)
+    print(
+        f"{fv.model}: {len(train_items)} train masks, {fv.steps} steps of "
+        f"{fv.batch} images, input scale {fv.input_scale}",
+        flush=True,
+    )
     result = train_and_evaluate(
-        model, upsample(demo.padded_arrays(train_items), fv.input_scale),
+        model,
+        upsample(demo.padded_arrays(train_items), fv.input_scale),
         upsample(demo.padded_arrays(demo.val_items(fv.seed, fv.num_val)), fv.input_scale),
-        fv.steps, fv.batch, seed=fv.seed)
+        fv.steps,
+        fv.batch,
+        seed=fv.seed,
+    )
     ious = " ".join(f"{100 * v:.1f}" for v in result["per_class_iou"])
-    print(f"{fv.model} ({fv.labeled}): val mIoU {100 * result['miou']:.2f}% "
-          f"[{ious}], training loss {result['first_loss']:.3f} -> "
-          f"{result['final_loss']:.3f}, {result['seconds']:.0f}s")
+    print(
+        f"{fv.model} ({fv.labeled}): val mIoU {100 * result['miou']:.2f}% "
+        f"[{ious}], training loss {result['first_loss']:.3f} -> "
+        f"{result['final_loss']:.3f}, {result['seconds']:.0f}s"
+    )
     return result
 
 

@@ -13,6 +13,7 @@ Reported: median / min / max seconds per call, images per second, peak RSS of th
 as its own tf.function on the same model and inputs, differentiated where the step
 differentiates it, and its median is given as a share of the full step's median.
 """
+
 import functools
 import json
 import math
@@ -38,38 +39,45 @@ IGNORE_LABEL = 255
 
 def define_flags(fv):
     """Registers the tool's flags on the FlagValues `fv`."""
-    flags.DEFINE_multi_string("gin_file", [], "Gin files (default: gin/base.gin).",
-                              flag_values=fv)
+    flags.DEFINE_multi_string("gin_file", [], "Gin files (default: gin/base.gin).", flag_values=fv)
     flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
-    flags.DEFINE_integer("crop", None, "Crop size (default: Experiment.crop_size).",
-                         flag_values=fv)
-    flags.DEFINE_integer("labeled_batch", 1, "Labeled images per step (forward: batch).",
-                         flag_values=fv)
-    flags.DEFINE_integer("extra_batch", 1, "Extra (weak + strong) images per step.",
-                         flag_values=fv)
+    flags.DEFINE_integer("crop", None, "Crop size (default: Experiment.crop_size).", flag_values=fv)
+    flags.DEFINE_integer(
+        "labeled_batch", 1, "Labeled images per step (forward: batch).", flag_values=fv
+    )
+    flags.DEFINE_integer("extra_batch", 1, "Extra (weak + strong) images per step.", flag_values=fv)
     flags.DEFINE_integer("steps", 5, "Timed calls.", flag_values=fv)
-    flags.DEFINE_integer("warmup", 1, "Untimed calls first (the first one traces).",
-                         flag_values=fv)
-    flags.DEFINE_integer("split_steps", None, "Timed calls per split part (default: "
-                         "--steps).", flag_values=fv)
-    flags.DEFINE_enum("mode", None, list(MODES), "Overrides MethodOptions.mode.",
-                      flag_values=fv)
-    flags.DEFINE_enum("what", "train_step", ["train_step", "forward"],
-                      "The full training step, or the bare model's inference pass.",
-                      flag_values=fv)
-    flags.DEFINE_boolean("split", True, "Time the parts of the step (train_step only).",
-                         flag_values=fv)
-    flags.DEFINE_boolean("jit_compile", False, "Compile every timed function with XLA.",
-                         flag_values=fv)
-    flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-                      "Keras dtype policy (changes numerics: opt-in, measured apart).",
-                      flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.",
-                         flag_values=fv)
+    flags.DEFINE_integer("warmup", 1, "Untimed calls first (the first one traces).", flag_values=fv)
+    flags.DEFINE_integer(
+        "split_steps", None, "Timed calls per split part (default: --steps).", flag_values=fv
+    )
+    flags.DEFINE_enum("mode", None, list(MODES), "Overrides MethodOptions.mode.", flag_values=fv)
+    flags.DEFINE_enum(
+        "what",
+        "train_step",
+        ["train_step", "forward"],
+        "The full training step, or the bare model's inference pass.",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean(
+        "split", True, "Time the parts of the step (train_step only).", flag_values=fv
+    )
+    flags.DEFINE_boolean(
+        "jit_compile", False, "Compile every timed function with XLA.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "precision",
+        "float32",
+        ["float32", "mixed_bfloat16", "mixed_float16"],
+        "Keras dtype policy (changes numerics: opt-in, measured apart).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.", flag_values=fv)
     flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=fv)
 
 
 # ----------------------------------------------------------------------- synthetic data
+
 
 def synthetic_labels(batch, crop, num_classes, seed):
     """Label maps [B, crop, crop, 1] int32 of a few blocky classes, ~5% ignore pixels and
@@ -100,21 +108,32 @@ def image_labels_of(label, num_classes):
 
 def synthetic_batches(labeled_batch, extra_batch, crop, num_classes, seed=0):
     """(labeled, extra) dicts with the pipelines' keys, dtypes and shapes."""
+
     def images(batch, offset):
         """Uniform [0, 255] float32 images."""
         return tf.random.stateless_uniform([batch, crop, crop, 3], [seed, offset], 0.0, 255.0)
 
     label, valid = synthetic_labels(labeled_batch, crop, num_classes, seed)
-    labeled = {"image": images(labeled_batch, 10), "label": label, "valid": valid,
-               "image_labels": image_labels_of(label, num_classes)}
+    labeled = {
+        "image": images(labeled_batch, 10),
+        "label": label,
+        "valid": valid,
+        "image_labels": image_labels_of(label, num_classes),
+    }
     label, valid = synthetic_labels(extra_batch, crop, num_classes, seed + 1)
-    extra = {"image": images(extra_batch, 11), "strong": images(extra_batch, 12),
-             "valid": valid, "label": label, "has_label": tf.ones([extra_batch]),
-             "image_labels": image_labels_of(label, num_classes)}
+    extra = {
+        "image": images(extra_batch, 11),
+        "strong": images(extra_batch, 12),
+        "valid": valid,
+        "label": label,
+        "has_label": tf.ones([extra_batch]),
+        "image_labels": image_labels_of(label, num_classes),
+    }
     return labeled, extra
 
 
 # ----------------------------------------------------------------------- timing
+
 
 def _wait(outputs):
     """Blocks until `outputs` exist by fetching one (small) tensor of them."""
@@ -141,16 +160,22 @@ def time_calls(fn, args, warmup, steps):
 def summarize(times, cpu):
     """Median, min, max and all call times (wall seconds), and the median CPU seconds
     (all threads; less sensitive than wall time to other jobs on a shared machine)."""
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": list(times), "cpu_median_s": statistics.median(cpu)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": list(times),
+        "cpu_median_s": statistics.median(cpu),
+    }
 
 
 def peak_rss_gb():
     """The process's resident-set high-water mark in GB (Linux reports KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0**20
 
 
 # ----------------------------------------------------------------------- step parts
+
 
 def split_parts(model, labeled, extra, jit_compile=False):
     """The parts of one train step as separate computations on the step's inputs.
@@ -175,8 +200,9 @@ def split_parts(model, labeled, extra, jit_compile=False):
         with tf.GradientTape() as tape:
             end_points = dl.extract_features(images, training=True)
             logits = dl.segmentation_logits(end_points, training=True)
-            loss = (losses.supervised_ce(logits, label)
-                    + losses.weight_decay(dl.regularized_kernels(), opts.weight_decay))
+            loss = losses.supervised_ce(logits, label) + losses.weight_decay(
+                dl.regularized_kernels(), opts.weight_decay
+            )
         return loss, gradients(tape, loss)
 
     def features(images, training):
@@ -194,13 +220,19 @@ def split_parts(model, labeled, extra, jit_compile=False):
     def gradcam_sgc(weak_points, weak_size, lab_points, lab_size):
         """Both Grad-CAM + SGC calls of a step; L_sa (+ L_x in semi mode) backward."""
         weak_labels = extra["image_labels"] if opts.mode == "weakly" else None
-        weak = model.cam_and_sgc(weak_points, extra["valid"], weak_size, weak_labels,
-                                 dropout=False,
-                                 sgc_bn_training=opts.sgc_bn_training_in_weak_branch)
+        weak = model.cam_and_sgc(
+            weak_points,
+            extra["valid"],
+            weak_size,
+            weak_labels,
+            dropout=False,
+            sgc_bn_training=opts.sgc_bn_training_in_weak_branch,
+        )
         sgc_up = resize_bilinear(weak["sgc_logits"], weak_size)
         with tf.GradientTape() as tape:
-            lab = model.cam_and_sgc(lab_points, labeled["valid"], lab_size,
-                                    labeled["image_labels"], dropout=True)
+            lab = model.cam_and_sgc(
+                lab_points, labeled["valid"], lab_size, labeled["image_labels"], dropout=True
+            )
             loss = losses.supervised_ce(lab["sgc_logits"], labeled["label"])
             if opts.mode == "semi":
                 loss += losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
@@ -214,9 +246,15 @@ def split_parts(model, labeled, extra, jit_compile=False):
             if opts.mode == "weakly":
                 loss = losses.classification_loss(out["cls_logits"], extra["image_labels"])
         probs = fusion.pseudo_label_probs(
-            out["logits"], sgc_up, source=opts.source, gamma=opts.gamma,
-            temperature=opts.temperature, logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form, soft=opts.soft_labels)
+            out["logits"],
+            sgc_up,
+            source=opts.source,
+            gamma=opts.gamma,
+            temperature=opts.temperature,
+            logit_norm=opts.logit_norm,
+            norm_form=opts.norm_form,
+            soft=opts.soft_labels,
+        )
         grads = gradients(tape, loss) if opts.mode == "weakly" else {}
         return probs, grads
 
@@ -226,8 +264,13 @@ def split_parts(model, labeled, extra, jit_compile=False):
             logits = dl.forward(images, training=True)["logits"]
             valid = losses.resize_mask_nearest(extra["valid"], tf.shape(logits)[1:3])
             loss = losses.unlabeled_ce(
-                probs, logits, valid, confidence_threshold=opts.confidence_threshold,
-                soft=opts.soft_labels, weight=opts.unlabeled_weight)
+                probs,
+                logits,
+                valid,
+                confidence_threshold=opts.confidence_threshold,
+                soft=opts.soft_labels,
+                weight=opts.unlabeled_weight,
+            )
         return loss, gradients(tape, loss)
 
     def compile_(fn):
@@ -246,15 +289,19 @@ def split_parts(model, labeled, extra, jit_compile=False):
             head_args = (weak_points, weak_size, lab_points, lab_size)
             sgc_up, _, grads = heads(*head_args)
             touched |= set(grads)
-            parts += [("cam_backbone_pass", cam_fn, (extra["image"],)),
-                      ("gradcam_sgc", heads, head_args)]
+            parts += [
+                ("cam_backbone_pass", cam_fn, (extra["image"],)),
+                ("gradcam_sgc", heads, head_args),
+            ]
         weak_fn = compile_(weak_pass)
         probs, grads = weak_fn(extra["image"], sgc_up)
         touched |= set(grads)
         strong_fn = compile_(strong_pass)
         touched |= set(strong_fn(extra["strong"], probs)[1])
-        parts += [("weak_pass", weak_fn, (extra["image"], sgc_up)),
-                  ("strong_pass", strong_fn, (extra["strong"], probs))]
+        parts += [
+            ("weak_pass", weak_fn, (extra["image"], sgc_up)),
+            ("strong_pass", strong_fn, (extra["strong"], probs)),
+        ]
     # The optimizer updates the variables that receive a gradient in the step.
     updated = [v for v in variables if v.path in touched]
     zeros = [tf.zeros_like(v) for v in updated]
@@ -270,6 +317,7 @@ def split_parts(model, labeled, extra, jit_compile=False):
 
 # ----------------------------------------------------------------------- the tool
 
+
 def build(gin_files, gin_params, mode, precision="float32"):
     """Parses gin (mode override last) and returns (model with optimizer, Experiment)."""
     distribute.set_precision(precision)
@@ -283,9 +331,23 @@ def build(gin_files, gin_params, mode, precision="float32"):
     return model, exp
 
 
-def run(gin_files=(), gin_params=(), crop=None, labeled_batch=1, extra_batch=1, steps=5,
-        warmup=1, split_steps=None, mode=None, what="train_step", split=True,
-        jit_compile=False, seed=0, print_fn=print, precision="float32"):
+def run(
+    gin_files=(),
+    gin_params=(),
+    crop=None,
+    labeled_batch=1,
+    extra_batch=1,
+    steps=5,
+    warmup=1,
+    split_steps=None,
+    mode=None,
+    what="train_step",
+    split=True,
+    jit_compile=False,
+    seed=0,
+    print_fn=print,
+    precision="float32",
+):
     """Builds the configured model, times it and returns a dict of every number."""
     keras.utils.set_random_seed(seed)
     try:
@@ -294,17 +356,26 @@ def run(gin_files=(), gin_params=(), crop=None, labeled_batch=1, extra_batch=1, 
         distribute.set_precision("float32")  # the policy is global; the model keeps its own
     opts = model.options
     crop = crop or exp.crop_size
-    labeled, extra = synthetic_batches(labeled_batch, extra_batch, crop, model.num_classes,
-                                       seed)
-    result = {"what": what, "mode": opts.mode, "crop": crop, "labeled_batch": labeled_batch,
-              "extra_batch": extra_batch, "steps": steps, "warmup": warmup,
-              "jit_compile": jit_compile, "precision": precision,
-              "num_classes": model.num_classes,
-              "backbone": model.deeplab.backbone_name,
-              "parameters": int(sum(v.numpy().size for v in model.trainable_variables)),
-              "tensorflow": tf.__version__, "cpus": os.cpu_count(),
-              "load_average_start": os.getloadavg()[0]}
+    labeled, extra = synthetic_batches(labeled_batch, extra_batch, crop, model.num_classes, seed)
+    result = {
+        "what": what,
+        "mode": opts.mode,
+        "crop": crop,
+        "labeled_batch": labeled_batch,
+        "extra_batch": extra_batch,
+        "steps": steps,
+        "warmup": warmup,
+        "jit_compile": jit_compile,
+        "precision": precision,
+        "num_classes": model.num_classes,
+        "backbone": model.deeplab.backbone_name,
+        "parameters": int(sum(v.numpy().size for v in model.trainable_variables)),
+        "tensorflow": tf.__version__,
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+    }
     if what == "forward":
+
         def forward(images):
             """Inference-mode decoder logits."""
             return model.deeplab.forward(images, training=False)["logits"]
@@ -317,32 +388,49 @@ def run(gin_files=(), gin_params=(), crop=None, labeled_batch=1, extra_batch=1, 
         args = (labeled,) if supervised else ((labeled, extra),)
         images = labeled_batch + (0 if supervised else extra_batch)
     full = summarize(*time_calls(fn, args, warmup, steps))
-    result.update(full, images_per_step=images, images_per_s=images / full["median_s"],
-                  peak_rss_gb=peak_rss_gb())
-    print_fn(f"{what} ({opts.mode}, crop {crop}, batch {labeled_batch}"
-             f"{'' if what == 'forward' or opts.mode == 'supervised' else f'+{extra_batch}'})"
-             f": median {full['median_s']:.3f} s, min {full['min_s']:.3f} s, "
-             f"max {full['max_s']:.3f} s (CPU {full['cpu_median_s']:.3f} s), "
-             f"{result['images_per_s']:.2f} images/s, "
-             f"peak RSS {result['peak_rss_gb']:.2f} GB")
+    result.update(
+        full,
+        images_per_step=images,
+        images_per_s=images / full["median_s"],
+        peak_rss_gb=peak_rss_gb(),
+    )
+    print_fn(
+        f"{what} ({opts.mode}, crop {crop}, batch {labeled_batch}"
+        f"{'' if what == 'forward' or opts.mode == 'supervised' else f'+{extra_batch}'})"
+        f": median {full['median_s']:.3f} s, min {full['min_s']:.3f} s, "
+        f"max {full['max_s']:.3f} s (CPU {full['cpu_median_s']:.3f} s), "
+        f"{result['images_per_s']:.2f} images/s, "
+        f"peak RSS {result['peak_rss_gb']:.2f} GB"
+    )
     if what == "train_step" and split:
-        result["split"] = time_split(model, labeled, None if opts.mode == "supervised"
-                                     else extra, warmup, split_steps or steps,
-                                     full["median_s"], jit_compile, print_fn)
+        result["split"] = time_split(
+            model,
+            labeled,
+            None if opts.mode == "supervised" else extra,
+            warmup,
+            split_steps or steps,
+            full["median_s"],
+            jit_compile,
+            print_fn,
+        )
         result["peak_rss_after_split_gb"] = peak_rss_gb()
     result["load_average_end"] = os.getloadavg()[0]
     return result
 
 
-def time_split(model, labeled, extra, warmup, steps, full_median, jit_compile=False,
-               print_fn=print):
+def time_split(
+    model, labeled, extra, warmup, steps, full_median, jit_compile=False, print_fn=print
+):
     """Median of each part of the step and its share of the full step's median."""
     out = {}
     for name, fn, args in split_parts(model, labeled, extra, jit_compile):
         times, cpu = time_calls(fn, args, warmup, steps)
         median = statistics.median(times)
-        out[name] = {"median_s": median, "share": median / full_median,
-                     "cpu_median_s": statistics.median(cpu)}
+        out[name] = {
+            "median_s": median,
+            "share": median / full_median,
+            "cpu_median_s": statistics.median(cpu),
+        }
         print_fn(f"  {name:18s} {median:8.3f} s  {100 * median / full_median:5.1f}%")
     total = sum(p["median_s"] for p in out.values())
     out["sum_of_parts"] = {"median_s": total, "share": total / full_median}
@@ -359,10 +447,23 @@ def main(argv=None):
     define_flags(fv)
     if not parse_flags(fv, argv):
         return None
-    result = run(fv.gin_file, fv.gin_param, fv.crop, fv.labeled_batch, fv.extra_batch,
-                 fv.steps, fv.warmup, fv.split_steps, fv.mode, fv.what, fv.split,
-                 fv.jit_compile, fv.seed, functools.partial(print, flush=True),
-                 fv.precision)
+    result = run(
+        fv.gin_file,
+        fv.gin_param,
+        fv.crop,
+        fv.labeled_batch,
+        fv.extra_batch,
+        fv.steps,
+        fv.warmup,
+        fv.split_steps,
+        fv.mode,
+        fv.what,
+        fv.split,
+        fv.jit_compile,
+        fv.seed,
+        functools.partial(print, flush=True),
+        fv.precision,
+    )
     if fv.json:
         with open(fv.json, "w") as f:
             json.dump(result, f, indent=2)

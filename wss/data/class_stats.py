@@ -1,10 +1,11 @@
 """Class statistics read from a split's TFRecords.
 
-  * class_presence: per-image foreground classes (input to the split sampler).
-  * class_pixel_counts / inverse_frequency_weights / class_weights_from_split: per-class
-    loss weights for losses.supervised_ce(class_weights=...) (off by default, as in the
-    paper), saved and loaded as JSON by save_class_weights / load_class_weights.
+* class_presence: per-image foreground classes (input to the split sampler).
+* class_pixel_counts / inverse_frequency_weights / class_weights_from_split: per-class
+  loss weights for losses.supervised_ce(class_weights=...) (off by default, as in the
+  paper), saved and loaded as JSON by save_class_weights / load_class_weights.
 """
+
 import functools
 import json
 import os
@@ -16,141 +17,159 @@ import tensorflow as tf
 from wss.data import reader
 
 
-def class_presence(dataset_dir: str, split: str,
-                   num_classes: int) -> Tuple[List[str], List[Set[int]]]:
-  """Ids of a split and, per id, the set of foreground classes in its mask.
+def class_presence(
+    dataset_dir: str, split: str, num_classes: int
+) -> Tuple[List[str], List[Set[int]]]:
+    """Ids of a split and, per id, the set of foreground classes in its mask.
 
-  Records are checked like the training pipeline does (bad ones raise naming the
-  record); unlabeled records give an empty set.
-  """
-  files = reader.split_files(dataset_dir, split)
-  scans = reader.scan_files(files)
-  ds = reader.records_dataset(scans, num_parallel_reads=1, deterministic=True)
-  decode = functools.partial(reader.decode_record, num_classes=num_classes,
-                             require_label=False)
+    Records are checked like the training pipeline does (bad ones raise naming the
+    record); unlabeled records give an empty set.
+    """
+    files = reader.split_files(dataset_dir, split)
+    scans = reader.scan_files(files)
+    ds = reader.records_dataset(scans, num_parallel_reads=1, deterministic=True)
+    decode = functools.partial(reader.decode_record, num_classes=num_classes, require_label=False)
 
-  def present(p, i, r):
-    x = reader.assert_ok(decode(p, i, r))
-    flat = tf.reshape(x['label'], [-1])
-    flat = tf.where(flat < num_classes, flat, 0)
-    counts = tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes)
-    return x['filename'], counts > 0
+    def present(p, i, r):
+        x = reader.assert_ok(decode(p, i, r))
+        flat = tf.reshape(x["label"], [-1])
+        flat = tf.where(flat < num_classes, flat, 0)
+        counts = tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes)
+        return x["filename"], counts > 0
 
-  ds = ds.map(present, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(64)
-  ids, classes = [], []
-  for names, hits in ds:
-    for n, h in zip(names.numpy(), hits.numpy()):
-      ids.append(reader.image_id(n.decode('utf-8')))
-      classes.append({c for c in range(1, num_classes) if h[c]})
-  order = sorted(range(len(ids)), key=ids.__getitem__)  # independent of sharding
-  return [ids[i] for i in order], [classes[i] for i in order]
+    ds = ds.map(present, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(64)
+    ids, classes = [], []
+    for names, hits in ds:
+        for n, h in zip(names.numpy(), hits.numpy()):
+            ids.append(reader.image_id(n.decode("utf-8")))
+            classes.append({c for c in range(1, num_classes) if h[c]})
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # independent of sharding
+    return [ids[i] for i in order], [classes[i] for i in order]
 
 
 # ------------------------------------------------------------ class weights (off by default)
 
-def class_pixel_counts(dataset_dir: str, split: str, num_classes: int,
-                       id_list=None) -> np.ndarray:
-  """Labeled pixels per class (int64 [C]) over a split, optionally only the ids of
-  `id_list` (a file path or a list of ids); 255 (ignore) and unlabeled records count
-  nothing. Records are checked like the training pipeline does."""
-  files = reader.split_files(dataset_dir, split)
-  scans = reader.scan_files(files)
-  ids = None
-  if id_list is not None:
-    from wss.data import splits  # pylint: disable=g-import-not-at-top
-    ids = splits.read_id_list(id_list) if isinstance(id_list, str) else list(id_list)
-    reader.select_ids(scans, ids, f'id list {id_list if isinstance(id_list, str) else ""}')
-  ds = reader.records_dataset(scans, ids=ids, num_parallel_reads=1, deterministic=True)
-  decode = functools.partial(reader.decode_record, num_classes=num_classes,
-                             require_label=False)
 
-  def count(p, i, r):
-    x = reader.assert_ok(decode(p, i, r))
-    flat = tf.reshape(x['label'], [-1])
-    flat = tf.where(flat < num_classes, flat, num_classes)  # 255 -> dropped bin
-    return tf.math.bincount(flat, minlength=num_classes + 1, maxlength=num_classes + 1,
-                            dtype=tf.int64)[:num_classes]
+def class_pixel_counts(dataset_dir: str, split: str, num_classes: int, id_list=None) -> np.ndarray:
+    """Labeled pixels per class (int64 [C]) over a split, optionally only the ids of
+    `id_list` (a file path or a list of ids); 255 (ignore) and unlabeled records count
+    nothing. Records are checked like the training pipeline does."""
+    files = reader.split_files(dataset_dir, split)
+    scans = reader.scan_files(files)
+    ids = None
+    if id_list is not None:
+        from wss.data import splits
 
-  total = np.zeros([num_classes], np.int64)
-  for c in ds.map(count, num_parallel_calls=tf.data.AUTOTUNE).batch(64):
-    total += c.numpy().sum(axis=0)
-  return total
+        ids = splits.read_id_list(id_list) if isinstance(id_list, str) else list(id_list)
+        reader.select_ids(scans, ids, f"id list {id_list if isinstance(id_list, str) else ''}")
+    ds = reader.records_dataset(scans, ids=ids, num_parallel_reads=1, deterministic=True)
+    decode = functools.partial(reader.decode_record, num_classes=num_classes, require_label=False)
+
+    def count(p, i, r):
+        x = reader.assert_ok(decode(p, i, r))
+        flat = tf.reshape(x["label"], [-1])
+        flat = tf.where(flat < num_classes, flat, num_classes)  # 255 -> dropped bin
+        return tf.math.bincount(
+            flat, minlength=num_classes + 1, maxlength=num_classes + 1, dtype=tf.int64
+        )[:num_classes]
+
+    total = np.zeros([num_classes], np.int64)
+    for c in ds.map(count, num_parallel_calls=tf.data.AUTOTUNE).batch(64):
+        total += c.numpy().sum(axis=0)
+    return total
 
 
 def inverse_frequency_weights(counts, normalize: bool = True) -> np.ndarray:
-  """weights_c = total / (C * count_c) (total = sum of counts, C = len(counts)); classes
-  with no pixels get 0. With `normalize`, the weights are divided by their mean over the
-  present classes (so that mean is 1)."""
-  counts = np.asarray(counts, np.float64)
-  if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
-    raise ValueError(f'counts must be a non-empty 1-D array of pixel counts, got {counts}')
-  present = counts > 0
-  if not present.any():
-    raise ValueError('no labeled pixels: every class count is 0 (is the split unlabeled?)')
-  weights = np.zeros_like(counts)
-  weights[present] = counts.sum() / (counts.size * counts[present])
-  if normalize:
-    weights /= weights[present].mean()
-  return weights
+    """weights_c = total / (C * count_c) (total = sum of counts, C = len(counts)); classes
+    with no pixels get 0. With `normalize`, the weights are divided by their mean over the
+    present classes (so that mean is 1)."""
+    counts = np.asarray(counts, np.float64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise ValueError(f"counts must be a non-empty 1-D array of pixel counts, got {counts}")
+    present = counts > 0
+    if not present.any():
+        raise ValueError("no labeled pixels: every class count is 0 (is the split unlabeled?)")
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (counts.size * counts[present])
+    if normalize:
+        weights /= weights[present].mean()
+    return weights
 
 
-def class_weights_from_split(dataset_dir: str, split: str, num_classes: int, id_list=None,
-                             normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-  """(weights, counts): inverse-frequency weights of a labeled split (or id list)."""
-  counts = class_pixel_counts(dataset_dir, split, num_classes, id_list)
-  return inverse_frequency_weights(counts, normalize), counts
+def class_weights_from_split(
+    dataset_dir: str, split: str, num_classes: int, id_list=None, normalize: bool = True
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(weights, counts): inverse-frequency weights of a labeled split (or id list)."""
+    counts = class_pixel_counts(dataset_dir, split, num_classes, id_list)
+    return inverse_frequency_weights(counts, normalize), counts
 
 
-def save_class_weights(path: str, weights, class_names: Optional[Sequence[str]] = None,
-                       counts=None, **info) -> str:
-  """Writes {'class_weights': [...], 'class_names', 'pixel_counts', ...info} as JSON."""
-  weights = [float(w) for w in np.asarray(weights, np.float64).reshape(-1)]
-  if class_names is not None and len(class_names) != len(weights):
-    raise ValueError(f'{len(class_names)} class names for {len(weights)} weights')
-  d = {'class_weights': weights}
-  if class_names is not None:
-    d['class_names'] = list(class_names)
-  if counts is not None:
-    d['pixel_counts'] = [int(c) for c in np.asarray(counts).reshape(-1)]
-  d.update(info)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(d, f, indent=2)
-    f.write('\n')
-  os.replace(tmp, path)
-  return path
+def save_class_weights(
+    path: str, weights, class_names: Optional[Sequence[str]] = None, counts=None, **info
+) -> str:
+    """Writes {'class_weights': [...], 'class_names', 'pixel_counts', ...info} as JSON."""
+    weights = [float(w) for w in np.asarray(weights, np.float64).reshape(-1)]
+    if class_names is not None and len(class_names) != len(weights):
+        raise ValueError(f"{len(class_names)} class names for {len(weights)} weights")
+    d = {"class_weights": weights}
+    if class_names is not None:
+        d["class_names"] = list(class_names)
+    if counts is not None:
+        d["pixel_counts"] = [int(c) for c in np.asarray(counts).reshape(-1)]
+    d.update(info)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(d, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
 
 
 def load_class_weights(path: str, num_classes: Optional[int] = None) -> List[float]:
-  """The weights of a class_weights.json (or a bare JSON list); checks their number and
-  that they are finite and >= 0."""
-  try:
-    with open(path, encoding='utf-8') as f:
-      d = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f'{path}: cannot read class weights ({e})') from None
-  weights = d.get('class_weights') if isinstance(d, dict) else d
-  try:
-    weights = [float(w) for w in weights]
-  except (TypeError, ValueError):
-    raise ValueError(f'{path}: expected {{"class_weights": [numbers]}} or a JSON list of '
-                     'numbers') from None
-  if num_classes is not None and len(weights) != num_classes:
-    raise ValueError(f'{path}: {len(weights)} class weights for {num_classes} classes')
-  if not all(np.isfinite(w) and w >= 0 for w in weights):
-    raise ValueError(f'{path}: class weights must be finite and >= 0, got {weights}')
-  return weights
+    """The weights of a class_weights.json (or a bare JSON list); checks their number and
+    that they are finite and >= 0."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read class weights ({e})") from None
+    weights = d.get("class_weights") if isinstance(d, dict) else d
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f'{path}: expected {{"class_weights": [numbers]}} or a JSON list of numbers'
+        ) from None
+    if num_classes is not None and len(weights) != num_classes:
+        raise ValueError(f"{path}: {len(weights)} class weights for {num_classes} classes")
+    if not all(np.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"{path}: class weights must be finite and >= 0, got {weights}")
+    return weights
 
 
-def write_split_class_weights(dataset_dir: str, split: str, descriptor, id_list=None,
-                              path: Optional[str] = None, normalize: bool = True) -> str:
-  """Computes a split's inverse-frequency weights and saves them (default:
-  dataset_dir/class_weights.json); `descriptor` is a DatasetDescriptor or name/path."""
-  from wss.data import descriptors  # pylint: disable=g-import-not-at-top
-  desc = descriptors.get_descriptor(descriptor)
-  weights, counts = class_weights_from_split(dataset_dir, split, desc.num_classes, id_list,
-                                             normalize)
-  return save_class_weights(
-      path or os.path.join(dataset_dir, 'class_weights.json'), weights, desc.class_names,
-      counts, split=split, id_list=id_list if isinstance(id_list, str) else None,
-      normalized=normalize, rule='total / (C * count_c); 0 for absent classes')
+def write_split_class_weights(
+    dataset_dir: str,
+    split: str,
+    descriptor,
+    id_list=None,
+    path: Optional[str] = None,
+    normalize: bool = True,
+) -> str:
+    """Computes a split's inverse-frequency weights and saves them (default:
+    dataset_dir/class_weights.json); `descriptor` is a DatasetDescriptor or name/path."""
+    from wss.data import descriptors
+
+    desc = descriptors.get_descriptor(descriptor)
+    weights, counts = class_weights_from_split(
+        dataset_dir, split, desc.num_classes, id_list, normalize
+    )
+    return save_class_weights(
+        path or os.path.join(dataset_dir, "class_weights.json"),
+        weights,
+        desc.class_names,
+        counts,
+        split=split,
+        id_list=id_list if isinstance(id_list, str) else None,
+        normalized=normalize,
+        rule="total / (C * count_c); 0 for absent classes",
+    )

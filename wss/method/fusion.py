@@ -13,14 +13,15 @@ Release semantics (googleinterns/wss, train_wss.py) are the defaults:
                       P = gamma * softmax(s p) + (1 - gamma) * softmax(s m).
   * sharpening only for soft labels with T != 1: P^(1/T) / sum_c P^(1/T).
 """
+
 import tensorflow as tf
 
 RMS_EPSILON = 1e-8
-NORM_FORMS = ('release', 'paper', 'pixel')
-SOURCES = ('fusion', 'decoder', 'sgc')
+NORM_FORMS = ("release", "paper", "pixel")
+SOURCES = ("fusion", "decoder", "sgc")
 
 
-def logit_scale(decoder_logits, sgc_logits, form='release'):
+def logit_scale(decoder_logits, sgc_logits, form="release"):
     """Returns the factor s that the fused logits are multiplied by before the softmax.
 
     Args:
@@ -39,17 +40,17 @@ def logit_scale(decoder_logits, sgc_logits, form='release'):
     """
     p = tf.cast(decoder_logits, tf.float32)
     m = tf.cast(sgc_logits, tf.float32)
-    if form == 'pixel':
+    if form == "pixel":
         sq = tf.reduce_sum(tf.square(p) + tf.square(m), axis=-1, keepdims=True)
         return tf.math.rsqrt(sq + RMS_EPSILON)
     # Sums instead of an explicit concat: same value, and no batch-sized copy.
     total = tf.reduce_sum(tf.square(p)) + tf.reduce_sum(tf.square(m))
-    if form == 'release':
+    if form == "release":
         count = tf.cast(tf.size(p), tf.float32) + tf.cast(tf.size(m), tf.float32)
         return tf.math.rsqrt(total / count + RMS_EPSILON)
-    if form == 'paper':
+    if form == "paper":
         return tf.math.rsqrt(total + RMS_EPSILON)
-    raise ValueError(f'Unknown norm form {form!r}; expected one of {NORM_FORMS}.')
+    raise ValueError(f"Unknown norm form {form!r}; expected one of {NORM_FORMS}.")
 
 
 def sharpen(probs, temperature):
@@ -61,7 +62,7 @@ def sharpen(probs, temperature):
     if temperature == 1.0:
         return probs
     if temperature <= 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}.')
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
     # Dividing by the per-pixel max first is mathematically a no-op but keeps the largest
     # term at 1, so small T cannot underflow every class to 0 and give 0/0.
     peak = tf.reduce_max(probs, axis=-1, keepdims=True)
@@ -69,7 +70,7 @@ def sharpen(probs, temperature):
     return powered / tf.reduce_sum(powered, axis=-1, keepdims=True)
 
 
-def fuse(decoder_logits, sgc_logits, gamma=0.5, logit_norm=True, norm_form='release'):
+def fuse(decoder_logits, sgc_logits, gamma=0.5, logit_norm=True, norm_form="release"):
     """Calibrated fusion gamma * softmax(s p) + (1 - gamma) * softmax(s m), no sharpening.
 
     s = logit_scale(p, m, norm_form) if logit_norm else 1. Gradients are not stopped here.
@@ -83,8 +84,16 @@ def fuse(decoder_logits, sgc_logits, gamma=0.5, logit_norm=True, norm_form='rele
     return gamma * tf.nn.softmax(p, axis=-1) + (1.0 - gamma) * tf.nn.softmax(m, axis=-1)
 
 
-def pseudo_label_probs(decoder_logits, sgc_logits=None, source='fusion', gamma=0.5,
-                       temperature=0.5, logit_norm=True, norm_form='release', soft=True):
+def pseudo_label_probs(
+    decoder_logits,
+    sgc_logits=None,
+    source="fusion",
+    gamma=0.5,
+    temperature=0.5,
+    logit_norm=True,
+    norm_form="release",
+    soft=True,
+):
     """Pseudo-label distribution P for the weak view (spec section 3.4), gradient-stopped.
 
     Args:
@@ -104,23 +113,29 @@ def pseudo_label_probs(decoder_logits, sgc_logits=None, source='fusion', gamma=0
       float32 [B, h, w, C] probabilities with stop_gradient applied.
     """
     if source not in SOURCES:
-        raise ValueError(f'Unknown pseudo-label source {source!r}; expected one of {SOURCES}.')
-    if source != 'decoder':
+        raise ValueError(f"Unknown pseudo-label source {source!r}; expected one of {SOURCES}.")
+    if source != "decoder":
         if sgc_logits is None:
             raise ValueError(f"source={source!r} needs sgc_logits.")
         p_shape = tf.TensorShape(decoder_logits.shape)
         m_shape = tf.TensorShape(sgc_logits.shape)
-        if (p_shape.rank == 4 and m_shape.rank == 4
-                and not p_shape[1:].is_compatible_with(m_shape[1:])):
-            raise ValueError(f'sgc_logits {m_shape} must be resized to the decoder logits '
-                             f'{p_shape} before the fusion.')
-    if source == 'decoder':
+        if (
+            p_shape.rank == 4
+            and m_shape.rank == 4
+            and not p_shape[1:].is_compatible_with(m_shape[1:])
+        ):
+            raise ValueError(
+                f"sgc_logits {m_shape} must be resized to the decoder logits "
+                f"{p_shape} before the fusion."
+            )
+    if source == "decoder":
         probs = tf.nn.softmax(tf.cast(decoder_logits, tf.float32), axis=-1)
-    elif source == 'sgc':
+    elif source == "sgc":
         probs = tf.nn.softmax(tf.cast(sgc_logits, tf.float32), axis=-1)
     else:
-        probs = fuse(decoder_logits, sgc_logits, gamma=gamma, logit_norm=logit_norm,
-                     norm_form=norm_form)
+        probs = fuse(
+            decoder_logits, sgc_logits, gamma=gamma, logit_norm=logit_norm, norm_form=norm_form
+        )
     if soft and temperature != 1.0:
         probs = sharpen(probs, temperature)
     return tf.stop_gradient(probs)

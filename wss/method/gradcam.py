@@ -7,6 +7,7 @@ the Grad-CAM weight mean_ij(d logit_c / d A_ijk) equals (d logit_c / d g_k) / (H
 We take that jacobian with one `GradientTape.batch_jacobian` on g ([B, C-1, K]) instead of
 C-1 backward passes through A. `tests/test_gradcam.py` checks it against the loop.
 """
+
 import tensorflow as tf
 
 from wss.method.losses import div_maybe_zero

@@ -9,6 +9,7 @@
 
 Callers may run mixed precision; every input is cast to float32 before any arithmetic.
 """
+
 import tensorflow as tf
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
@@ -68,8 +69,9 @@ def _squeeze_channel(x):
     return x
 
 
-def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=True,
-                  class_weights=None):
+def supervised_ce(
+    logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=True, class_weights=None
+):
     """Softmax cross-entropy averaged over non-ignored pixels (L_s and L_sa).
 
     Mirrors DeepLab's add_softmax_cross_entropy_loss_for_each_scale with
@@ -104,22 +106,26 @@ def supervised_ce(logits, labels, ignore_label=IGNORE_LABEL, upsample_logits=Tru
     keep = tf.not_equal(labels, ignore_label)
     # Sparse CE rejects out-of-range ids on CPU; ignored pixels get class 0 and weight 0.
     safe_labels = tf.where(keep, labels, tf.zeros_like(labels))
-    pixel_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
-                                                              logits=logits)
+    pixel_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
     keep = tf.cast(keep, tf.float32)
     if class_weights is not None:
         weights = tf.reshape(tf.cast(tf.convert_to_tensor(class_weights), tf.float32), [-1])
         num_classes = logits.shape[-1]
-        if (weights.shape[0] is not None and num_classes is not None
-                and weights.shape[0] != num_classes):
-            raise ValueError(f"class_weights has {weights.shape[0]} entries for "
-                             f"{num_classes} classes")
+        if (
+            weights.shape[0] is not None
+            and num_classes is not None
+            and weights.shape[0] != num_classes
+        ):
+            raise ValueError(
+                f"class_weights has {weights.shape[0]} entries for {num_classes} classes"
+            )
         keep = keep * tf.gather(weights, safe_labels)
     return div_maybe_zero(tf.reduce_sum(pixel_ce * keep), tf.reduce_sum(keep))
 
 
-def unlabeled_ce(pseudo_probs, strong_logits, valid, confidence_threshold=0.0, soft=True,
-                 weight=1.0):
+def unlabeled_ce(
+    pseudo_probs, strong_logits, valid, confidence_threshold=0.0, soft=True, weight=1.0
+):
     """Consistency loss L_u between pseudo labels P and the strong view's decoder logits.
 
     Per-pixel CE (soft: -sum_c P_c log softmax(z)_c; hard: sparse CE against argmax_c P)
@@ -164,8 +170,7 @@ def classification_loss(cls_logits, image_labels):
     """
     labels = tf.cast(image_labels, tf.float32)
     logits = tf.reshape(tf.cast(cls_logits, tf.float32), tf.shape(labels))
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels,
-                                                                  logits=logits))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
 def weight_decay(kernels, coeff=4e-5):

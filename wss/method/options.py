@@ -3,6 +3,7 @@
 Defaults are the release's (spec sections 3-5): fusion of decoder and SGC, batch-wide RMS
 logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss weights.
 """
+
 import dataclasses
 
 import gin
@@ -35,6 +36,7 @@ class MethodOptions:
       the weak branch although that backbone pass is in inference mode.
     weight_decay: L2 coefficient on DeepLab's regularised kernels (slim semantics).
     """
+
     mode: str = "semi"
     source: str = "fusion"
     gamma: float = 0.5
@@ -55,8 +57,9 @@ class MethodOptions:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.norm_form not in ("release", "paper", "pixel"):
-            raise ValueError("norm_form must be 'release', 'paper' or 'pixel', "
-                             f"got {self.norm_form!r}")
+            raise ValueError(
+                f"norm_form must be 'release', 'paper' or 'pixel', got {self.norm_form!r}"
+            )
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.temperature <= 0:

@@ -9,6 +9,7 @@ and `pixel_normalization` (1x1 conv without bias + slim-default batch norm: no g
 decay 0.999, epsilon 1e-3) maps the C channels to logits. Variable names match the
 release's (`hyper_column/key`, `hyper_column/query`, `pixel_normalization`).
 """
+
 import math
 
 import keras
@@ -41,8 +42,14 @@ class SelfAttentionGradCAM(keras.layers.Layer):
         self.key = keras.layers.Conv2D(attention_dim, 1, use_bias=False, name="key")
         self.query = keras.layers.Conv2D(attention_dim, 1, use_bias=False, name="query")
         self.pixel_normalization = ConvBN(
-            num_classes, 1, bn_decay=0.999, bn_epsilon=1e-3, bn_scale=False,
-            regularize=False, name="pixel_normalization")
+            num_classes,
+            1,
+            bn_decay=0.999,
+            bn_epsilon=1e-3,
+            bn_scale=False,
+            regularize=False,
+            name="pixel_normalization",
+        )
 
     def build(self, hypercolumn_channels):
         """`hypercolumn_channels`: total channels of the concatenated hypercolumn."""
@@ -55,8 +62,9 @@ class SelfAttentionGradCAM(keras.layers.Layer):
     def call(self, hypercolumn, cam, valid=None, training=False):
         size = tf.shape(cam)[1:3]
         batch, height, width = tf.shape(cam)[0], size[0], size[1]
-        feats = tf.concat([tf.cast(resize_bilinear(f, size), tf.float32) for f in hypercolumn],
-                          axis=3)
+        feats = tf.concat(
+            [tf.cast(resize_bilinear(f, size), tf.float32) for f in hypercolumn], axis=3
+        )
         feats = tf.stop_gradient(feats)
         value = tf.stop_gradient(tf.cast(cam, tf.float32))
         q = tf.reshape(tf.cast(self.query(feats), tf.float32), [batch, -1, self.attention_dim])
@@ -73,8 +81,10 @@ class SelfAttentionGradCAM(keras.layers.Layer):
         return tf.cast(self.pixel_normalization(score, training=training), tf.float32)
 
     def tf1_variable_map(self):
-        out = {"hyper_column/key/weights": self.key.kernel,
-               "hyper_column/query/weights": self.query.kernel}
+        out = {
+            "hyper_column/key/weights": self.key.kernel,
+            "hyper_column/query/weights": self.query.kernel,
+        }
         out.update(join_scope("pixel_normalization", self.pixel_normalization.tf1_variable_map()))
         return out
 
