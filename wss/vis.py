@@ -158,8 +158,9 @@ def _kept_statistics(model):
 
 def method_maps(model, batch):
     """The method's maps of one extra batch at the crop size, from the model's own weak
-    branch: CAM max [B,H,W] (None without the SGC), SGC and pseudo-label arg-max [B,H,W]
-    (SGC None without it) and the strong view's prediction [B,H,W]."""
+    branch: CAM max [B,H,W] (None without the SGC), SGC arg-max [B,H,W] (None without
+    it), the pseudo label [B,H,W] (arg-max; ignore where L_u does not use it) and the
+    strong view's prediction [B,H,W]."""
     size = tf.shape(batch["image"])[1:3]
     labels = batch["image_labels"] if model.options.mode == "weakly" else None
     valid = batch.get("weak_valid", batch["valid"])
@@ -176,7 +177,14 @@ def method_maps(model, batch):
         cam_max = tf.reduce_max(out["cam"], axis=-1, keepdims=True)
         cam = resize_bilinear(cam_max, size)[..., 0].numpy()
         sgc = classes(out["sgc_logits"])
-    return cam, sgc, classes(out["probs"]), classes(strong)
+    # Drawn as L_u sees it: pixels outside the strong view's valid mask (padding, CutOut)
+    # or below the confidence threshold supervise nothing, so they show as ignore.
+    pseudo = classes(out["probs"])
+    confident = tf.reduce_max(out["probs"], axis=-1, keepdims=True)
+    confident = tf.cast(confident >= model.options.confidence_threshold, tf.int32)
+    used = resize_nearest(confident, size)[..., 0].numpy() * batch["valid"].numpy()[..., 0]
+    pseudo = np.where(used > 0, pseudo, colormap.IGNORE_LABEL)
+    return cam, sgc, pseudo, classes(strong)
 
 
 def visualize_method(model, dataset, output_dir, num_images, cmap, class_names):

@@ -19,6 +19,24 @@ def _save_16bit(path, values):
     return str(path)
 
 
+def _build(tmp_path, names, **kw):
+    """Builds tmp_path/images + masks with classes `names` into tmp_path/out, all train."""
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "out"
+    folder.build_folder(
+        str(tmp_path / "images"),
+        str(tmp_path / "masks"),
+        str(tmp_path / "classes.txt"),
+        str(out),
+        val_fraction=0.0,
+        num_shards=1,
+        num_workers=1,
+        progress=False,
+        **kw,
+    )
+    return out
+
+
 def test_16bit_label_above_255_raises_naming_the_file_and_the_fix(tmp_path):
     wide = np.array([[0, 1, 300], [256, 2, 1]])  # 300 and 256 would wrap to 44 and 0
     path = _save_16bit(tmp_path / "wide.png", wide)
@@ -54,19 +72,7 @@ def test_folder_builder_maps_16bit_masks_through_label_map_or_refuses_them(tmp_p
     np.testing.assert_array_equal(got, [[0, 0, 2, 2], [0, 1, 1, 2]])
     # Built and read back: the mapped ids, not 1000 % 256 = 232 or 300 % 256 = 44.
     Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(images / "im.png")
-    (tmp_path / "classes.txt").write_text("background\na\nb\n")
-    out = tmp_path / "out"
-    folder.build_folder(
-        str(images),
-        str(masks),
-        str(tmp_path / "classes.txt"),
-        str(out),
-        val_fraction=0.0,
-        label_map="0:0,300:1,1000:2",
-        num_shards=1,
-        num_workers=1,
-        progress=False,
-    )
+    out = _build(tmp_path, ["background", "a", "b"], label_map="0:0,300:1,1000:2")
     (x,) = list(pipeline.decoded_records(str(out), "train", 3, require_label=True))
     np.testing.assert_array_equal(x["label"].numpy()[..., 0], got)
 
@@ -108,18 +114,7 @@ def test_folder_build_with_mixed_case_files_reads_back_by_id_list(tmp_path):
             images / img, format="JPEG" if img.lower().endswith(("jpg", "jpeg")) else "PNG"
         )
         Image.fromarray(np.full((8, 8), k % 2, np.uint8), mode="L").save(masks / mask, format="PNG")
-    (tmp_path / "classes.txt").write_text("background\nthing\n")
-    out = tmp_path / "out"
-    folder.build_folder(
-        str(images),
-        str(masks),
-        str(tmp_path / "classes.txt"),
-        str(out),
-        val_fraction=0.0,
-        num_shards=1,
-        num_workers=1,
-        progress=False,
-    )
+    out = _build(tmp_path, ["background", "thing"])
     assert splits.read_id_list(str(out / "train.txt")) == ["a", "b", "c"]
     ds = pipeline.decoded_records(str(out), "train", 2, True, id_list=["a", "b"])
     assert sorted(x["filename"].numpy().decode() for x in ds) == ["a", "b"]

@@ -166,12 +166,6 @@ def label_from_pil(im: Image.Image, source: str = "<label>") -> np.ndarray:
     return as_uint8_label(label_values(im, source), source)
 
 
-def rgb_to_index(rgb: np.ndarray, source: str = "<label>") -> np.ndarray:
-    """Maps a VOC-palette colour label (HxWx3) to uint8 class indices; unknown colours raise."""
-    fix = "in the VOC palette; give index (palette or grey) PNGs instead"
-    return colours_to_ids(rgb, voc_colour_table(), source, fix).astype(np.uint8)
-
-
 def load_label_file(path: str) -> np.ndarray:
     """Reads a label PNG (palette, grey, 16-bit or VOC-colour RGB) to an HxW uint8 index
     map; values above 255 raise BadPairError naming the file."""

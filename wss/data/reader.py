@@ -20,6 +20,7 @@ from wss.data.record_checks import (
     BAD_CLASS_LABEL,
     BAD_IMAGE,
     BAD_LABEL,
+    IGNORE_LABEL,
     LABEL_RANGE,
     NO_LABEL,
     OK,
@@ -74,8 +75,6 @@ __all__ = [
     "source_files",
     "split_files",
 ]
-
-IGNORE_LABEL = 255
 
 
 def records_dataset(

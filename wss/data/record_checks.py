@@ -12,8 +12,7 @@ from absl import logging
 
 from wss.data import schema
 from wss.data.errors import DataError
-
-IGNORE_LABEL = 255
+from wss.data.image_io import IGNORE_LABEL
 
 # Reason codes for a record that fails a check.
 OK, BAD_IMAGE, BAD_LABEL, SIZE_MISMATCH, LABEL_RANGE, NO_LABEL, BAD_CLASS_LABEL = range(7)
