@@ -1,5 +1,6 @@
 """Tests of wss.colormap and wss.vis (readable side-by-side PNGs with a legend)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -107,6 +108,10 @@ def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
         assert picture.shape[1] == 6 * crop * factor + 5 * vis.SEPARATOR  # six method panels
     for w, value in zip(model.weights, before):  # drawing moved no batch-norm statistic
         np.testing.assert_array_equal(w.numpy(), value)
+    model.options = dataclasses.replace(model.options, mode="supervised")
+    with pytest.raises(ValueError, match="supervised"):
+        vis.visualize_method(model, extra, str(tmp_path / "v"), 1, cmap, desc.class_names)
+    model.options = dataclasses.replace(model.options, mode="semi")
     # CLI: all three val images and two method pictures, demo data found in ./demo_data.
     monkeypatch.chdir(tmp_path)
     written = vis.main(

@@ -191,10 +191,7 @@ def visualize_method(model, dataset, output_dir, num_images, cmap, class_names):
     """Writes <output_dir>/extra_<index>_<id>.png with the method's panels for the first
     num_images of an extra stream (weak and strong views); returns the paths."""
     if model.options.mode == "supervised":
-        raise DataError(
-            "--method_panels needs a PseudoSeg run (MethodOptions.mode 'semi' or 'weakly'); "
-            "this run is supervised, so it has no pseudo labels to draw"
-        )
+        raise ValueError("method panels need a PseudoSeg model; this one is supervised")
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for batch in dataset:
@@ -251,6 +248,11 @@ def main(argv=None):
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
     model, desc, name = setup.model, setup.descriptor, setup.dataset_name
+    if fv.method_panels and model.options.mode == "supervised":
+        raise restore.RestoreError(
+            f"--method_panels needs a PseudoSeg run (MethodOptions.mode 'semi' or 'weakly'); "
+            f"the run in {setup.model_dir} is supervised, so it has no pseudo labels to draw"
+        )
     restore.restore_model(model, fv.checkpoint or setup.model_dir)
     output_dir = fv.output_dir or os.path.join(setup.model_dir, "vis")
     cmap = colormap.colormap_for_dataset(name, desc.num_classes)
