@@ -1,15 +1,18 @@
-"""Tests of wss.colormap and wss.vis (side-by-side PNGs)."""
+"""Tests of wss.colormap and wss.vis (readable side-by-side PNGs with a legend)."""
 
+import dataclasses
 import os
+import subprocess
+import sys
 
 import gin
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_eval import make_checkpoint, make_demo
+from tests.test_eval import make_checkpoint, make_demo, write_gin
 from wss import colormap, vis
-from wss.data import pipeline
+from wss.data import descriptors, pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -40,20 +43,76 @@ def test_generated_colormap_and_colorize():
         colormap.colorize(np.array([[300]]), cmap)
 
 
-def test_vis_writes_side_by_side_pngs(tmp_path, monkeypatch):
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ("background", "cat", "dog")
+
+
+def _legend_colours(picture, top):
+    """The set of RGB colours in the legend band (rows from `top` down)."""
+    return set(map(tuple, picture[top:].reshape(-1, 3).tolist()))
+
+
+def test_compose_enlarges_small_panels_titles_them_and_adds_a_legend():
+    cmap = colormap.generated_colormap(3)
+    label = np.array([[0, 1, 2, 255]] * 3)
+    panels = [np.full((3, 4, 3), 90, np.uint8), colormap.colorize(label, cmap)]
+    picture = vis.compose(panels, ("image", "ground truth"), NAMES, cmap)
+    factor = vis.scale_factor(3, 4)
+    assert factor == 86 and 3 * factor >= vis.MIN_PANEL  # whole factor, shorter side >= 256
+    top, bottom = vis.TITLE_HEIGHT, vis.TITLE_HEIGHT + 3 * factor
+    assert picture.shape[1] == 2 * 4 * factor + vis.SEPARATOR
+    # Nearest neighbour: the label panel holds exactly the label's colours, in blocks.
+    gt = picture[top:bottom, 4 * factor + vis.SEPARATOR :]
+    np.testing.assert_array_equal(gt[::factor, ::factor], colormap.colorize(label, cmap))
+    assert len({tuple(c) for c in gt.reshape(-1, 3).tolist()}) == 4
+    # Titles are drawn (dark text pixels in the strip), and the legend shows every class
+    # colour and the ignore colour under the panels.
+    assert (picture[:top, : 4 * factor] < 100).any()
+    legend = _legend_colours(picture, bottom)
+    for k in (0, 1, 2, 255):
+        assert tuple(cmap[k].tolist()) in legend
+    # Large images are not enlarged.
+    assert vis.scale_factor(300, 500) == 1
+
+
+def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
     data = make_demo(tmp_path / "demo_data", num_val=3)
     model, _ = make_checkpoint(tmp_path / "model", step=4)
+    desc = descriptors.get_descriptor("demo")
+    cmap = colormap.colormap_for_dataset("demo")
     ds = pipeline.eval_dataset(data, 2, split="val", dataset_name="demo")
     sizes = [(int(h), int(w)) for b in ds for h, w in zip(b["height"], b["width"])]
-    cmap = colormap.colormap_for_dataset("demo")
-    written = vis.visualize(model, ds, str(tmp_path / "v"), 2, cmap, with_pseudo=True)
+    written = vis.visualize(model, ds, str(tmp_path / "v"), 2, cmap, desc.class_names)
     assert len(written) == 2
     for path, (h, w) in zip(written, sizes):
-        image = np.asarray(Image.open(path))
-        assert image.shape == (h, 6 * w + 5 * vis.SEPARATOR, 3)
-        gt = image[:, w + vis.SEPARATOR : 2 * w + vis.SEPARATOR]
-        assert set(map(tuple, gt.reshape(-1, 3))) <= set(map(tuple, cmap))
-    # CLI: all three images, three panels each, demo data found in ./demo_data.
+        picture = np.asarray(Image.open(path))
+        factor = vis.scale_factor(h, w)
+        assert min(h, w) * factor >= vis.MIN_PANEL
+        assert picture.shape[1] == 3 * w * factor + 2 * vis.SEPARATOR
+        gt = picture[vis.TITLE_HEIGHT : vis.TITLE_HEIGHT + h * factor, w * factor + vis.SEPARATOR :]
+        assert set(map(tuple, gt[:, : w * factor].reshape(-1, 3).tolist())) <= set(
+            map(tuple, cmap.tolist())
+        )
+        legend = _legend_colours(picture, vis.TITLE_HEIGHT + h * factor)
+        assert all(tuple(cmap[k].tolist()) in legend for k in list(range(6)) + [255])
+    before = [w.numpy() for w in model.weights]
+    extra = pipeline.extra_dataset(
+        data, 2, split="train", dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+    )
+    method = vis.visualize_method(model, extra, str(tmp_path / "v"), 3, cmap, desc.class_names)
+    assert len(method) == 3 and all(os.path.basename(p).startswith("extra_") for p in method)
+    crop = desc.train_crop_size
+    factor = vis.scale_factor(crop, crop)
+    for path in method:
+        picture = np.asarray(Image.open(path))
+        assert picture.shape[1] == 6 * crop * factor + 5 * vis.SEPARATOR  # six method panels
+    for w, value in zip(model.weights, before):  # drawing moved no batch-norm statistic
+        np.testing.assert_array_equal(w.numpy(), value)
+    model.options = dataclasses.replace(model.options, mode="supervised")
+    with pytest.raises(ValueError, match="supervised"):
+        vis.visualize_method(model, extra, str(tmp_path / "v"), 1, cmap, desc.class_names)
+    model.options = dataclasses.replace(model.options, mode="semi")
+    # CLI: all three val images and two method pictures, demo data found in ./demo_data.
     monkeypatch.chdir(tmp_path)
     written = vis.main(
         [
@@ -62,9 +121,38 @@ def test_vis_writes_side_by_side_pngs(tmp_path, monkeypatch):
             "--dataset_name=demo",
             "--num_images=5",
             "--batch_size=2",
+            "--method_panels",
+            "--num_extra_images=2",
+            "--extra_split=train",
         ]
     )
-    assert len(written) == 3
+    assert len(written) == 5 and sum("extra_" in p for p in written) == 2
     assert all(os.path.dirname(p) == str(tmp_path / "model" / "vis") for p in written)
-    for path, (h, w) in zip(written, sizes):
-        assert np.asarray(Image.open(path)).shape == (h, 3 * w + 2 * vis.SEPARATOR, 3)
+
+
+@pytest.mark.slow
+def test_vis_without_checkpoint_prints_one_error_line(tmp_path):
+    data = make_demo(tmp_path / "demo_data", num_val=2)
+    model_dir = tmp_path / "empty_run"
+    model_dir.mkdir()
+    gin_file = write_gin(tmp_path)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wss.vis",
+            f"--model_dir={model_dir}",
+            f"--gin_file={gin_file}",
+            f"--dataset_dir={data}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "checkpoint" in errors[0], proc.stderr

@@ -4,15 +4,22 @@ Kept free of TensorFlow so builder worker processes start fast.
 """
 
 import io
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
+from wss.data.errors import DataError
+
 IGNORE_LABEL = 255
+# What to do with a label whose values do not fit 8 bits (said by every builder's error).
+WIDE_LABEL_FIX = (
+    "save labels as 8-bit index PNGs (class ids 0..C-1, 255 = ignore), or build with "
+    "datasets/build_folder_data.py --label_map=RAW:CLASS to map the raw values"
+)
 
 
-class BadPairError(ValueError):
+class BadPairError(DataError):
     """An image/label pair that cannot go into a record (names the files and the fix)."""
 
 
@@ -60,50 +67,109 @@ def decode_image_bytes(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise BadPairError(f"{source}: cannot decode image ({e}); re-download or remove it") from e
 
 
-def label_from_pil(im: Image.Image, source: str = "<label>") -> np.ndarray:
-    """Turns a label image into class indices: palette ('P') and grey ('L') keep their
-    index values; RGB colour labels are mapped back through the VOC palette."""
-    if im.mode == "P" or im.mode == "L":
-        return np.asarray(im, dtype=np.uint8)
-    if im.mode in ("I", "I;16"):
-        return np.asarray(im).astype(np.int64).clip(0, 65535).astype(np.uint8)
-    if im.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(im.convert("RGB"))
-        return rgb_to_index(rgb, source)
-    raise BadPairError(f"{source}: unsupported label image mode {im.mode!r}")
+def voc_colour_table(n: int = 256) -> Dict[Tuple[int, int, int], int]:
+    """{colour: class id} of the VOC palette's first n colours (the lowest id wins)."""
+    return {tuple(int(v) for v in c): k for k, c in reversed(list(enumerate(voc_colormap(n))))}
 
 
-def rgb_to_index(rgb: np.ndarray, source: str = "<label>") -> np.ndarray:
-    """Maps a VOC-palette colour label (HxWx3) to class indices; unknown colours raise."""
-    cmap = voc_colormap().astype(np.int64)
-    keys = (cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2]
-    lut = {int(k): i for i, k in reversed(list(enumerate(keys)))}
+def colours_to_ids(
+    rgb: np.ndarray, table: Dict[Tuple[int, int, int], int], source: str, fix: str
+) -> np.ndarray:
+    """Class ids (int64 HxW) of a colour label (HxWx3) through {colour: id}; a colour the
+    table lacks raises BadPairError naming the source, the colour and `fix`."""
     flat = (
         (rgb[..., 0].astype(np.int64) << 16)
         | (rgb[..., 1].astype(np.int64) << 8)
         | rgb[..., 2].astype(np.int64)
     )
     uniq, inv = np.unique(flat, return_inverse=True)
-    out = np.empty(len(uniq), dtype=np.uint8)
-    for j, key in enumerate(uniq):
-        if int(key) not in lut:
-            raise BadPairError(
-                f"{source}: colour #{int(key):06x} is not in the VOC palette; "
-                "give index (palette or grey) PNGs instead"
-            )
-        out[j] = lut[int(key)]
+    out = np.empty(len(uniq), dtype=np.int64)
+    for j, key in enumerate(uniq.tolist()):
+        colour = (key >> 16, (key >> 8) & 255, key & 255)
+        if colour not in table:
+            raise BadPairError(f"{source}: colour #{key:06x} is not {fix}")
+        out[j] = table[colour]
     return out[inv].reshape(flat.shape)
 
 
-def load_label_file(path: str) -> np.ndarray:
-    """Reads a label PNG (palette, grey or VOC-colour RGB) to an HxW uint8 index map."""
+def label_values(
+    im: Image.Image,
+    source: str,
+    colour_table: Optional[Dict[Tuple[int, int, int], int]] = None,
+    colour_fix: str = "in the VOC palette; give index (palette or grey) PNGs instead",
+    grey_rgb_is_index: bool = False,
+) -> np.ndarray:
+    """The raw values (int64 HxW) of a label image, before any check or mapping.
+
+    Palette ('P'), grey ('L', '1', 'LA') and 16/32-bit ('I', 'I;16', ...) images give
+    their index values (16-bit ones may exceed 255: callers decide); RGB(A) colour labels
+    are mapped through `colour_table` (default: the VOC palette), or, when
+    `grey_rgb_is_index` and every pixel is grey, read as a grey index image.
+    """
+    mode = im.mode
+    if mode in ("P", "L"):
+        return np.asarray(im).astype(np.int64)
+    if mode == "1":
+        return np.asarray(im.convert("L")).astype(np.int64)
+    if mode == "LA":
+        return np.asarray(im)[..., 0].astype(np.int64)
+    if mode.startswith("I"):
+        return np.asarray(im).astype(np.int64)
+    if mode not in ("RGB", "RGBA"):
+        raise BadPairError(
+            f"{source}: unsupported label image mode {mode!r}; save labels as index "
+            "(grey or palette) PNGs"
+        )
+    rgb = np.asarray(im.convert("RGB"))
+    if (
+        grey_rgb_is_index
+        and (rgb[..., 0] == rgb[..., 1]).all()
+        and (rgb[..., 1] == rgb[..., 2]).all()
+    ):
+        return rgb[..., 0].astype(np.int64)  # an index label saved as grey RGB
+    table = voc_colour_table() if colour_table is None else colour_table
+    return colours_to_ids(rgb, table, source, colour_fix)
+
+
+def read_label_values(
+    path: str, what: str = "label", decode_fix: str = "re-download or remove it", **kwargs
+) -> np.ndarray:
+    """label_values (kwargs: its options) of the label file at `path`; an undecodable
+    file raises BadPairError naming it (as `what`) and `decode_fix`."""
     try:
         with Image.open(path) as im:
-            return label_from_pil(im, path)
+            im.load()
+            return label_values(im, path, **kwargs)
     except BadPairError:
         raise
-    except Exception as e:
-        raise BadPairError(f"{path}: cannot read label ({e}); re-download or remove it") from e
+    except Exception as e:  # PIL raises many types for bad data.
+        raise BadPairError(f"{path}: cannot decode {what} ({e}); {decode_fix}") from e
+
+
+def as_uint8_label(values: np.ndarray, source: str) -> np.ndarray:
+    """Raw label values as uint8; values outside 0..255 (a 16-bit label) raise BadPairError
+    rather than wrap into other classes."""
+    wide = values[(values < 0) | (values > 255)]
+    if wide.size:
+        shown = np.unique(wide)[:10].tolist()
+        raise BadPairError(
+            f"{source}: label values {shown} do not fit 8 bits (a 16-bit label?) and would "
+            f"wrap into other classes; {WIDE_LABEL_FIX}"
+        )
+    return values.astype(np.uint8)
+
+
+def label_from_pil(im: Image.Image, source: str = "<label>") -> np.ndarray:
+    """Turns a label image into class indices (uint8 HxW): palette ('P'), grey ('L') and
+    16-bit images keep their index values (above 255 raises); RGB colour labels are
+    mapped back through the VOC palette."""
+    return as_uint8_label(label_values(im, source), source)
+
+
+def load_label_file(path: str) -> np.ndarray:
+    """Reads a label PNG (palette, grey, 16-bit or VOC-colour RGB) to an HxW uint8 index
+    map; values above 255 raise BadPairError naming the file."""
+    return as_uint8_label(read_label_values(path), path)
 
 
 def check_pair(
