@@ -9,6 +9,12 @@ A step (spec sections 3-4), with the passes the method needs and no more:
   4. pseudo labels P = calibrated fusion of p and m (stop-gradient);
   5. strong view, training mode: decoder logits supervised by P (L_u).
 The same methods compute the parity references' PseudoSeg keys in the tests.
+
+`train_step` = `compute_losses` (every pass and loss term, as tests/test_step_parity.py
+checks against one step of the release's graph) + the tape's gradient +
+`apply_step_gradients` (DeepLab's x2 on biases, then the optimizer). Batch-norm moving
+statistics are updated as often as the release's graph updates them (shared passes count
+twice), and the weak branch's inference-mode pass reads them before any update.
 """
 
 import dataclasses
