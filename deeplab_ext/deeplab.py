@@ -264,13 +264,17 @@ class DeepLabV3Plus(keras.Model):
             )
         return out
 
-    def regularized_kernels(self):
-        """Kernels DeepLab weight-decays (every conv but the depthwise ones)."""
+    def regularized_kernels(self, include_classifier=True):
+        """Kernels DeepLab weight-decays (every conv but the depthwise ones).
+
+        `include_classifier=False` leaves out the classification head's kernel, for steps
+        whose graph has no classification head (the release's supervised DeepLab).
+        """
         kernels = self.backbone.regularized_kernels() + self.aspp.regularized_kernels()
         if self.decoder is not None:
             kernels += self.decoder.regularized_kernels()
         kernels.append(self.semantic_logits.kernel)
-        if self.classification_head:
+        if self.classification_head and include_classifier:
             kernels.append(self.cls_logits.kernel)
         return kernels
 

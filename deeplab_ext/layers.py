@@ -6,8 +6,13 @@ moving_variance}`), which is how `deeplab_ext.checkpoint` maps official checkpoi
 our weights. Composite layers prefix their children's names with the children's scopes.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
+
+# Open `record_batch_norm_updates` logs: {id(moving statistic): number of updates}.
+_UPDATE_LOGS = []
 
 
 def fixed_padding(inputs, kernel_size, rate=1):
@@ -37,9 +42,21 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     math as Keras's (biased batch variance in training mode). Inputs are normalised in
     float32, as Keras does, and cast back. Synchronized batch norm, float64 variables (no
     fused kernel) and masks fall back to Keras.
+
+    `update_repeats` (set by `repeated_batch_norm_updates`, 1 otherwise) makes one
+    training-mode pass update the moving statistics as that many passes with the same
+    batch would: v <- m + decay^k (v - m), the exact result of k updates
+    v <- v - (1 - decay)(v - m).
     """
 
+    update_repeats = 1
+
     def call(self, inputs, training=None, mask=None):
+        updates = bool(training) and self.trainable
+        if updates:
+            for log in _UPDATE_LOGS:
+                for var in (self.moving_mean, self.moving_variance):
+                    log[id(var)] = log.get(id(var), 0) + self.update_repeats
         if (
             self.synchronized
             or mask is not None
@@ -47,19 +64,25 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             or len(inputs.shape) != 4
             or self.axis not in (-1, 3)
         ):
-            return super().call(inputs, training=training, mask=mask)
+            decay = self.momentum
+            self.momentum = decay**self.update_repeats
+            try:
+                return super().call(inputs, training=training, mask=mask)
+            finally:
+                self.momentum = decay
         x = tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
-        if training and self.trainable:
+        if updates:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, epsilon=self.epsilon, is_training=True
             )
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
-            )
+            # slim's update v <- v - (1 - decay)(v - m) (no zero-debiasing), `variance`
+            # being Bessel-corrected (n / (n - 1), n = B x H x W) by the fused kernel.
+            decay = self.momentum**self.update_repeats
+            self.moving_mean.assign_sub((self.moving_mean - mean) * (1.0 - decay))
+            self.moving_variance.assign_sub((self.moving_variance - variance) * (1.0 - decay))
         else:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x,
@@ -73,17 +96,53 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+def _batch_norms(layer):
+    return [
+        sub
+        for sub in layer._flatten_layers(include_self=True)
+        if isinstance(sub, keras.layers.BatchNormalization)
+    ]
+
+
+@contextlib.contextmanager
+def repeated_batch_norm_updates(layer, times):
+    """Within the block, every training-mode pass through a `FusedBatchNorm` of `layer`
+    updates its moving statistics as `times` passes with the same batch would.
+
+    The release runs some passes twice on the same images (e.g. the labeled batch for L_s
+    and again for L_x / L_sa); we run them once and count the update twice instead.
+    """
+    norms = [bn for bn in _batch_norms(layer) if isinstance(bn, FusedBatchNorm)]
+    for bn in norms:
+        bn.update_repeats = int(times)
+    try:
+        yield
+    finally:
+        for bn in norms:
+            bn.update_repeats = 1
+
+
+@contextlib.contextmanager
+def record_batch_norm_updates():
+    """Yields {id(moving statistic): updates} counting the moving-statistic updates that
+    `FusedBatchNorm` layers issue inside the block (repeats included); for tests."""
+    log = {}
+    _UPDATE_LOGS.append(log)
+    try:
+        yield log
+    finally:
+        _UPDATE_LOGS.remove(log)
+
+
 def synchronize_batch_norms(layer):
     """Makes every batch norm inside `layer` compute its batch statistics across all
     replicas of the tf.distribute strategy (Keras's synchronized batch norm), so that N
     small per-replica batches normalise as one global batch. Returns how many it changed.
     """
-    count = 0
-    for sub in layer._flatten_layers(include_self=True):
-        if isinstance(sub, keras.layers.BatchNormalization):
-            sub.synchronized = True
-            count += 1
-    return count
+    norms = _batch_norms(layer)
+    for sub in norms:
+        sub.synchronized = True
+    return len(norms)
 
 
 class ConvBN(keras.layers.Layer):

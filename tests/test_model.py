@@ -5,6 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplab_ext.layers import (
+    FusedBatchNorm,
+    record_batch_norm_updates,
+    repeated_batch_norm_updates,
+)
 from tests.conftest import official_manifest
 from wss.data import augment, pipeline
 from wss.data.demo import ensure_demo_dataset
@@ -92,3 +97,64 @@ def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source
     assert any("aspp0" in p for p in changed) and any("conv1_1" in p for p in changed)
     sgc_changed = any("/sgc/" in p for p in changed)
     assert sgc_changed == model.options.uses_sgc
+
+
+@pytest.mark.parametrize("mode,kernels", [("semi", 80), ("weakly", 80), ("supervised", 79)])
+def test_weight_decay_covers_the_release_kernels(mode, kernels):
+    model = PseudoSegModel(options=MethodOptions(mode=mode))
+    model.build()
+    by_id = {id(v): n for n, v in model.tf1_variable_map().items()}
+    names = {by_id[id(k)] for k in model.regularized_kernels()}
+    assert len(names) == kernels
+    assert all(n.endswith("/weights") for n in names)
+    assert not any(n.startswith(("hyper_column/", "pixel_normalization/")) for n in names)
+    assert ("xception_65/logits/weights" in names) == (mode != "supervised")
+
+
+@pytest.mark.parametrize(
+    "mode,backbone,head,sgc", [("semi", 4, 3, 2), ("weakly", 5, 3, 2), ("supervised", 1, 1, 0)]
+)
+def test_step_updates_moving_statistics_as_often_as_the_release(mode, backbone, head, sgc):
+    """The release runs the labeled batch through the backbone twice (L_s; L_x / L_sa) and,
+    in weakly mode, the weak view twice (L_x; pseudo labels): shared passes count twice."""
+    model = PseudoSegModel(deeplab_config=SMALL, options=MethodOptions(mode=mode))
+    model.build()
+    x = tf.random.uniform([2, 33, 33, 3], 0, 255, seed=1)
+    label = tf.zeros([2, 33, 33, 1], tf.int32)
+    ones = tf.ones([2, 33, 33, 1], tf.int32)
+    labels = tf.one_hot([1, 2], 5)
+    labeled = dict(image=x, label=label, valid=ones, image_labels=labels)
+    extra = dict(image=x, strong=x[::-1], label=label, valid=ones, image_labels=labels)
+    data = labeled if mode == "supervised" else (labeled, extra)
+    before = {n: v.numpy() for n, v in model.tf1_variable_map().items() if "moving_" in n}
+    with record_batch_norm_updates() as counts:
+        model.compute_losses(data, dropout=False)
+    for name, var in model.tf1_variable_map().items():
+        if "moving_" not in name:
+            continue
+        if name.startswith("xception_65/"):
+            want = backbone
+        elif name.startswith("pixel_normalization/"):
+            want = sgc
+        else:
+            want = head
+        assert counts.get(id(var), 0) == want, name
+        assert np.array_equal(var.numpy(), before[name]) == (want == 0), name
+
+
+def test_repeated_update_equals_sequential_updates():
+    bn = FusedBatchNorm(momentum=0.9)
+    bn.build((None, 4, 4, 3))
+    x = tf.random.normal([2, 4, 4, 3], seed=2) * 3 + 1
+    bn(x, training=True)
+    bn(x, training=True)
+    twice = bn.moving_variance.numpy()
+    other = FusedBatchNorm(momentum=0.9)
+    other.build((None, 4, 4, 3))
+    with repeated_batch_norm_updates(other, 2):
+        other(x, training=True)
+    assert other.update_repeats == 1  # restored after the block
+    np.testing.assert_allclose(other.moving_variance.numpy(), twice, rtol=1e-6)
+    # Bessel-corrected batch variance, no debiasing: v = 1 - (1 - 0.9^2) (1 - var_unbiased).
+    unbiased = np.var(x.numpy().reshape(-1, 3), axis=0, ddof=1)
+    np.testing.assert_allclose(twice, 0.81 + 0.19 * unbiased, rtol=1e-5)

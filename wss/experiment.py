@@ -19,7 +19,7 @@ from wss.data import (
 )
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
-from wss.schedule import PolyWithSlowStart
+from wss.schedule import PolyWithSlowStart, ReleaseMomentum
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `include 'base.gin'` in an experiment file finds the project's gin folder from any cwd.
@@ -183,7 +183,7 @@ def build_optimizer(exp, model, precision="float32"):
         exp.slow_start_steps,
         exp.slow_start_learning_rate,
     )
-    optimizer = keras.optimizers.SGD(schedule, momentum=exp.momentum)
+    optimizer = ReleaseMomentum(schedule, momentum=exp.momentum)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)

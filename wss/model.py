@@ -9,6 +9,12 @@ A step (spec sections 3-4), with the passes the method needs and no more:
   4. pseudo labels P = calibrated fusion of p and m (stop-gradient);
   5. strong view, training mode: decoder logits supervised by P (L_u).
 The same methods compute the parity references' PseudoSeg keys in the tests.
+
+`train_step` = `compute_losses` (every pass and loss term, as tests/test_step_parity.py
+checks against one step of the release's graph) + the tape's gradient +
+`apply_step_gradients` (DeepLab's x2 on biases, then the optimizer). Batch-norm moving
+statistics are updated as often as the release's graph updates them (shared passes count
+twice), and the weak branch's inference-mode pass reads them before any update.
 """
 
 import dataclasses
@@ -17,16 +23,20 @@ import keras
 import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
-from deeplab_ext.layers import synchronize_batch_norms
+from deeplab_ext.layers import repeated_batch_norm_updates, synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
 from wss import metrics
-from wss.method import fusion, losses
+from wss.method import fusion
+from wss.method import losses as losses_lib
 from wss.method.gradcam import grad_cam
 from wss.method.options import MethodOptions
 from wss.method.sgc import SelfAttentionGradCAM, attention_valid_mask
 
+# The loss terms of a step (their sum is 'total'): L_s, L_u, L_x, L_sa, weight decay.
+LOSS_TERMS = ("semantic", "consistency", "cls", "self_attention", "regularization")
 # Names of the numbers a step reports (never 'loss': Keras's own tracker owns that name).
 LOSS_NAMES = ("total_loss", "sup_loss", "unsup_loss", "cls_loss", "sgc_loss", "wd_loss")
+LOSS_TERMS_LOGGED = ("total",) + LOSS_TERMS
 MONITOR_NAMES = (
     "acc_seg",
     "acc_pseudo",
@@ -40,13 +50,22 @@ MONITOR_NAMES = (
 class PseudoSegModel(keras.Model):
     """DeepLabv3+ (`self.deeplab`) and the SGC (`self.sgc`) trained the PseudoSeg way."""
 
-    def __init__(self, deeplab_config=None, options=None, class_weights=None, **kwargs):
+    def __init__(
+        self,
+        deeplab_config=None,
+        options=None,
+        class_weights=None,
+        bias_gradient_multiplier=2.0,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "pseudoseg")
         super().__init__(**kwargs)
         self.deeplab_config = dict(deeplab_config or {})
         self.options = options if options is not None else MethodOptions()
         # Per-class weights of the supervised losses (L_s, L_sa); None = unweighted.
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        # DeepLab doubles the learning rate of biases (see `gradient_multipliers`).
+        self.bias_gradient_multiplier = float(bias_gradient_multiplier)
         self.deeplab = DeepLabV3Plus(**self.deeplab_config)
         self.num_classes = self.deeplab.num_classes
         self.sgc = SelfAttentionGradCAM(self.num_classes, self.options.attention_dim)
@@ -105,13 +124,17 @@ class PseudoSegModel(keras.Model):
         sgc_logits = self.sgc(hypercolumn, cam, mask, training=sgc_bn_training)
         return {"cam": cam, "cls_logits": cls_logits, "labels": labels, "sgc_logits": sgc_logits}
 
-    def pseudo_labels(self, weak_images, valid, image_labels=None, dropout=True):
+    def pseudo_labels(
+        self, weak_images, valid, image_labels=None, dropout=True, backbone_bn_updates=1
+    ):
         """Passes 2-4: inference-mode Grad-CAM/SGC, weak-view decoder logits, fusion.
 
         The inference-mode pass runs first: Keras updates batch-norm moving statistics as
         soon as a training-mode pass runs, while the release's graph applies all updates
         after the step, so every pass of a step must see the statistics of its start.
-        Returns a dict: 'weak' (training-mode pass outputs), 'probs' (stop-gradient P),
+        `backbone_bn_updates`: how many updates the training-mode pass gives the backbone's
+        moving statistics (2 in weakly mode, where the release runs the weak view through
+        it twice). Returns a dict: 'weak' (training-mode pass outputs), 'probs' (stop-gradient P),
         and, when the SGC is used, 'sgc_logits_upsampled' and the CAM/SGC outputs.
         """
         opts = self.options
@@ -130,7 +153,8 @@ class PseudoSegModel(keras.Model):
             )
             sgc_up = resize_bilinear(cam_out["sgc_logits"], decoder_size)
             out.update(cam_out, sgc_logits_upsampled=sgc_up)
-        out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
+        with repeated_batch_norm_updates(self.deeplab.backbone, backbone_bn_updates):
+            out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
         out["probs"] = fusion.pseudo_label_probs(
             out["weak"]["logits"],
             sgc_up,
@@ -144,75 +168,130 @@ class PseudoSegModel(keras.Model):
         return out
 
     # ------------------------------------------------------------------ training
+    def regularized_kernels(self):
+        """The kernels this step weight-decays: DeepLab's (no depthwise kernels, BN
+        parameters, biases or SGC convs), the classification head only when trained."""
+        return self.deeplab.regularized_kernels(include_classifier=self.options.uses_classifier)
+
+    def compute_losses(self, data, dropout=True):
+        """Every forward pass of one step and its losses (what `train_step` differentiates).
+
+        `data` is `(labeled, extra)` (`labeled` alone when supervised). Training-mode passes
+        update the batch-norm moving statistics as they run, each statistic as many times
+        as the release's graph updates it per step (spec parity_step.md): the release runs
+        the labeled batch through the backbone twice when the SGC is on (L_s, then L_x /
+        L_sa) and the weak view twice in weakly mode (L_x, then the pseudo-label logits);
+        we share those passes and count their updates twice. `dropout=False` turns both
+        dropouts off (the parity references' setting).
+
+        Returns (losses, outputs): losses {'semantic', 'consistency', 'cls',
+        'self_attention', 'regularization', 'total'} (scalars, means over this replica's
+        batch); outputs {'logits', 'branch', 'strong_logits', 'valid'} for the monitors.
+        """
+        opts = self.options
+        labeled, extra = (data, None) if opts.mode == "supervised" else data
+        dl = self.deeplab
+        zero = tf.constant(0.0)
+        losses = dict(semantic=zero, consistency=zero, cls=zero, self_attention=zero)
+        outputs = {}
+        branch = None
+        if extra is not None:
+            # First: the inference-mode pass inside must see this step's BN statistics.
+            branch = self.pseudo_labels(
+                extra["image"],
+                extra.get("weak_valid", extra["valid"]),
+                image_labels=extra["image_labels"] if opts.mode == "weakly" else None,
+                dropout=dropout,
+                backbone_bn_updates=2 if opts.mode == "weakly" else 1,
+            )
+        with repeated_batch_norm_updates(dl.backbone, 2 if opts.uses_sgc else 1):
+            end_points = dl.extract_features(labeled["image"], training=True)
+        logits = dl.segmentation_logits(end_points, training=True, dropout=dropout)
+        losses["semantic"] = losses_lib.supervised_ce(
+            logits, labeled["label"], class_weights=self.class_weights
+        )
+        if opts.uses_sgc:
+            lab = self.cam_and_sgc(
+                end_points,
+                labeled["valid"],
+                tf.shape(logits)[1:3],
+                labeled["image_labels"],
+                dropout=dropout,
+            )
+            losses["self_attention"] = losses_lib.supervised_ce(
+                lab["sgc_logits"], labeled["label"], class_weights=self.class_weights
+            )
+            if opts.mode == "semi":
+                losses["cls"] = losses_lib.classification_loss(
+                    lab["cls_logits"], labeled["image_labels"]
+                )
+        if opts.mode == "weakly":
+            losses["cls"] = losses_lib.classification_loss(
+                branch["weak"]["cls_logits"], extra["image_labels"]
+            )
+        if extra is not None:
+            strong_logits = dl.forward(extra["strong"], training=True, dropout=dropout)["logits"]
+            valid = losses_lib.resize_mask_nearest(extra["valid"], tf.shape(strong_logits)[1:3])
+            losses["consistency"] = losses_lib.unlabeled_ce(
+                branch["probs"],
+                strong_logits,
+                valid,
+                confidence_threshold=opts.confidence_threshold,
+                soft=opts.soft_labels,
+                weight=self._unlabeled_weight(),
+            )
+            outputs.update(branch=branch, strong_logits=strong_logits, valid=valid)
+        losses["regularization"] = losses_lib.weight_decay(
+            self.regularized_kernels(), opts.weight_decay
+        )
+        losses["total"] = tf.add_n([losses[name] for name in LOSS_TERMS])
+        outputs["logits"] = logits
+        return losses, outputs
+
+    def gradient_multipliers(self):
+        """{variable path: multiplier} of the gradients the optimizer scales.
+
+        DeepLab's `get_model_gradient_multipliers`, as the release trains: every variable
+        whose TF1 name contains 'biases' learns at twice the rate (`logits/semantic/biases`
+        and the classification head's biases); the last-layer multiplier is 1.
+        """
+        return {
+            var.path: self.bias_gradient_multiplier
+            for name, var in self.tf1_variable_map().items()
+            if "biases" in name and self.bias_gradient_multiplier != 1.0
+        }
+
+    def apply_step_gradients(self, grads, variables):
+        """Scales the gradients by `gradient_multipliers` and applies them (variables whose
+        gradient is None are left alone)."""
+        multipliers = self.gradient_multipliers()
+        pairs = [
+            (g if v.path not in multipliers else g * multipliers[v.path], v)
+            for g, v in zip(grads, variables)
+            if g is not None
+        ]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
     def train_step(self, data):
         """One PseudoSeg step on `(labeled, extra)` batches (`labeled` alone when supervised).
 
         Losses are means over this replica's batch; the gradient of the total is divided by
         the number of replicas because the optimizer sums gradients across replicas.
         """
-        opts = self.options
-        labeled, extra = (data, None) if opts.mode == "supervised" else data
-        dl = self.deeplab
+        labeled, extra = (data, None) if self.options.mode == "supervised" else data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        logged = {}
         with tf.GradientTape() as tape:
-            branch = None
-            if extra is not None:
-                # First: the inference-mode pass inside must see this step's BN statistics.
-                branch = self.pseudo_labels(
-                    extra["image"],
-                    extra.get("weak_valid", extra["valid"]),
-                    image_labels=extra["image_labels"] if opts.mode == "weakly" else None,
-                )
-            end_points = dl.extract_features(labeled["image"], training=True)
-            logits = dl.segmentation_logits(end_points, training=True)
-            sup = losses.supervised_ce(logits, labeled["label"], class_weights=self.class_weights)
-            cls = sgc = unsup = tf.constant(0.0)
-            if opts.uses_sgc:
-                decoder_size = tf.shape(logits)[1:3]
-                lab = self.cam_and_sgc(
-                    end_points,
-                    labeled["valid"],
-                    decoder_size,
-                    labeled["image_labels"],
-                    dropout=True,
-                )
-                sgc = losses.supervised_ce(
-                    lab["sgc_logits"], labeled["label"], class_weights=self.class_weights
-                )
-                if opts.mode == "semi":
-                    cls = losses.classification_loss(lab["cls_logits"], labeled["image_labels"])
-            if opts.mode == "weakly":
-                cls = losses.classification_loss(
-                    branch["weak"]["cls_logits"], extra["image_labels"]
-                )
-            if extra is not None:
-                strong_logits = dl.forward(extra["strong"], training=True)["logits"]
-                size = tf.shape(strong_logits)[1:3]
-                valid = losses.resize_mask_nearest(extra["valid"], size)
-                unsup = losses.unlabeled_ce(
-                    branch["probs"],
-                    strong_logits,
-                    valid,
-                    confidence_threshold=opts.confidence_threshold,
-                    soft=opts.soft_labels,
-                    weight=self._unlabeled_weight(),
-                )
-            wd = losses.weight_decay(self.deeplab.regularized_kernels(), opts.weight_decay)
-            total = sup + unsup + cls + sgc + wd
-            scaled = self.optimizer.scale_loss(total / replicas)
-        logged["learning_rate"] = self._current_learning_rate()  # the rate this step uses
+            losses, outputs = self.compute_losses(data)
+            scaled = self.optimizer.scale_loss(losses["total"] / replicas)
+        logged = {"learning_rate": self._current_learning_rate()}  # the rate this step uses
         variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self.apply_step_gradients(tape.gradient(scaled, variables), variables)
 
-        logged.update(
-            total_loss=total, sup_loss=sup, unsup_loss=unsup, cls_loss=cls, sgc_loss=sgc, wd_loss=wd
-        )
-        logged["acc_seg"] = self._class_accuracy(logits, labeled["label"])
+        logged.update({name: losses[term] for term, name in zip(LOSS_TERMS_LOGGED, LOSS_NAMES)})
+        logged["acc_seg"] = self._class_accuracy(outputs["logits"], labeled["label"])
         if extra is not None:
-            label = losses.resize_mask_nearest(extra["label"], size)
+            branch, strong_logits = outputs["branch"], outputs["strong_logits"]
+            label = losses_lib.resize_mask_nearest(extra["label"], tf.shape(strong_logits)[1:3])
             has_gt = tf.cast(tf.reduce_any(label != 255), tf.float32)
             for name, scores in (
                 ("acc_pseudo", branch["probs"]),
@@ -220,7 +299,7 @@ class PseudoSegModel(keras.Model):
                 ("acc_strong", strong_logits),
             ):
                 self.trackers[name].update_state(self._class_accuracy(scores, label), has_gt)
-            logged["max_prob_pseudo"] = metrics.mean_max_prob(branch["probs"], valid)
+            logged["max_prob_pseudo"] = metrics.mean_max_prob(branch["probs"], outputs["valid"])
         for name, value in logged.items():
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}
@@ -234,7 +313,7 @@ class PseudoSegModel(keras.Model):
         return opts.unlabeled_weight * tf.minimum(1.0, progress)
 
     def _class_accuracy(self, scores, labels):
-        labels = losses.resize_mask_nearest(labels, tf.shape(scores)[1:3])
+        labels = losses_lib.resize_mask_nearest(labels, tf.shape(scores)[1:3])
         return metrics.mean_class_accuracy(tf.argmax(scores, axis=-1), labels, self.num_classes)
 
     def _current_learning_rate(self):
@@ -250,6 +329,7 @@ class PseudoSegModel(keras.Model):
             "deeplab_config": self.deeplab_config,
             "options": dataclasses.asdict(self.options),
             "class_weights": self.class_weights,
+            "bias_gradient_multiplier": self.bias_gradient_multiplier,
         }
 
     @classmethod

@@ -1,13 +1,26 @@
-"""DeepLab's learning-rate policy: polynomial decay to `end` over the run, optional slow start."""
+"""DeepLab's learning-rate policy and optimizer, as the release trains.
+
+`PolyWithSlowStart` is DeepLab's `train_utils.get_model_learning_rate` with the 'poly'
+policy; `ReleaseMomentum` is TF1's `tf.train.MomentumOptimizer`, which accumulates raw
+gradients and applies the current learning rate to the accumulator (Keras's SGD applies
+each step's rate as the gradient enters the velocity instead; the two agree while the
+rate is constant and differ after it changes, e.g. at the end of a slow start).
+"""
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 
 class PolyWithSlowStart(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(step) = (base - end) * (1 - step / decay_steps) ** power + end, and
-    `slow_start_learning_rate` for the first `slow_start_steps` steps (DeepLab's
-    `get_model_learning_rate` with learning_policy='poly')."""
+    """DeepLab's 'poly' policy with slow start (`get_model_learning_rate`).
+
+    For step < slow_start_steps: `slow_start_learning_rate`. Afterwards the polynomial
+    decay starts from `base_learning_rate` at step `slow_start_steps` and reaches
+    `end_learning_rate` at step `decay_steps` (the run's total number of steps):
+        s = min(max(step - slow_start_steps, 0), D), D = decay_steps - slow_start_steps
+        lr = (base - end) * (1 - s / D) ** power + end
+    """
 
     def __init__(
         self,
@@ -27,7 +40,8 @@ class PolyWithSlowStart(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        progress = tf.minimum(step, float(self.decay_steps)) / float(self.decay_steps)
+        span = float(max(self.decay_steps - self.slow_start_steps, 1))
+        progress = tf.minimum(tf.maximum(step - self.slow_start_steps, 0.0), span) / span
         lr = (self.base_learning_rate - self.end_learning_rate) * tf.pow(
             1.0 - progress, self.power
         ) + self.end_learning_rate
@@ -42,3 +56,28 @@ class PolyWithSlowStart(keras.optimizers.schedules.LearningRateSchedule):
             slow_start_steps=self.slow_start_steps,
             slow_start_learning_rate=self.slow_start_learning_rate,
         )
+
+
+@keras.saving.register_keras_serializable(package="wss")
+class ReleaseMomentum(keras.optimizers.SGD):
+    """SGD with TF1's momentum: a <- momentum * a + g, w <- w - lr * a.
+
+    Same slots ('momentum') and arguments as `keras.optimizers.SGD`; Nesterov is not
+    offered (the release does not use it).
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, **kwargs):
+        if kwargs.pop("nesterov", False):
+            raise ValueError("ReleaseMomentum has no Nesterov variant")
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.momentum == 0:
+            self.assign_sub(variable, ops.multiply(gradient, learning_rate))
+            return
+        accum = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.momentum, variable.dtype)
+        self.assign(accum, ops.add(ops.multiply(accum, momentum), gradient))
+        self.assign_sub(variable, ops.multiply(accum, learning_rate))

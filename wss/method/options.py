@@ -69,3 +69,9 @@ class MethodOptions:
     def uses_sgc(self):
         """Whether Grad-CAM, the SGC and L_sa run (the release skips them for decoder-only)."""
         return self.mode != "supervised" and self.source != "decoder"
+
+    @property
+    def uses_classifier(self):
+        """Whether the step trains the classification head (L_x): weakly mode always, semi
+        mode with the SGC; the release's supervised graph has no such head."""
+        return self.mode == "weakly" or self.uses_sgc
