@@ -11,7 +11,6 @@ and width before the confusion matrix (label 255 ignored) is accumulated.
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ from absl import flags
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
-from wss import metrics, restore
+from wss import metrics, program, restore
 
 IGNORE_LABEL = metrics.IGNORE_LABEL
 
@@ -220,7 +219,7 @@ def result_to_json(result, class_names, **extra):
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)
 flags.DEFINE_multi_float(
@@ -320,7 +319,7 @@ def main(argv=None):
     """CLI entry point; returns the list of results (one per evaluated checkpoint)."""
     from wss.data import pipeline
 
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
@@ -370,7 +369,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except restore.RestoreError as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

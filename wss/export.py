@@ -13,13 +13,12 @@ cropped back, exactly as wss.eval does, so predictions equal evaluation predicti
 
 import json
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from wss import colormap, restore
+from wss import colormap, program, restore
 from wss import eval as wss_eval
 from wss.data import descriptors
 
@@ -122,7 +121,7 @@ def load_metadata(export_dir):
         return json.load(f)
 
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 flags.DEFINE_string("export_dir", None, "Output directory of the SavedModel.", flag_values=FLAGS)
 flags.DEFINE_string(
@@ -146,7 +145,7 @@ def main(argv=None):
     """CLI entry point; returns the export directory."""
     from wss import experiment
 
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
     if not fv.export_dir:
@@ -174,7 +173,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except restore.RestoreError as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

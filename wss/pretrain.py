@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 
 import gin
@@ -31,9 +30,11 @@ from absl import flags
 
 from deeplab_ext.checkpoint import save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
+from wss import program
 from wss.data import demo
+from wss.errors import ConfigError
 from wss.experiment import ModelSettings
-from wss.restore import parse_flags, parse_gin
+from wss.restore import parse_gin
 
 DEMO_BACKBONE = "demo_backbone"  # the init_checkpoint value that selects this
 _MARKER = "PRETRAINED.json"
@@ -58,11 +59,11 @@ class PretrainConfig:
     def __post_init__(self):
         for name in ("num_images", "steps", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"PretrainConfig.{name} = {getattr(self, name)}: must be at least 1"
                 )
         if self.learning_rate <= 0:
-            raise ValueError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
+            raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
 
 
 def image_level_labels(labels, num_classes):
@@ -198,22 +199,21 @@ def resolve_init_checkpoint(init_checkpoint, dataset_name, dataset_dir, print_fn
     return ensure_demo_backbone(dataset_dir, print_fn=print_fn)
 
 
-def define_flags(fv):
-    flags.DEFINE_string("output", None, "Checkpoint prefix to write.", flag_values=fv)
-    flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of the model.", flag_values=fv)
-    flags.DEFINE_multi_string(
-        "gin_param", [], "Extra gin bindings (e.g. PretrainConfig.steps=3000).", flag_values=fv
-    )
+FLAGS = program.flag_values()
+flags.DEFINE_string("output", None, "Checkpoint prefix to write.", flag_values=FLAGS)
+flags.DEFINE_multi_string("gin_file", ["gin/demo.gin"], "Config of the model.", flag_values=FLAGS)
+flags.DEFINE_multi_string(
+    "gin_param", [], "Extra gin bindings (e.g. PretrainConfig.steps=3000).", flag_values=FLAGS
+)
 
 
 def main(argv=None):
     """Command line entry: pretrains and writes --output; returns the result dict."""
-    fv = flags.FlagValues()
-    define_flags(fv)
-    if not parse_flags(fv, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
+    fv = FLAGS
     if not fv.output:
-        raise ValueError(
+        raise program.UsageError(
             "--output is required: the checkpoint prefix to write, e.g. "
             "demo_data/backbone/model.ckpt"
         )
@@ -227,4 +227,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    program.run(main, FLAGS)

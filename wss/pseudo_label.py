@@ -39,7 +39,6 @@ import glob
 import json
 import os
 import re
-import sys
 import time
 from typing import List, Optional
 
@@ -48,8 +47,9 @@ import tensorflow as tf
 from absl import flags
 
 from wss import eval as wss_eval
-from wss import metrics, restore
+from wss import metrics, program, restore
 from wss.data import augment, image_io, pipeline, reader, records, schema
+from wss.errors import UserError
 
 IGNORE_LABEL = 255
 DEFAULT_THRESHOLD = 0.5
@@ -58,7 +58,7 @@ REPORT_NAME = "pseudo_label_report.json"
 STATS_DIR = ".pseudo_label_stats"
 
 
-class PseudoLabelError(RuntimeError):
+class PseudoLabelError(UserError, RuntimeError):
     """Pseudo labels cannot be written as asked (names the problem and the fix)."""
 
 
@@ -553,7 +553,7 @@ def format_report(report):
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(
     FLAGS, split_help="Split to pseudo-label (default: Experiment.extra_split)."
@@ -603,7 +603,7 @@ def main(argv=None):
     """CLI entry point; returns the report dict (None for --help)."""
     from wss import experiment
 
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
     if not fv.output_dir:
@@ -646,7 +646,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except restore.RestoreError as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

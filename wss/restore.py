@@ -23,11 +23,12 @@ from absl import flags
 from wss import experiment
 from wss.checkpointing import training_checkpoint
 from wss.data import pipeline  # noqa: F401
+from wss.errors import UserError
 
 OPERATIVE_CONFIG = "operative_config.gin"
 
 
-class RestoreError(RuntimeError):
+class RestoreError(UserError, RuntimeError):
     """A checkpoint or gin file could not be found or does not fit the model."""
 
 

@@ -9,10 +9,12 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from wss.errors import UserError
+
 IGNORE_LABEL = 255
 
 
-class BadPairError(ValueError):
+class BadPairError(UserError, ValueError):
     """An image/label pair that cannot go into a record (names the files and the fix)."""
 
 

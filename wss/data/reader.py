@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from wss.data import schema
+from wss.errors import UserError
 
 IGNORE_LABEL = 255
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
@@ -51,7 +52,7 @@ REASONS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem found before the pipeline runs (names the files and the fix)."""
 
 
