@@ -46,6 +46,7 @@ flags.mark_flag_as_required("dataset_dir", flag_values=FLAGS)
 def _check():
     labeled = splits.read_id_list(FLAGS.check)
     scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
+    reader.select_ids(scans, labeled, FLAGS.check)
     extra = [reader.image_id(i) for s in scans for i in s.ids]
     rep = splits.check_labeled_against_extra(labeled, extra)
     print(

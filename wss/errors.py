@@ -11,6 +11,10 @@ class UserError(Exception):
     """Bad input, a bad path or a bad config: the message says what and how to fix it."""
 
 
+class InputError(UserError, ValueError):
+    """A bad input file or value (an image that does not decode, an empty id list, ...)."""
+
+
 class ConfigError(UserError, ValueError):
     """A gin config that does not parse or binds something unknown."""
 
