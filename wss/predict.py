@@ -16,7 +16,7 @@ from PIL import Image
 
 from wss import colormap, program
 from wss.errors import InputError
-from wss.export import load_metadata
+from wss.serving import load_metadata
 
 
 def find_inputs(patterns):

@@ -46,8 +46,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from wss import eval as wss_eval
-from wss import metrics, program, restore
+from wss import evaluation, metrics, program, restore
 from wss.data import augment, image_io, pipeline, reader, records, schema
 from wss.errors import UserError
 
@@ -90,7 +89,7 @@ def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False,
     """
     if merge not in ("probs", "logits"):
         raise ValueError(f"merge must be 'probs' or 'logits', got {merge!r}")
-    out_fn = wss_eval.make_logits_fn(model, scales, flip, merge)
+    out_fn = evaluation.make_logits_fn(model, scales, flip, merge)
 
     @tf.function(reduce_retracing=True)
     def label_fn(images):

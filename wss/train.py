@@ -22,7 +22,7 @@ from absl import flags, logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
 from deeplab_ext.resize import resize_bilinear
-from wss import distribute, program
+from wss import distribute, evaluation, program
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
 from wss.data.augment import AugmentConfig, StrongConfig, cutout_advice
@@ -355,8 +355,6 @@ def train(
 
 def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
     """Evaluates `checkpoint` on Experiment.eval_split: table, JSON and summaries."""
-    from wss import eval as wss_eval  # the evaluation tool; imported only when used
-
     exp = Experiment()
     desc = exp.descriptor
 
@@ -370,7 +368,7 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
         )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    return wss_eval.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         model,
         checkpoint,
         dataset_fn,
