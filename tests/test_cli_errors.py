@@ -38,15 +38,17 @@ def run(args, **env):
 
 
 def assert_one_error_line(out, *fragments):
-    """Exit 2, exactly one stderr line, starting `error:` and naming each fragment."""
+    """Exit 2, no traceback, and the last stderr line (the only one starting `error:`;
+    warnings may come before it) names each fragment."""
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
     assert "Traceback" not in text, text
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], out.stderr
+    assert lines[-1].startswith("error: "), out.stderr
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
 
 
 def _good(name, seed=0):

@@ -38,7 +38,7 @@ from wss.experiment import (
 )
 from wss.method import fusion
 from wss.method.options import MethodOptions
-from wss.pretrain import resolve_init_checkpoint
+from wss.pretraining import resolve_init_checkpoint
 
 FLAGS = program.flag_values()
 flags.DEFINE_multi_string(
