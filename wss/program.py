@@ -38,7 +38,7 @@ from deeplab_ext.checkpoint import CheckpointMismatchError
 from wss import errors
 
 TRACEBACK_ENV = "PSEUDOSEG_TRACEBACK"
-UsageError = app.UsageError  # a missing or contradictory flag: `error: ...`, exit 2
+UsageError = errors.UsageError  # a missing or contradictory flag: `error: ...`, exit 2
 USAGE_EXIT_CODE = 2
 # Errors that are not the project's own but name a user's file or path.
 _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, tf.errors.NotFoundError)
