@@ -48,6 +48,10 @@ _WRAPPED = re.compile(r"(?:^|\s)(?:[\w.]+\.)?(\w+): (.*?)\s*(?:\n\s*\n|\n\s*\[\[
 _USER_ERRORS = (errors.UserError, app.UsageError, CheckpointMismatchError) + _PATH_ERRORS
 _GIN_DIR = os.path.dirname(gin.__file__)
 _GIN_PARSE = ("parse_config", "bind_parameter")
+# TensorFlow's own context in an OpError message: "{{function_node ...}}", "[[{{node x}}]]",
+# "[Op:IteratorGetNext] name: ".
+_TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[\[.*?\]\]|\[Op:\w+\]( name: \S*)?", re.S)
+HELP_FLAGS = ("-h", "--help", "-?", "--helpfull", "--helpshort")
 
 
 def flag_values():
@@ -77,7 +81,7 @@ def parse_flags(fv, argv=None):
     if argv is None and fv.is_parsed():
         return True
     argv = list(argv if argv is not None else sys.argv)
-    if any(a in ("-h", "--help", "-?", "--helpfull", "--helpshort") for a in argv[1:]):
+    if any(a in HELP_FLAGS for a in argv[1:]):
         print(fv.get_help())
         return False
     fv.unparse_flags()
@@ -99,7 +103,9 @@ def user_message(exc):
     """The one-line message of a user error, or None for anything else (a bug)."""
     if isinstance(exc, tf.errors.OpError) and not isinstance(exc, tf.errors.NotFoundError):
         return _unwrap_op_error(exc)
-    if isinstance(exc, _USER_ERRORS):
+    if isinstance(exc, tf.errors.OpError):
+        message = _TF_NOISE.sub("", exc.message)
+    elif isinstance(exc, _USER_ERRORS):
         message = str(exc)
     elif _is_gin_config_error(exc):
         message = f"gin config: {exc}"
@@ -109,7 +115,8 @@ def user_message(exc):
 
 
 def run(main, fv):
-    """Runs `main(None)` under absl's app.run with `fv` parsed from sys.argv.
+    """Runs `main(None)` under absl's app.run with `fv` parsed from sys.argv (exit code 0;
+    main's return value is for callers in Python, such as tests).
 
     Prints `error: <message>` and exits with code 2 for flag errors and the project's own
     errors (see user_message); other exceptions keep their traceback.
@@ -117,6 +124,9 @@ def run(main, fv):
 
     def parse(argv):
         flags.FLAGS(argv[:1])  # absl's own flags stay at their defaults
+        doc = sys.modules["__main__"].__doc__
+        if doc and any(a in HELP_FLAGS for a in argv[1:]):
+            print(doc.strip() + "\n")
         try:
             if not parse_flags(fv, argv):
                 sys.exit(0)
@@ -129,13 +139,17 @@ def run(main, fv):
         set_verbosity(fv.verbosity)
         show_trace = fv.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
         try:
-            result = main(None)
+            main(None)
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            print("interrupted (checkpoints already written are kept)", file=sys.stderr)
+            sys.exit(130)
         except Exception as e:
             message = user_message(e)
             if message is None or show_trace:
                 raise
             _fail(message)
-        return 0 if result is None or not isinstance(result, int) else result
+        return 0
 
     app.run(guarded, flags_parser=parse)
 
