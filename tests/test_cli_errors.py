@@ -46,6 +46,7 @@ def assert_one_error_line(out, *fragments):
     lines = out.stderr.strip().splitlines()
     assert [line for line in lines if line.startswith("error")] == lines[-1:], out.stderr
     assert lines[-1].startswith("error: "), out.stderr
+    assert "In call to configurable" not in lines[-1] and "[[" not in lines[-1], lines[-1]
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]
     return lines[-1]

@@ -51,6 +51,8 @@ _GIN_PARSE = ("parse_config", "bind_parameter")
 # TensorFlow's own context in an OpError message: "{{function_node ...}}", "[[{{node x}}]]",
 # "[Op:IteratorGetNext] name: ".
 _TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}|\[\[.*?\]\]|\[Op:\w+\]( name: \S*)?", re.S)
+# gin's note on an exception raised inside a configurable function.
+_GIN_CALL_NOTE = re.compile(r"\s*In call to configurable '[^']*' \(<[^>]*>\)")
 HELP_FLAGS = ("-h", "--help", "-?", "--helpfull", "--helpshort")
 
 
@@ -111,7 +113,7 @@ def user_message(exc):
         message = f"gin config: {exc}"
     else:
         return None
-    return _one_line(message)
+    return _one_line(_GIN_CALL_NOTE.sub("", message))
 
 
 def run(main, fv):
