@@ -10,28 +10,37 @@ needs pycocotools (pip install -e ".[coco]").
 import os
 
 import _path  # noqa: F401
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import coco
 
-flags.DEFINE_string("coco_dir", None, "COCO root with annotations/ and image folders.")
-flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.")
-flags.DEFINE_list("splits", ["train", "val"], "Labeled splits to write.")
+FLAGS = program.flag_values()
+flags.DEFINE_string(
+    "coco_dir", None, "COCO root with annotations/ and image folders.", flag_values=FLAGS
+)
+flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.", flag_values=FLAGS)
+flags.DEFINE_list("splits", ["train", "val"], "Labeled splits to write.", flag_values=FLAGS)
 flags.DEFINE_string(
     "unlabeled_dir",
     None,
     'Optional folder of images written as image-only records in split "unlabeled".',
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_shards", 256, "Shards per split.")
-flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
-flags.DEFINE_bool("skip_bad", False, "Skip and report bad images instead of stopping.")
-flags.DEFINE_bool("resume", False, "Keep shards already written by an earlier run.")
-flags.mark_flags_as_required(["coco_dir", "output_dir"])
-FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_shards", 256, "Shards per split.", flag_values=FLAGS)
+flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "skip_bad", False, "Skip and report bad images instead of stopping.", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "resume", False, "Keep shards already written by an earlier run.", flag_values=FLAGS
+)
+flags.mark_flags_as_required(["coco_dir", "output_dir"], flag_values=FLAGS)
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     todo = {}
     for s in FLAGS.splits:
         todo[s] = (
@@ -47,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

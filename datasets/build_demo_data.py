@@ -10,26 +10,36 @@ classes.txt), the input of datasets/build_folder_data.py, to try that path end t
 import time
 
 import _path  # noqa: F401
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import demo
 
-flags.DEFINE_string("output_dir", "demo_data", "Folder for the TFRecords.")
-flags.DEFINE_integer("seed", 0, "Generation seed; the same seed gives the same data.")
+FLAGS = program.flag_values()
+flags.DEFINE_string("output_dir", "demo_data", "Folder for the TFRecords.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "seed", 0, "Generation seed; the same seed gives the same data.", flag_values=FLAGS
+)
 flags.DEFINE_bool(
     "as_folders",
     False,
     "Write PNG folders (images, masks, unlabeled, classes.txt) instead of TFRecords.",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_labeled", 64, "With --as_folders: images written with masks.")
 flags.DEFINE_integer(
-    "num_unlabeled", demo.DEMO_TRAIN - 64, "With --as_folders: images written without masks."
+    "num_labeled", 64, "With --as_folders: images written with masks.", flag_values=FLAGS
 )
-FLAGS = flags.FLAGS
+flags.DEFINE_integer(
+    "num_unlabeled",
+    demo.DEMO_TRAIN - 64,
+    "With --as_folders: images written without masks.",
+    flag_values=FLAGS,
+)
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     start = time.time()
     if FLAGS.as_folders:
         sizes = demo.export_demo_folders(
@@ -44,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

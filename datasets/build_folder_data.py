@@ -15,79 +15,103 @@ with `Experiment.dataset_name = 'OUTPUT_DIR/descriptor.json'`.
 import os
 
 import _path  # noqa: F401
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import folder
 
-flags.DEFINE_string("images", None, "Folder of images (ids = file stems).")
-flags.DEFINE_string("masks", None, "Folder of masks with the same stems as the images.")
-flags.DEFINE_string("unlabeled", None, "Optional folder of images without masks.")
-flags.DEFINE_string("classes", None, "classes.txt: one class name per line, background first.")
-flags.DEFINE_string("output_dir", None, "Folder for the TFRecords and descriptor.json.")
-flags.DEFINE_float("val_fraction", 0.1, "Fraction of the labeled images held out as val.")
+FLAGS = program.flag_values()
+flags.DEFINE_string("images", None, "Folder of images (ids = file stems).", flag_values=FLAGS)
+flags.DEFINE_string(
+    "masks", None, "Folder of masks with the same stems as the images.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "unlabeled", None, "Optional folder of images without masks.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "classes", None, "classes.txt: one class name per line, background first.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "output_dir", None, "Folder for the TFRecords and descriptor.json.", flag_values=FLAGS
+)
+flags.DEFINE_float(
+    "val_fraction", 0.1, "Fraction of the labeled images held out as val.", flag_values=FLAGS
+)
 flags.DEFINE_string(
     "label_map",
     None,
     "RAW:CLASS pairs applied to mask values first, "
     "e.g. 0:0,255:1; a value mapped to 255 is ignored.",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("seed", 0, "Seed of the train/val split.")
+flags.DEFINE_integer("seed", 0, "Seed of the train/val split.", flag_values=FLAGS)
 flags.DEFINE_bool(
     "allow_missing_masks",
     False,
     "Write images of --images that have no mask as unlabeled instead of stopping.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
-    "name", None, "Dataset name in the descriptor (default: the output folder name)."
+    "name",
+    None,
+    "Dataset name in the descriptor (default: the output folder name).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "train_crop_size", None, "Default training crop (default: min(513, eval crop))."
+    "train_crop_size",
+    None,
+    "Default training crop (default: min(513, eval crop)).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "eval_crop_size", None, "Eval crop (default: smallest 16k+1 >= the largest image side)."
+    "eval_crop_size",
+    None,
+    "Eval crop (default: smallest 16k+1 >= the largest image side).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_bool(
     "extra_split",
     True,
     "Also write 'extra' = train + unlabeled (the "
     "PseudoSeg extra set), when there are unlabeled images.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_bool(
     "class_weights",
     False,
     "Also write class_weights.json (inverse "
     "pixel frequency over the train split, mean 1 over present classes).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_shards", 4, "Shards per split.")
-flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
-flags.DEFINE_bool("overwrite", False, "Replace an earlier build in --output_dir.")
-flags.mark_flags_as_required(["images", "masks", "classes", "output_dir"])
-FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_shards", 4, "Shards per split.", flag_values=FLAGS)
+flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "overwrite", False, "Replace an earlier build in --output_dir.", flag_values=FLAGS
+)
+flags.mark_flags_as_required(["images", "masks", "classes", "output_dir"], flag_values=FLAGS)
 
 
-def main(argv):
-    del argv
-    try:
-        path = folder.build_folder(
-            FLAGS.images,
-            FLAGS.masks,
-            FLAGS.classes,
-            FLAGS.output_dir,
-            unlabeled_dir=FLAGS.unlabeled,
-            val_fraction=FLAGS.val_fraction,
-            label_map=FLAGS.label_map,
-            seed=FLAGS.seed,
-            allow_missing_masks=FLAGS.allow_missing_masks,
-            name=FLAGS.name,
-            train_crop_size=FLAGS.train_crop_size,
-            eval_crop_size=FLAGS.eval_crop_size,
-            num_shards=FLAGS.num_shards,
-            num_workers=FLAGS.num_workers,
-            write_extra=FLAGS.extra_split,
-            overwrite=FLAGS.overwrite,
-        )
-    except folder.image_io.BadPairError as e:
-        raise app.UsageError(str(e)) from None
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
+    path = folder.build_folder(
+        FLAGS.images,
+        FLAGS.masks,
+        FLAGS.classes,
+        FLAGS.output_dir,
+        unlabeled_dir=FLAGS.unlabeled,
+        val_fraction=FLAGS.val_fraction,
+        label_map=FLAGS.label_map,
+        seed=FLAGS.seed,
+        allow_missing_masks=FLAGS.allow_missing_masks,
+        name=FLAGS.name,
+        train_crop_size=FLAGS.train_crop_size,
+        eval_crop_size=FLAGS.eval_crop_size,
+        num_shards=FLAGS.num_shards,
+        num_workers=FLAGS.num_workers,
+        write_extra=FLAGS.extra_split,
+        overwrite=FLAGS.overwrite,
+    )
     from wss.data import descriptors
 
     desc = descriptors.load_descriptor(path)
@@ -108,4 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

@@ -9,26 +9,40 @@ values in [0, 21) or 255); shards are written atomically, in parallel.
 """
 
 import _path  # noqa: F401
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import voc
 
-flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).")
-flags.DEFINE_string("aug_label_dir", None, "SegmentationClassAug folder of index PNGs.")
-flags.DEFINE_string("sbd_dir", None, "SBD's dataset/cls folder of .mat labels (scipy).")
-flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.")
-flags.DEFINE_list("splits", ["train", "val", "train_aug"], "VOC splits to write.")
-flags.DEFINE_multi_string("id_list", [], "Extra split as name=path of an id list.")
-flags.DEFINE_integer("num_shards", 4, "Shards per split.")
-flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
-flags.DEFINE_bool("skip_bad", False, "Skip and report bad pairs instead of stopping.")
-flags.DEFINE_bool("resume", False, "Keep shards already written by an earlier run.")
-flags.mark_flags_as_required(["voc_dir", "output_dir"])
-FLAGS = flags.FLAGS
+FLAGS = program.flag_values()
+flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).", flag_values=FLAGS)
+flags.DEFINE_string(
+    "aug_label_dir", None, "SegmentationClassAug folder of index PNGs.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "sbd_dir", None, "SBD's dataset/cls folder of .mat labels (scipy).", flag_values=FLAGS
+)
+flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "splits", ["train", "val", "train_aug"], "VOC splits to write.", flag_values=FLAGS
+)
+flags.DEFINE_multi_string(
+    "id_list", [], "Extra split as name=path of an id list.", flag_values=FLAGS
+)
+flags.DEFINE_integer("num_shards", 4, "Shards per split.", flag_values=FLAGS)
+flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "skip_bad", False, "Skip and report bad pairs instead of stopping.", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "resume", False, "Keep shards already written by an earlier run.", flag_values=FLAGS
+)
+flags.mark_flags_as_required(["voc_dir", "output_dir"], flag_values=FLAGS)
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     id_lists = dict(item.split("=", 1) for item in FLAGS.id_list)
     written = voc.build_voc(
         FLAGS.voc_dir,
@@ -46,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

@@ -12,33 +12,41 @@ import math
 import os
 
 import _path  # noqa: F401
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import class_stats, descriptors, reader, splits
 
-flags.DEFINE_string("dataset", "pascal_voc_seg", "Registered dataset name.")
-flags.DEFINE_string("dataset_dir", None, "Folder of the TFRecords.")
-flags.DEFINE_string("split", "train", "Split to draw from.")
+FLAGS = program.flag_values()
+flags.DEFINE_string("dataset", "pascal_voc_seg", "Registered dataset name.", flag_values=FLAGS)
+flags.DEFINE_string("dataset_dir", None, "Folder of the TFRecords.", flag_values=FLAGS)
+flags.DEFINE_string("split", "train", "Split to draw from.", flag_values=FLAGS)
 flags.DEFINE_list(
-    "fractions", None, "Denominators, e.g. 2,4,8,16 (default: the dataset's paper fractions)."
+    "fractions",
+    None,
+    "Denominators, e.g. 2,4,8,16 (default: the dataset's paper fractions).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("min_per_class", 1, "Every class must be in at least k images.")
-flags.DEFINE_integer("seed", 8888, "Sampling seed (recorded in the output).")
-flags.DEFINE_integer("num_draws", 1, "Independent subsets per fraction.")
-flags.DEFINE_string("output_dir", "splits", "Folder for the id lists.")
+flags.DEFINE_integer(
+    "min_per_class", 1, "Every class must be in at least k images.", flag_values=FLAGS
+)
+flags.DEFINE_integer("seed", 8888, "Sampling seed (recorded in the output).", flag_values=FLAGS)
+flags.DEFINE_integer("num_draws", 1, "Independent subsets per fraction.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", "splits", "Folder for the id lists.", flag_values=FLAGS)
 flags.DEFINE_string(
     "check",
     None,
     "Instead of sampling: check this id list against --extra_split and report the overlap.",
+    flag_values=FLAGS,
 )
-flags.DEFINE_string("extra_split", "train_aug", "Extra split for --check.")
-flags.mark_flag_as_required("dataset_dir")
-FLAGS = flags.FLAGS
+flags.DEFINE_string("extra_split", "train_aug", "Extra split for --check.", flag_values=FLAGS)
+flags.mark_flag_as_required("dataset_dir", flag_values=FLAGS)
 
 
 def _check():
     labeled = splits.read_id_list(FLAGS.check)
     scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
+    reader.select_ids(scans, labeled, FLAGS.check)
     extra = [reader.image_id(i) for s in scans for i in s.ids]
     rep = splits.check_labeled_against_extra(labeled, extra)
     print(
@@ -48,8 +56,9 @@ def _check():
     )
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     if FLAGS.check:
         _check()
         return
@@ -83,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

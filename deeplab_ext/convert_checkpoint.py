@@ -8,22 +8,34 @@ optionally runs one forward pass as a sanity check, saves `.weights.h5`, and pri
 many tensors were loaded, skipped, missing and unused.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from wss import program
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("tf1_checkpoint", None, "TF1 checkpoint prefix or directory.")
-flags.DEFINE_string("output", None, "Output path ending in .weights.h5.")
-flags.DEFINE_integer("num_classes", 21, "Classes including background.")
-flags.DEFINE_string("backbone", "xception_65", "Backbone variant.")
-flags.DEFINE_integer("output_stride", 16, "Output stride 8, 16 or 32.")
-flags.DEFINE_list("atrous_rates", ["6", "12", "18"], "ASPP atrous rates.")
-flags.DEFINE_integer("decoder_output_stride", 4, "Decoder output stride (0 = no decoder).")
-flags.DEFINE_boolean("skip_logits", False, "Leave the logits layers out (ImageNet weights).")
-flags.DEFINE_boolean("allow_missing", False, "Keep initial values of weights not in the file.")
-flags.DEFINE_boolean("allow_unused", False, "Ignore checkpoint tensors that match nothing.")
-flags.DEFINE_integer("check_crop", 65, "Crop of a sanity forward pass (0 = skip).")
+FLAGS = program.flag_values()
+flags.DEFINE_string(
+    "tf1_checkpoint", None, "TF1 checkpoint prefix or directory.", flag_values=FLAGS
+)
+flags.DEFINE_string("output", None, "Output path ending in .weights.h5.", flag_values=FLAGS)
+flags.DEFINE_integer("num_classes", 21, "Classes including background.", flag_values=FLAGS)
+flags.DEFINE_string("backbone", "xception_65", "Backbone variant.", flag_values=FLAGS)
+flags.DEFINE_integer("output_stride", 16, "Output stride 8, 16 or 32.", flag_values=FLAGS)
+flags.DEFINE_list("atrous_rates", ["6", "12", "18"], "ASPP atrous rates.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "decoder_output_stride", 4, "Decoder output stride (0 = no decoder).", flag_values=FLAGS
+)
+flags.DEFINE_boolean(
+    "skip_logits", False, "Leave the logits layers out (ImageNet weights).", flag_values=FLAGS
+)
+flags.DEFINE_boolean(
+    "allow_missing", False, "Keep initial values of weights not in the file.", flag_values=FLAGS
+)
+flags.DEFINE_boolean(
+    "allow_unused", False, "Ignore checkpoint tensors that match nothing.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "check_crop", 65, "Crop of a sanity forward pass (0 = skip).", flag_values=FLAGS
+)
 
 
 def convert(tf1_checkpoint, output, **model_kwargs):
@@ -49,10 +61,11 @@ def convert(tf1_checkpoint, output, **model_kwargs):
     return report
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     if not FLAGS.tf1_checkpoint or not FLAGS.output:
-        sys.exit("both --tf1_checkpoint and --output are required")
+        raise program.UsageError("both --tf1_checkpoint and --output are required")
     report = convert(
         FLAGS.tf1_checkpoint,
         FLAGS.output,
@@ -74,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

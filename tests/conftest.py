@@ -20,6 +20,18 @@ MANIFEST_FILES = {
     "resnet_v1_101_beta": "resnet_v1_101_beta_variables.tsv",
 }
 
+# gin bindings of a tiny model and batch that trains in seconds on a CPU (for the tests
+# that run the training command line).
+TINY_TRAIN_PARAMS = (
+    "ModelSettings.width_multiplier = 0.0625",
+    "ModelSettings.middle_flow_units = 1",
+    "ModelSettings.aspp_depth = 8",
+    "ModelSettings.decoder_depth = 8",
+    "Experiment.crop_size = 33",
+    "Experiment.labeled_batch_size = 2",
+    "Experiment.extra_batch_size = 2",
+)
+
 
 def manifest_path(variant):
     """The official variable manifest (name, shape, dtype per line) of a DeepLab backbone."""

@@ -9,8 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
-from wss import colormap, export, predict
-from wss import eval as wss_eval
+from wss import colormap, evaluation, export, predict, serving
 from wss.data import pipeline
 
 
@@ -50,7 +49,9 @@ def _eval_batches(exported):
     """(batch, eval predictions, in-memory logits) of the demo val split."""
     out = []
     ds = pipeline.eval_dataset(exported["data"], 3, split="val", dataset_name="demo")
-    wss_eval.evaluate(exported["model"], ds, NUM_CLASSES, on_batch=lambda b, p: out.append((b, p)))
+    evaluation.evaluate(
+        exported["model"], ds, NUM_CLASSES, on_batch=lambda b, p: out.append((b, p))
+    )
     return [(b, p, exported["model"].deeplab.predict_logits(b["image"]).numpy()) for b, p in out]
 
 
@@ -89,7 +90,7 @@ def test_batched_and_oversized_inputs(exported):
     assert out["probabilities"].shape == (2, 70, 40, NUM_CLASSES)
     single = sig(images=images[1:])
     np.testing.assert_array_equal(single["class_map"].numpy()[0], out["class_map"][1])
-    meta = export.load_metadata(exported["dir"])
+    meta = serving.load_metadata(exported["dir"])
     assert meta["num_classes"] == NUM_CLASSES and meta["crop_size"] == 65
     assert meta["dataset"] == "demo" and meta["checkpoint"].endswith("ckpt-3")
     # The palette travels with the export, so predict needs no dataset.
@@ -158,7 +159,7 @@ def test_export_requires_export_dir(tmp_path):
 
 def test_pad_to_crop_uses_eval_padding():
     images = tf.ones([1, 3, 5, 3])
-    padded = export.pad_to_crop(images, 6).numpy()
+    padded = serving.pad_to_crop(images, 6).numpy()
     assert padded.shape == (1, 6, 6, 3)
     assert (padded[0, 3:] == 127.5).all() and (padded[0, :, 5:] == 127.5).all()
     assert (padded[0, :3, :5] == 1).all()

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import pretrain
+from wss import pretrain, pretraining
 from wss.data import demo
 from wss.experiment import ModelSettings
 
 SMALL = ModelSettings(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8)
-QUICK = pretrain.PretrainConfig(num_images=6, steps=3, batch_size=2)
+QUICK = pretraining.PretrainConfig(num_images=6, steps=3, batch_size=2)
 
 
 def test_image_level_labels_mark_present_foreground_classes():
     masks = np.array([[[0, 1], [1, 255]], [[3, 3], [0, 5]], [[0, 0], [255, 0]]])
     expected = [[1, 0, 0, 0, 0], [0, 0, 1, 0, 1], [0, 0, 0, 0, 0]]
-    np.testing.assert_array_equal(pretrain.image_level_labels(masks, 6), expected)
+    np.testing.assert_array_equal(pretraining.image_level_labels(masks, 6), expected)
 
 
 def test_pretrain_images_are_apart_from_train_and_val():
@@ -27,18 +27,18 @@ def test_pretrain_images_are_apart_from_train_and_val():
     indices = {i for _, i, _ in items}
     assert not indices & {i for _, i, _ in demo.train_items(0)}
     assert not indices & {i for _, i, _ in demo.val_items(0)}
-    images, targets = pretrain.pretrain_arrays(pretrain.PretrainConfig(num_images=5))
+    images, targets = pretraining.pretrain_arrays(pretraining.PretrainConfig(num_images=5))
     assert images.shape == (5, demo.MAX_SIZE + 1, demo.MAX_SIZE + 1, 3)
     _, masks = demo.padded_arrays(demo.pretrain_items(0, 5))
-    np.testing.assert_array_equal(targets, pretrain.image_level_labels(masks, demo.NUM_CLASSES))
+    np.testing.assert_array_equal(targets, pretraining.image_level_labels(masks, demo.NUM_CLASSES))
     assert targets.sum(axis=1).min() >= 1  # every demo image holds an object
 
 
 def test_pretraining_lowers_the_classification_loss():
-    images, targets = pretrain.pretrain_arrays(pretrain.PretrainConfig(num_images=4))
-    model = pretrain.build_classifier(demo.NUM_CLASSES, SMALL)
-    config = pretrain.PretrainConfig(steps=60, batch_size=4, learning_rate=3e-3)
-    result = pretrain.pretrain(
+    images, targets = pretraining.pretrain_arrays(pretraining.PretrainConfig(num_images=4))
+    model = pretraining.build_classifier(demo.NUM_CLASSES, SMALL)
+    config = pretraining.PretrainConfig(steps=60, batch_size=4, learning_rate=3e-3)
+    result = pretraining.pretrain(
         model, images, targets, config, log_every=10, print_fn=lambda *_: None
     )
     assert result["final_loss"] < 0.7 * result["first_loss"], result
@@ -48,8 +48,8 @@ def test_checkpoint_holds_the_backbone_and_initialises_a_model_like_imagenet(tmp
     from wss.model import PseudoSegModel
     from wss.train import initialize
 
-    model = pretrain.build_classifier(demo.NUM_CLASSES, SMALL)
-    prefix = pretrain.save_backbone(model, str(tmp_path / "model.ckpt"))
+    model = pretraining.build_classifier(demo.NUM_CLASSES, SMALL)
+    prefix = pretraining.save_backbone(model, str(tmp_path / "model.ckpt"))
     names = set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
     scope = model.backbone.scope
     assert names == set(model.backbone.tf1_variable_map())
@@ -72,18 +72,19 @@ def test_checkpoint_holds_the_backbone_and_initialises_a_model_like_imagenet(tmp
 
 def test_demo_backbone_is_built_once_per_settings(tmp_path):
     lines = []
-    first = pretrain.ensure_demo_backbone(str(tmp_path), SMALL, QUICK, print_fn=lines.append)
+    first = pretraining.ensure_demo_backbone(str(tmp_path), SMALL, QUICK, print_fn=lines.append)
     assert any(line.startswith("pretraining the demo backbone") for line in lines)
     assert os.path.exists(first + ".index")
     lines.clear()
     assert (
-        pretrain.ensure_demo_backbone(str(tmp_path), SMALL, QUICK, print_fn=lines.append) == first
+        pretraining.ensure_demo_backbone(str(tmp_path), SMALL, QUICK, print_fn=lines.append)
+        == first
     )
     assert not lines  # cached
-    other = pretrain.ensure_demo_backbone(
+    other = pretraining.ensure_demo_backbone(
         str(tmp_path),
         SMALL,
-        pretrain.PretrainConfig(num_images=6, steps=2, batch_size=2),
+        pretraining.PretrainConfig(num_images=6, steps=2, batch_size=2),
         print_fn=lines.append,
     )
     assert other != first and lines
@@ -91,18 +92,19 @@ def test_demo_backbone_is_built_once_per_settings(tmp_path):
 
 def test_config_rejects_non_positive_values():
     with pytest.raises(ValueError, match="PretrainConfig.steps = 0"):
-        pretrain.PretrainConfig(steps=0)
+        pretraining.PretrainConfig(steps=0)
     with pytest.raises(ValueError, match="learning_rate"):
-        pretrain.PretrainConfig(learning_rate=0.0)
+        pretraining.PretrainConfig(learning_rate=0.0)
 
 
 def test_resolve_init_checkpoint():
     assert (
-        pretrain.resolve_init_checkpoint("/ckpt/model.ckpt", "coco", "/data") == "/ckpt/model.ckpt"
+        pretraining.resolve_init_checkpoint("/ckpt/model.ckpt", "coco", "/data")
+        == "/ckpt/model.ckpt"
     )
-    assert pretrain.resolve_init_checkpoint(None, "demo", "/data") is None
+    assert pretraining.resolve_init_checkpoint(None, "demo", "/data") is None
     with pytest.raises(ValueError, match="only serves dataset 'demo'"):
-        pretrain.resolve_init_checkpoint(pretrain.DEMO_BACKBONE, "pascal_voc_seg", "/data")
+        pretraining.resolve_init_checkpoint(pretraining.DEMO_BACKBONE, "pascal_voc_seg", "/data")
 
 
 def test_cli_writes_a_checkpoint_and_requires_output(tmp_path):

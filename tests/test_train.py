@@ -114,9 +114,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, de
         "TrainLoop.log_every = 1",
     )
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
     match = re.search(
-        r"ERROR: loss became (nan|inf|-inf) at step (\d+).*Last good checkpoint: (\S+)\.",
+        r"error: loss became (nan|inf|-inf) at step (\d+).*Last good checkpoint: (\S+)\.",
         out.stderr,
     )
     assert match, out.stderr

@@ -22,7 +22,6 @@ back after every batch, so the model is left as it was.
 import contextlib
 import json
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +29,7 @@ from absl import flags
 from PIL import Image, ImageDraw
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
-from wss import metrics, restore
+from wss import metrics, program, restore
 from wss.method import fusion
 
 VARIANTS = (
@@ -255,7 +254,7 @@ def format_table(results):
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)
 flags.DEFINE_string(
@@ -279,7 +278,7 @@ def main(argv=None):
     """CLI entry point; returns (results, json path, png path)."""
     from wss.data import pipeline
 
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
@@ -331,7 +330,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except restore.RestoreError as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

@@ -29,19 +29,19 @@ row with std error bars).
 import json
 import os
 import re
-import sys
 import time
 
 import gin
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 from PIL import Image, ImageDraw
 
-from wss import calibration, pseudo_label, restore
+from wss import calibration, program, pseudo_label, restore
 from wss import train as train_lib
 from wss.data import pipeline
+from wss.errors import UserError
 from wss.experiment import Experiment, build_model, resolve_dataset_dir, resolve_path
 
 DEFAULT_GIN = "gin/demo.gin"
@@ -96,7 +96,7 @@ CHART_SLOT = 96
 CHART_MIN_WIDTH = 320  # room for the title
 
 
-class CompareError(RuntimeError):
+class CompareError(UserError, RuntimeError):
     """A comparison cannot run as asked (bad row, conflicting run directory, ...)."""
 
 
@@ -617,7 +617,7 @@ def write_outputs(summary, output_dir):
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 flags.DEFINE_string(
     "output_dir", "runs/compare", "Where the runs and compare.* go.", flag_values=FLAGS
 )
@@ -653,7 +653,7 @@ flags.DEFINE_integer(
 
 def main(argv=None):
     """CLI entry point; returns the summary dict (None for --help)."""
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
     try:
         seeds = [int(s) for s in FLAGS.seeds]
@@ -675,7 +675,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except (CompareError, restore.RestoreError, app.UsageError, train_lib.NonFiniteLossError) as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

@@ -17,6 +17,7 @@ from wss.data import (
     augment,  # noqa: F401  registers AugmentConfig, StrongConfig with gin
     descriptors,
 )
+from wss.errors import ConfigError
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart, ReleaseMomentum
@@ -152,7 +153,7 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None):
     default = descriptors.default_dataset_dir(dataset_name)
     if default:
         return default
-    raise ValueError(
+    raise ConfigError(
         f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
         "DeepLab-format TFRecords; see the README's Data section)"
     )

@@ -8,15 +8,15 @@ the dataset's colour map, so the files are both label maps and viewable pictures
 
 import glob
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from wss import colormap
-from wss.export import load_metadata
+from wss import colormap, program
+from wss.errors import InputError
+from wss.serving import load_metadata
 
 
 def find_inputs(patterns):
@@ -70,7 +70,7 @@ def predict_files(export_dir, files, output_dir):
         try:
             out = predict(image_bytes=tf.constant(data))
         except tf.errors.InvalidArgumentError as e:
-            raise ValueError(f"cannot decode {path!r} as an image: {e.message}") from e
+            raise InputError(f"cannot decode {path!r} as an image: {e.message}") from e
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         target = os.path.join(output_dir, name)
         write_label_png(target, out["class_map"].numpy()[0], cmap)
@@ -78,7 +78,7 @@ def predict_files(export_dir, files, output_dir):
     return written
 
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 flags.DEFINE_string("export_dir", None, "SavedModel directory from wss.export.", flag_values=FLAGS)
 flags.DEFINE_multi_string("input", [], "Image files or glob patterns.", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Where the PNG label maps go.", flag_values=FLAGS)
@@ -86,12 +86,10 @@ flags.DEFINE_string("output_dir", None, "Where the PNG label maps go.", flag_val
 
 def main(argv=None):
     """CLI entry point; returns the written paths."""
-    from wss.restore import parse_flags
-
-    if not parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return []
     if not FLAGS.export_dir or not FLAGS.input or not FLAGS.output_dir:
-        raise ValueError("pass --export_dir, --input (one or more) and --output_dir.")
+        raise program.UsageError("pass --export_dir, --input (one or more) and --output_dir.")
     written = predict_files(FLAGS.export_dir, find_inputs(FLAGS.input), FLAGS.output_dir)
     for path in written:
         print(path)
@@ -100,7 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

@@ -39,7 +39,6 @@ import glob
 import json
 import os
 import re
-import sys
 import time
 from typing import List, Optional
 
@@ -47,9 +46,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from wss import eval as wss_eval
-from wss import metrics, restore
+from wss import evaluation, metrics, program, restore
 from wss.data import augment, image_io, pipeline, reader, records, schema
+from wss.errors import UserError
 
 IGNORE_LABEL = 255
 DEFAULT_THRESHOLD = 0.5
@@ -58,7 +57,7 @@ REPORT_NAME = "pseudo_label_report.json"
 STATS_DIR = ".pseudo_label_stats"
 
 
-class PseudoLabelError(RuntimeError):
+class PseudoLabelError(UserError, RuntimeError):
     """Pseudo labels cannot be written as asked (names the problem and the fix)."""
 
 
@@ -90,7 +89,7 @@ def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False,
     """
     if merge not in ("probs", "logits"):
         raise ValueError(f"merge must be 'probs' or 'logits', got {merge!r}")
-    out_fn = wss_eval.make_logits_fn(model, scales, flip, merge)
+    out_fn = evaluation.make_logits_fn(model, scales, flip, merge)
 
     @tf.function(reduce_retracing=True)
     def label_fn(images):
@@ -553,7 +552,7 @@ def format_report(report):
 
 # ------------------------------------------------------------------------------- CLI
 
-FLAGS = flags.FlagValues()
+FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(
     FLAGS, split_help="Split to pseudo-label (default: Experiment.extra_split)."
@@ -603,7 +602,7 @@ def main(argv=None):
     """CLI entry point; returns the report dict (None for --help)."""
     from wss import experiment
 
-    if not restore.parse_flags(FLAGS, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
     if not fv.output_dir:
@@ -646,7 +645,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv)
-    except restore.RestoreError as e:
-        sys.exit(f"error: {e}")
+    program.run(main, FLAGS)

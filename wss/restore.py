@@ -12,7 +12,6 @@ its own FlagValues so that importing several tools in one process never clashes)
 import dataclasses
 import os
 import re
-import sys
 
 import gin
 import tensorflow as tf
@@ -20,14 +19,15 @@ from absl import flags
 
 # Imported for their gin registrations (Experiment, ModelSettings, MethodOptions,
 # eval_dataset), so gin files that bind them parse with skip_unknown=False.
-from wss import experiment
+from wss import experiment, program
 from wss.checkpointing import training_checkpoint
 from wss.data import pipeline  # noqa: F401
+from wss.errors import UserError
 
 OPERATIVE_CONFIG = "operative_config.gin"
 
 
-class RestoreError(RuntimeError):
+class RestoreError(UserError, RuntimeError):
     """A checkpoint or gin file could not be found or does not fit the model."""
 
 
@@ -196,14 +196,8 @@ def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_spl
 
 
 def parse_flags(fv, argv):
-    """Parses argv into `fv`; prints help and returns False for -h/--help."""
-    argv = list(argv if argv is not None else sys.argv)
-    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        print(fv.get_help())
-        return False
-    fv.unparse_flags()
-    fv(argv)
-    return True
+    """Parses argv into `fv` (wss.program.parse_flags; kept for wss.vis)."""
+    return program.parse_flags(fv, argv)
 
 
 @dataclasses.dataclass

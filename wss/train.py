@@ -13,20 +13,20 @@ built-in demo dataset is generated into ./demo_data when absent.
 
 import math
 import os
-import sys
 import time
 
 import gin
 import keras
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
 from deeplab_ext.resize import resize_bilinear
-from wss import distribute
+from wss import distribute, evaluation, program
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
 from wss.data.augment import AugmentConfig, StrongConfig, cutout_advice
+from wss.errors import NonFiniteLossError
 from wss.experiment import (
     Experiment,
     ModelSettings,
@@ -38,34 +38,49 @@ from wss.experiment import (
 )
 from wss.method import fusion
 from wss.method.options import MethodOptions
-from wss.pretrain import resolve_init_checkpoint
+from wss.pretraining import resolve_init_checkpoint
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "gin config files (later ones override).")
-flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. 'Experiment.num_steps = 10'.")
-flags.DEFINE_string("model_dir", None, "Where checkpoints, summaries and the config go.")
-flags.DEFINE_string("dataset_dir", None, "Folder of DeepLab-format TFRecords.")
-flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy.")
-flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
+FLAGS = program.flag_values()
+flags.DEFINE_multi_string(
+    "gin_file", [], "gin config files (later ones override).", flag_values=FLAGS
+)
+flags.DEFINE_multi_string(
+    "gin_param", [], "gin bindings, e.g. 'Experiment.num_steps = 10'.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "model_dir", None, "Where checkpoints, summaries and the config go.", flag_values=FLAGS
+)
+flags.DEFINE_string("dataset_dir", None, "Folder of DeepLab-format TFRecords.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "strategy", "default", list(distribute.STRATEGIES), "tf.distribute strategy.", flag_values=FLAGS
+)
+flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.", flag_values=FLAGS)
 flags.DEFINE_enum(
     "precision",
     "float32",
     ["float32", "mixed_float16", "mixed_bfloat16"],
     "Compute precision (losses stay float32).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "log_every", None, "Steps between progress lines (default: TrainLoop.log_every)."
+    "log_every",
+    None,
+    "Steps between progress lines (default: TrainLoop.log_every).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "checkpoint_every", None, "Steps between checkpoints (default: TrainLoop.checkpoint_every)."
+    "checkpoint_every",
+    None,
+    "Steps between checkpoints (default: TrainLoop.checkpoint_every).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("images_every", 500, "Steps between image summaries (0 = never).")
-flags.DEFINE_integer("max_checkpoints", 5, "Checkpoints kept.")
-flags.DEFINE_boolean("eval_at_end", True, "Evaluate the final model on Experiment.eval_split.")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf loss."""
+flags.DEFINE_integer(
+    "images_every", 500, "Steps between image summaries (0 = never).", flag_values=FLAGS
+)
+flags.DEFINE_integer("max_checkpoints", 5, "Checkpoints kept.", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "eval_at_end", True, "Evaluate the final model on Experiment.eval_split.", flag_values=FLAGS
+)
 
 
 def labeled_ids(exp, dataset_dir):
@@ -340,8 +355,6 @@ def train(
 
 def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
     """Evaluates `checkpoint` on Experiment.eval_split: table, JSON and summaries."""
-    from wss import eval as wss_eval  # the evaluation tool; imported only when used
-
     exp = Experiment()
     desc = exp.descriptor
 
@@ -355,7 +368,7 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
         )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    return wss_eval.evaluate_checkpoint(
+    return evaluation.evaluate_checkpoint(
         model,
         checkpoint,
         dataset_fn,
@@ -369,32 +382,63 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
     )
 
 
-def main(argv):
-    del argv
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir is required")
-    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=False)
-    start = time.time()
-    try:
-        model, _, dataset_dir, checkpoint = train(
-            FLAGS.model_dir,
-            FLAGS.dataset_dir,
-            FLAGS.strategy,
-            FLAGS.tpu,
-            FLAGS.precision,
-            FLAGS.log_every,
-            FLAGS.checkpoint_every,
-            FLAGS.images_every,
-            FLAGS.max_checkpoints,
+def describe_run(exp, settings, options, dataset_dir, model_dir, checkpoint_every):
+    """The lines a training run starts with: what runs on which data, and where outputs go."""
+    desc = exp.descriptor
+    sets = f"labeled {exp.labeled_split!r}" + (
+        f" (ids of {exp.labeled_id_list})" if exp.labeled_id_list else ""
+    )
+    batches = f"batch {exp.labeled_batch_size} labeled"
+    if options.mode != "supervised":
+        sets += f", extra {exp.extra_split!r}" + (
+            f" (ids of {exp.extra_id_list})" if exp.extra_id_list else ""
         )
-    except NonFiniteLossError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        sys.exit(3)
+        batches += f" + {exp.extra_batch_size} extra"
+    width = "" if settings.width_multiplier == 1 else f", width x{settings.width_multiplier:g}"
+    return [
+        f"training {'the supervised baseline' if options.mode == 'supervised' else 'PseudoSeg'}"
+        f" (mode {options.mode}) on {desc.name} ({desc.num_classes} classes) from {dataset_dir}",
+        f"  data: {sets}; evaluation on {exp.eval_split!r}",
+        f"  model: DeepLabv3+ {settings.backbone}, output stride {settings.output_stride}"
+        f"{width}, ASPP/decoder depth {settings.aspp_depth}/{settings.decoder_depth}",
+        f"  steps: {exp.num_steps}, {batches}, crop {exp.crop_size}, "
+        f"learning rate {exp.learning_rate:g}, seed {exp.seed}",
+        f"  outputs: {os.path.abspath(model_dir)} (a checkpoint every {checkpoint_every} steps"
+        ", TensorBoard summaries, operative_config.gin)",
+    ]
+
+
+def main(argv=None):
+    """Trains, then evaluates; returns the final logs (tests call main([...]))."""
+    if not program.parse_flags(FLAGS, argv):
+        return None
+    if not FLAGS.model_dir:
+        raise program.UsageError("--model_dir is required")
+    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=False)
+    exp = Experiment()
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, FLAGS.dataset_dir)
+    every = FLAGS.checkpoint_every or TrainLoop().checkpoint_every
+    for line in describe_run(
+        exp, ModelSettings(), MethodOptions(), dataset_dir, FLAGS.model_dir, every
+    ):
+        print(line, flush=True)
+    start = time.time()
+    model, logs, dataset_dir, checkpoint = train(
+        FLAGS.model_dir,
+        dataset_dir,
+        FLAGS.strategy,
+        FLAGS.tpu,
+        FLAGS.precision,
+        FLAGS.log_every,
+        FLAGS.checkpoint_every,
+        FLAGS.images_every,
+        FLAGS.max_checkpoints,
+    )
     print(f"training took {_eta(time.time() - start)}")
     if FLAGS.eval_at_end and checkpoint:
         result = evaluate_final(model, checkpoint, FLAGS.model_dir, dataset_dir)
         print(
-            f"final mIoU on {Experiment().eval_split}: {100 * result['miou']:.2f}%  "
+            f"final mIoU on {exp.eval_split}: {100 * result['miou']:.2f}%  "
             f"(details: {result['json_path']})"
         )
     out = os.path.abspath(FLAGS.model_dir)
@@ -402,7 +446,8 @@ def main(argv):
         f"outputs: checkpoints, operative_config.gin and eval JSON in {out}; "
         f"TensorBoard: tensorboard --logdir {out}"
     )
+    return logs
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

@@ -11,18 +11,23 @@ import tempfile
 import time
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
+from wss import program
 from wss.data import augment, demo, pipeline
 
-flags.DEFINE_string("dataset_dir", None, "TFRecord folder (default: demo data in a temp dir).")
-flags.DEFINE_string("dataset", "demo", "Registered dataset name.")
-flags.DEFINE_string("split", "train", "Split to read.")
-flags.DEFINE_integer("crop", 513, "Training crop size.")
-flags.DEFINE_integer("batch_size", 8, "Batch size.")
-flags.DEFINE_integer("steps", 20, "Timed batches (after 3 warm-up batches).")
-flags.DEFINE_integer("num_parallel_calls", -1, "Parallel map calls (-1 = AUTOTUNE).")
-FLAGS = flags.FLAGS
+FLAGS = program.flag_values()
+flags.DEFINE_string(
+    "dataset_dir", None, "TFRecord folder (default: demo data in a temp dir).", flag_values=FLAGS
+)
+flags.DEFINE_string("dataset", "demo", "Registered dataset name.", flag_values=FLAGS)
+flags.DEFINE_string("split", "train", "Split to read.", flag_values=FLAGS)
+flags.DEFINE_integer("crop", 513, "Training crop size.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 8, "Batch size.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 20, "Timed batches (after 3 warm-up batches).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "num_parallel_calls", -1, "Parallel map calls (-1 = AUTOTUNE).", flag_values=FLAGS
+)
 
 
 def images_per_second(ds: tf.data.Dataset, batch_size: int, steps: int) -> float:
@@ -36,8 +41,9 @@ def images_per_second(ds: tf.data.Dataset, batch_size: int, steps: int) -> float
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    if not program.parse_flags(FLAGS, argv):
+        return None
     tmp = None
     data_dir = FLAGS.dataset_dir
     if data_dir is None:
@@ -70,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    program.run(main, FLAGS)

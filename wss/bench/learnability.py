@@ -28,11 +28,11 @@ from absl import flags
 
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
-from wss import metrics
+from wss import metrics, program
 from wss.data import demo
 from wss.experiment import ModelSettings
 from wss.method import losses
-from wss.restore import parse_flags, parse_gin
+from wss.restore import parse_gin
 
 
 def upsample(data, factor):
@@ -141,48 +141,46 @@ def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, o
     }
 
 
-def define_flags(fv):
-    """Registers the tool's flags on the FlagValues `fv`."""
-    flags.DEFINE_enum(
-        "model", "demo_deeplab", ["demo_deeplab", "plain_fcn"], "Model to train.", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "labeled",
-        "all",
-        ["all", "balanced"],
-        "Train masks: every train image, or the demo's class-balanced labeled set.",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer("steps", 1500, "Training steps.", flag_values=fv)
-    flags.DEFINE_integer("batch", 16, "Images per step.", flag_values=fv)
-    flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.", flag_values=fv)
-    flags.DEFINE_integer(
-        "input_scale",
-        1,
-        "Enlarge every image (and mask) this many times "
-        "before training and evaluation (objects of the demo are 12-36 px, "
-        "small for a stride-16 backbone).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer("num_val", demo.DEMO_VAL, "Val images generated.", flag_values=fv)
-    flags.DEFINE_integer(
-        "seed", 0, "Demo data seed (the demo's is 0) and training seed.", flag_values=fv
-    )
-    flags.DEFINE_multi_string(
-        "gin_file", ["gin/demo.gin"], "Config of demo_deeplab's model.", flag_values=fv
-    )
-    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
+FLAGS = program.flag_values()
+flags.DEFINE_enum(
+    "model", "demo_deeplab", ["demo_deeplab", "plain_fcn"], "Model to train.", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "labeled",
+    "all",
+    ["all", "balanced"],
+    "Train masks: every train image, or the demo's class-balanced labeled set.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("steps", 1500, "Training steps.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 16, "Images per step.", flag_values=FLAGS)
+flags.DEFINE_integer("num_train", demo.DEMO_TRAIN, "Train images generated.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "input_scale",
+    1,
+    "Enlarge every image (and mask) this many times "
+    "before training and evaluation (objects of the demo are 12-36 px, "
+    "small for a stride-16 backbone).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("num_val", demo.DEMO_VAL, "Val images generated.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "seed", 0, "Demo data seed (the demo's is 0) and training seed.", flag_values=FLAGS
+)
+flags.DEFINE_multi_string(
+    "gin_file", ["gin/demo.gin"], "Config of demo_deeplab's model.", flag_values=FLAGS
+)
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=FLAGS)
 
 
 def main(argv=None):
     """Command line entry; returns the result dict (None for --help)."""
-    fv = flags.FlagValues()
-    define_flags(fv)
-    if not parse_flags(fv, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
+    fv = FLAGS
     for name in ("steps", "batch", "num_train", "num_val", "input_scale"):
         if fv[name].value < 1:
-            raise ValueError(f"--{name}={fv[name].value}: must be at least 1.")
+            raise program.UsageError(f"--{name}={fv[name].value}: must be at least 1.")
     train_items = demo.train_items(fv.seed, fv.num_train)
     if fv.labeled == "balanced":
         chosen = set(
@@ -217,4 +215,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    program.run(main, FLAGS)

@@ -28,52 +28,51 @@ import tensorflow as tf
 from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
-from wss import distribute, experiment
+from wss import distribute, experiment, program
 from wss.method import fusion, losses
 from wss.method.options import MODES, MethodOptions
-from wss.restore import parse_flags, parse_gin
+from wss.restore import parse_gin
 
 DEFAULT_GIN = os.path.join(experiment.PROJECT_ROOT, "gin", "base.gin")
 IGNORE_LABEL = 255
 
 
-def define_flags(fv):
-    """Registers the tool's flags on the FlagValues `fv`."""
-    flags.DEFINE_multi_string("gin_file", [], "Gin files (default: gin/base.gin).", flag_values=fv)
-    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
-    flags.DEFINE_integer("crop", None, "Crop size (default: Experiment.crop_size).", flag_values=fv)
-    flags.DEFINE_integer(
-        "labeled_batch", 1, "Labeled images per step (forward: batch).", flag_values=fv
-    )
-    flags.DEFINE_integer("extra_batch", 1, "Extra (weak + strong) images per step.", flag_values=fv)
-    flags.DEFINE_integer("steps", 5, "Timed calls.", flag_values=fv)
-    flags.DEFINE_integer("warmup", 1, "Untimed calls first (the first one traces).", flag_values=fv)
-    flags.DEFINE_integer(
-        "split_steps", None, "Timed calls per split part (default: --steps).", flag_values=fv
-    )
-    flags.DEFINE_enum("mode", None, list(MODES), "Overrides MethodOptions.mode.", flag_values=fv)
-    flags.DEFINE_enum(
-        "what",
-        "train_step",
-        ["train_step", "forward"],
-        "The full training step, or the bare model's inference pass.",
-        flag_values=fv,
-    )
-    flags.DEFINE_boolean(
-        "split", True, "Time the parts of the step (train_step only).", flag_values=fv
-    )
-    flags.DEFINE_boolean(
-        "jit_compile", False, "Compile every timed function with XLA.", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "precision",
-        "float32",
-        ["float32", "mixed_bfloat16", "mixed_float16"],
-        "Keras dtype policy (changes numerics: opt-in, measured apart).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.", flag_values=fv)
-    flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=fv)
+FLAGS = program.flag_values()
+flags.DEFINE_multi_string("gin_file", [], "Gin files (default: gin/base.gin).", flag_values=FLAGS)
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=FLAGS)
+flags.DEFINE_integer("crop", None, "Crop size (default: Experiment.crop_size).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "labeled_batch", 1, "Labeled images per step (forward: batch).", flag_values=FLAGS
+)
+flags.DEFINE_integer("extra_batch", 1, "Extra (weak + strong) images per step.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 5, "Timed calls.", flag_values=FLAGS)
+flags.DEFINE_integer("warmup", 1, "Untimed calls first (the first one traces).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "split_steps", None, "Timed calls per split part (default: --steps).", flag_values=FLAGS
+)
+flags.DEFINE_enum("mode", None, list(MODES), "Overrides MethodOptions.mode.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "what",
+    "train_step",
+    ["train_step", "forward"],
+    "The full training step, or the bare model's inference pass.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "split", True, "Time the parts of the step (train_step only).", flag_values=FLAGS
+)
+flags.DEFINE_boolean(
+    "jit_compile", False, "Compile every timed function with XLA.", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "Keras dtype policy (changes numerics: opt-in, measured apart).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.", flag_values=FLAGS)
+flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=FLAGS)
 
 
 # ----------------------------------------------------------------------- synthetic data
@@ -443,10 +442,9 @@ def time_split(
 
 def main(argv=None):
     """Command line entry; returns the result dict (None for --help)."""
-    fv = flags.FlagValues()
-    define_flags(fv)
-    if not parse_flags(fv, argv):
+    if not program.parse_flags(FLAGS, argv):
         return None
+    fv = FLAGS
     result = run(
         fv.gin_file,
         fv.gin_param,
@@ -474,4 +472,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    program.run(main, FLAGS)

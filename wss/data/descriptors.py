@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from wss.errors import UserError
+
 IGNORE_LABEL = 255
 
 
@@ -227,7 +229,7 @@ LABELED_FRACTIONS = {
 }
 
 
-class DescriptorError(ValueError):
+class DescriptorError(UserError, ValueError):
     """A dataset name that is neither registered nor a readable descriptor.json."""
 
 

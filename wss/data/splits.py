@@ -11,6 +11,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 import numpy as np
 
+from wss.errors import InputError
+
 
 def read_id_list(path: str) -> List[str]:
     """Ids of an id-list file in order, skipping '#' comments and blank lines."""
@@ -26,10 +28,10 @@ def read_id_list(path: str) -> List[str]:
             if line and not line.startswith("#"):
                 ids.append(line)
     if not ids:
-        raise ValueError(f"Id list {path!r} holds no ids")
+        raise InputError(f"Id list {path!r} holds no ids")
     dup = len(ids) - len(set(ids))
     if dup:
-        raise ValueError(f"Id list {path!r} repeats {dup} ids; remove the duplicates")
+        raise InputError(f"Id list {path!r} repeats {dup} ids; remove the duplicates")
     return ids
 
 
@@ -94,7 +96,7 @@ def sample_balanced(
         independent subsets from one seed, like the release's 16_clean_3/14/20).
     """
     if size > len(ids):
-        raise ValueError(f"Cannot draw {size} of {len(ids)} ids")
+        raise InputError(f"Cannot draw {size} of {len(ids)} ids")
     presence = np.zeros((len(ids), num_classes), dtype=bool)
     for row, cls in enumerate(classes):
         for c in cls:
@@ -103,7 +105,7 @@ def sample_balanced(
     totals = presence[:, 1:].sum(0)
     impossible = [c + 1 for c in np.flatnonzero(totals < min_per_class)]
     if impossible:
-        raise ValueError(
+        raise InputError(
             f"Classes {impossible} appear in fewer than {min_per_class} "
             "candidate images; lower min_per_class"
         )
@@ -150,7 +152,7 @@ def check_labeled_against_extra(
     extra_set: Set[str] = set(extra)
     missing = [i for i in labeled if i not in extra_set]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{len(missing)} labeled ids are not in the extra set (first: "
             f"{missing[:5]}); the labeled list and extra split do not match"
         )

@@ -8,6 +8,8 @@ import dataclasses
 
 import gin
 
+from wss.errors import ConfigError
+
 MODES = ("supervised", "semi", "weakly")
 SOURCES = ("fusion", "decoder", "sgc")
 
@@ -53,17 +55,17 @@ class MethodOptions:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+            raise ConfigError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.norm_form not in ("release", "paper", "pixel"):
-            raise ValueError(
+            raise ConfigError(
                 f"norm_form must be 'release', 'paper' or 'pixel', got {self.norm_form!r}"
             )
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
     @property
     def uses_sgc(self):
