@@ -33,6 +33,7 @@ def test_labeled_sample_is_the_built_split(tmp_path):
     assert written == list(demo.labeled_sample(0, 20, 8).ids)
 
 
+@pytest.mark.slow
 def test_plain_fcn_fits_four_images():
     data = demo.padded_arrays(demo.train_items(0, 4))
     out = io.StringIO()
@@ -51,6 +52,7 @@ def test_plain_fcn_fits_four_images():
     assert out.getvalue().count("loss=") == 3
 
 
+@pytest.mark.slow
 def test_demo_deeplab_is_the_gin_model():
     from wss.restore import parse_gin
 
@@ -68,6 +70,7 @@ def test_demo_deeplab_is_the_gin_model():
     assert np.isfinite(result["final_loss"])
 
 
+@pytest.mark.slow
 def test_command_line_runs_and_rejects_bad_flags():
     result = learnability.main(
         [

@@ -193,6 +193,7 @@ def test_checkpoint_of_another_model_fails_loudly(setup, tmp_path):
         restore.restore_model(experiment.build_model(NUM_CLASSES), prefix)
 
 
+@pytest.mark.slow
 def test_eval_cli_end_to_end(setup, monkeypatch, capsys):
     root = setup["root"]
     monkeypatch.chdir(root)  # --dataset_name=demo without a directory uses ./demo_data

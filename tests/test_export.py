@@ -55,6 +55,7 @@ def _eval_batches(exported):
     return [(b, p, exported["model"].deeplab.predict_logits(b["image"]).numpy()) for b, p in out]
 
 
+@pytest.mark.slow
 def test_saved_model_matches_eval_predictions(exported):
     sigs = exported["loaded"].signatures
     assert {"serving_default", "serving_float", "serving_encoded"} <= set(sigs)
@@ -82,6 +83,7 @@ def test_saved_model_matches_eval_predictions(exported):
     assert checked == 5
 
 
+@pytest.mark.slow
 def test_batched_and_oversized_inputs(exported):
     sig = exported["loaded"].signatures["serving_default"]
     images = tf.cast(tf.random.stateless_uniform([2, 70, 40, 3], [1, 2], 0, 255), tf.uint8)
@@ -99,6 +101,7 @@ def test_batched_and_oversized_inputs(exported):
     )
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_label_pngs(exported, tmp_path):
     sig = exported["loaded"].signatures["serving_default"]
     inputs = tmp_path / "in"

@@ -43,6 +43,7 @@ def test_there_is_a_config_per_paper_experiment():
     } <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.basename(f) for f in GIN_FILES])
 def test_config_parses_and_builds(path):
     gin.clear_config()
@@ -82,6 +83,7 @@ def test_cutout_fits_the_crop_of_every_pseudoseg_config(path):
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_every_config_parses_with_only_the_experiment_module_imported():
     """A tool that imports wss.experiment (eval, export, pseudo_label, ...) can parse any
     config: every configurable a gin file binds is registered by that import alone."""

@@ -47,6 +47,7 @@ def test_shared_labeled_pass_equals_two_separate_passes():
     np.testing.assert_allclose(shared["cls_logits"], cls, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "mode,source,backbone",
     [

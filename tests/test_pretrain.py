@@ -34,6 +34,7 @@ def test_pretrain_images_are_apart_from_train_and_val():
     assert targets.sum(axis=1).min() >= 1  # every demo image holds an object
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_classification_loss():
     images, targets = pretraining.pretrain_arrays(pretraining.PretrainConfig(num_images=4))
     model = pretraining.build_classifier(demo.NUM_CLASSES, SMALL)
@@ -70,6 +71,7 @@ def test_checkpoint_holds_the_backbone_and_initialises_a_model_like_imagenet(tmp
         np.testing.assert_array_equal(loaded[name].numpy(), before[name])
 
 
+@pytest.mark.slow
 def test_demo_backbone_is_built_once_per_settings(tmp_path):
     lines = []
     first = pretraining.ensure_demo_backbone(str(tmp_path), SMALL, QUICK, print_fn=lines.append)
@@ -107,6 +109,7 @@ def test_resolve_init_checkpoint():
         pretraining.resolve_init_checkpoint(pretraining.DEMO_BACKBONE, "pascal_voc_seg", "/data")
 
 
+@pytest.mark.slow
 def test_cli_writes_a_checkpoint_and_requires_output(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     gin_file = os.path.join(repo, "gin", "demo.gin")

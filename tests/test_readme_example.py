@@ -9,6 +9,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Only these are added, to keep the run tiny; every command and flag of the README stays.
 TINY = {
@@ -40,6 +42,7 @@ def in_repo(arg):
     return key + eq + value
 
 
+@pytest.mark.slow
 def test_worked_example_runs_as_written(tmp_path):
     commands = readme_commands()
     assert [c[1] if c[1] != "-m" else c[2] for c in commands] == [
