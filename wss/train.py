@@ -85,6 +85,7 @@ def make_input(strategy, exp, options, dataset_dir):
     lab_fn = pipeline.make_dataset_fn(
         pipeline.labeled_dataset,
         exp.labeled_batch_size,
+        static_shapes=True,
         dataset_dir=dataset_dir,
         split=exp.labeled_split,
         dataset_name=exp.dataset_name,
@@ -99,6 +100,7 @@ def make_input(strategy, exp, options, dataset_dir):
         extra_fn = pipeline.make_dataset_fn(
             pipeline.extra_dataset,
             exp.extra_batch_size,
+            static_shapes=True,
             dataset_dir=dataset_dir,
             split=exp.extra_split,
             dataset_name=exp.dataset_name,
@@ -215,41 +217,6 @@ def write_images(writer, model, batch, step):
         tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
 
 
-def make_train_function(strategy, model, jit_compile=False):
-    """A tf.function `run(iterator, num_steps)` that runs `num_steps` training steps under
-    `strategy` and returns the means of the model's trackers over those steps (per replica,
-    then averaged over replicas), fetched once per call.
-
-    With `jit_compile` each replica's step is compiled by XLA (under TPUStrategy it is
-    anyway); the loop and the iterator stay outside XLA, whose programs cannot read a
-    tf.data iterator.
-    """
-    step_fn = model.train_step
-    if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
-        step_fn = tf.function(model.train_step, jit_compile=True)
-
-    def reset():
-        for tracker in model.metrics:
-            tracker.reset_state()
-
-    def results():
-        return {tracker.name: tracker.result() for tracker in model.metrics}
-
-    @tf.function
-    def run(iterator, num_steps):
-        # Trackers are per replica (sync on read): reset and read them in replica context.
-        strategy.run(reset)
-        for _ in tf.range(num_steps):
-            strategy.run(step_fn, args=(next(iterator),))
-        per_replica = strategy.run(results)
-        return {
-            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in per_replica.items()
-        }
-
-    return run
-
-
 def steps_in_call(step, num_steps, steps_per_execution):
     """Steps of the next call: up to the next multiple of `steps_per_execution` (so that a
     resumed run makes the same calls), never past `num_steps`."""
@@ -351,7 +318,7 @@ def train(
     # ------------------------------------------------------------ input and step
     dataset = make_input(strategy, exp, options, dataset_dir)
     iterator = iter(dataset)
-    run_steps = make_train_function(strategy, model, jit_compile)
+    run_steps = distribute.make_train_function(strategy, model, jit_compile)
 
     # ------------------------------------------------------------ loop
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
