@@ -190,3 +190,25 @@ def test_training_input_on_8_replicas_is_static_and_sharded_by_host(tmp_path):
         check_static({"label": tf.TensorSpec([None, 33], tf.int32)})
     with pytest.raises(ValueError, match="string"):
         check_static({"filename": tf.TensorSpec([2], tf.string)})
+
+
+JIT_ON_CPUS = """
+import tensorflow as tf
+cpus = tf.config.list_physical_devices('CPU')
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from wss.distribute import check_jit_devices
+check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0']))  # one replica compiles
+try:
+    check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+except ValueError as e:
+    print('REFUSED', e)
+"""
+
+
+def test_xla_on_several_cpu_replicas_is_refused_with_the_way_out():
+    out = subprocess.run(
+        [sys.executable, "-c", JIT_ON_CPUS], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "REFUSED jit_compile needs GPU replicas under MirroredStrategy" in out.stdout
+    assert "without --jit_compile" in out.stdout

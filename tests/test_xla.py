@@ -8,11 +8,14 @@ numbers are not bitwise equal. Tolerances:
   made, so a wrong or missing gradient term would move it by about its share of the
   update (measured change between the steps: 2e-2 relative), far above 1e-4;
 - the weights' change over the two steps (the update, not the weight, is what XLA
-  computes), 5e-2 in norm relative to the plain step's change: measured 1.5e-2 (semi).
-  The differences sit in the first layers, at the end of the longest backward chain,
-  where each conv feeds a batch norm on 2 images whose backward subtracts nearly equal
-  terms; rounding differences grow there. A dropped loss term or gradient changes the
-  update by its whole share (order 1).
+  computes), in norm relative to the plain step's change. Weakly: 5e-3 (measured
+  2.3e-4), rounding that grows along the backward chain to the first layers, where each
+  conv feeds a batch norm on 2 images whose backward subtracts nearly equal terms.
+  Semi: 5e-2 (measured 1.5e-2), most likely because the extra images' Grad-CAM takes the classes
+  whose sigmoid(logit) >= 0.5 (wss.method.gradcam), a threshold that a tiny untrained
+  classifier (logits near 0) sits on: a class that flips on a rounding difference changes
+  that image's CAM, SGC and pseudo label. A dropped loss term or a wrong gradient
+  changes the update by its whole share (order 1), far above either.
 Dropout is switched off: XLA's random numbers differ from the TF kernels' for the same
 seed, which changes the masks but not the math.
 """
@@ -58,8 +61,8 @@ def two_steps(mode, jit_compile, initial=None):
     return start, [v.numpy() for v in model.weights], losses
 
 
-@pytest.mark.parametrize("mode", ["semi", "weakly"])
-def test_xla_step_matches_the_graph_step(mode):
+@pytest.mark.parametrize("mode, tolerance", [("semi", 5e-2), ("weakly", 5e-3)])
+def test_xla_step_matches_the_graph_step(mode, tolerance):
     start, plain, plain_losses = two_steps(mode, False)
     _, compiled, xla_losses = two_steps(mode, True, initial=start)
     np.testing.assert_allclose(xla_losses, plain_losses, rtol=1e-4)
@@ -68,4 +71,4 @@ def test_xla_step_matches_the_graph_step(mode):
     norm = np.sqrt(sum(float((d**2).sum()) for d in delta_plain))
     assert norm > 0, "the steps changed no weight"
     error = np.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(delta_plain, delta_xla)))
-    assert error <= 5e-2 * norm, (error, norm)
+    assert error <= tolerance * norm, (error, norm)

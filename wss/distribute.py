@@ -77,6 +77,23 @@ def small_batch_advice(
     return advice
 
 
+def check_jit_devices(strategy):
+    """Raises ValueError for XLA under several replicas that are not all GPUs.
+
+    Mirrored strategies leave the optimizer's cross-replica update inside the compiled
+    step only when every replica is a GPU (NCCL all-reduce in XLA); elsewhere the update
+    reads the other replicas' variables, which an XLA program cannot (seen on logical
+    CPUs: 'Trying to access resource ... located in device CPU:1 from device CPU:0').
+    """
+    devices = strategy.extended.worker_devices
+    if len(devices) > 1 and not all("GPU" in d.upper() for d in devices):
+        raise ValueError(
+            f"jit_compile needs GPU replicas under {type(strategy).__name__} "
+            f"(got {list(devices)}); train without --jit_compile, on one device, or "
+            "on TPUs (--strategy=tpu always compiles)"
+        )
+
+
 def make_train_function(strategy, model, jit_compile=False):
     """A tf.function `run(iterator, num_steps)` that runs `num_steps` training steps under
     `strategy` and returns the means of the model's trackers over those steps (per replica,
@@ -88,6 +105,7 @@ def make_train_function(strategy, model, jit_compile=False):
     """
     step_fn = model.train_step
     if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+        check_jit_devices(strategy)
         step_fn = tf.function(model.train_step, jit_compile=True)
 
     def reset():

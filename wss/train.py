@@ -312,7 +312,7 @@ def train(
         )
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
-    with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.config_str())
 
     # ------------------------------------------------------------ input and step
