@@ -197,7 +197,8 @@ import tensorflow as tf
 cpus = tf.config.list_physical_devices('CPU')
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 from wss.distribute import check_jit_devices
-check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0']))  # one replica compiles
+check_jit_devices(tf.distribute.get_strategy())  # one device compiles
+check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0']))
 try:
     check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
 except ValueError as e:

@@ -85,8 +85,10 @@ def check_jit_devices(strategy):
     reads the other replicas' variables, which an XLA program cannot (seen on logical
     CPUs: 'Trying to access resource ... located in device CPU:1 from device CPU:0').
     """
+    if strategy.num_replicas_in_sync < 2:
+        return  # one device (the default strategy has no worker_devices)
     devices = strategy.extended.worker_devices
-    if len(devices) > 1 and not all("GPU" in d.upper() for d in devices):
+    if not all("GPU" in d.upper() for d in devices):
         raise ValueError(
             f"jit_compile needs GPU replicas under {type(strategy).__name__} "
             f"(got {list(devices)}); train without --jit_compile, on one device, or "
