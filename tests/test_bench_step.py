@@ -54,6 +54,8 @@ def test_semi_train_step_and_split(tmp_path):
         assert _positive(out[key]), key
     assert out["min_s"] <= out["median_s"] <= out["max_s"]
     assert len(out["times_s"]) == 2
+    assert out["strategy"] == "default" and out["replicas"] == 1
+    assert isinstance(out["peak_memory_bytes"], int) and out["peak_memory_bytes"] > 2**20
     for name in SEMI_PARTS:
         part = out["split"][name]
         assert _positive(part["median_s"]), name
@@ -76,3 +78,33 @@ def test_bfloat16_forward_is_opt_in_and_leaves_the_policy_as_it_was(tmp_path):
     assert out["precision"] == "mixed_bfloat16" and _positive(out["median_s"])
     assert keras.config.dtype_policy().name == "float32"
     assert _run(tmp_path, "--what=forward")["precision"] == "float32"
+
+
+def test_sweep_under_mirrored_writes_every_setting(tmp_path):
+    """One command: float32 and mixed_float16, XLA off and on, each with step time,
+    images_per_s and peak_memory_bytes; without a GPU it says so and runs on the CPU."""
+    import tensorflow as tf
+
+    out = _run(
+        tmp_path,
+        "--strategy=mirrored",
+        "--sweep",
+        "--nosplit",
+        "--mode=supervised",
+        "--labeled_batch=2",
+        "--steps=1",
+    )
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    assert out["strategy"] == "mirrored" and out["gpus"] == gpus
+    assert out["replicas"] == max(gpus, 1)
+    if not gpus:
+        assert out["device_note"] == "no GPU visible: running on the CPU"
+    settings = [(r["precision"], r["jit_compile"]) for r in out["runs"]]
+    assert settings == list(step.SWEEP)
+    for r in out["runs"]:
+        assert _positive(r["median_s"]) and _positive(r["images_per_s"]), r
+        assert r["images_per_step"] == 2 * out["replicas"]
+        assert r["images_per_s"] == pytest.approx(r["images_per_step"] / r["median_s"])
+        assert isinstance(r["peak_memory_bytes"], int) and r["peak_memory_bytes"] > 0
+        assert r["peak_memory_source"] == ("gpu_allocator_peak" if gpus else "process_peak_rss")
+        assert "split" not in r

@@ -149,3 +149,67 @@ def test_mixed_precision_step_is_finite_with_float32_losses(policy):
     assert out.returncode == 0, out.stdout + out.stderr
     losses = [float(x) for x in out.stdout.split("LOSSES")[1].split()]
     assert all(np.isfinite(losses)) and losses[1] > 0
+
+
+def test_training_input_on_8_replicas_is_static_and_sharded_by_host(tmp_path):
+    """TPUStrategy's input rules, checked on 8 logical CPUs: every replica gets a static
+    per-replica batch (16 / 8 = 2) of its own images, and 2 hosts read disjoint shards
+    that together are the whole split."""
+    from wss.data.demo import ensure_demo_dataset
+    from wss.data.pipeline import check_static
+
+    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
+    out = tmp_path / "input.json"
+    finish(
+        subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(__file__), "input_worker.py")]
+            + [demo_dir, str(out)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
+    got = json.loads(out.read_text())
+    assert got["replicas"] == 8
+    expected = {"image": [2, 33, 33, 3], "label": [2, 33, 33, 1], "valid": [2, 33, 33, 1]}
+    expected["image_labels"] = [2, 5]
+    for stream in ("labeled", "extra"):
+        for key, shape in expected.items():
+            assert got["shapes"][f"{stream}/{key}"] == [shape] * 8, (stream, key)
+        assert got["distinct"][stream] == 8, stream
+    assert got["shapes"]["extra/strong"] == [[2, 33, 33, 3]] * 8
+    assert got["shapes"]["extra/has_label"] == [[2]] * 8
+    first, second = (set(h["ids"]) for h in got["hosts"])
+    assert first and second and not first & second and len(first | second) == 400
+    assert [h["batch"] for h in got["hosts"]] == [2, 2]
+
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match=r"\['label'\] has shape \(None, 33\)"):
+        check_static({"label": tf.TensorSpec([None, 33], tf.int32)})
+    with pytest.raises(ValueError, match="string"):
+        check_static({"filename": tf.TensorSpec([2], tf.string)})
+
+
+JIT_ON_CPUS = """
+import tensorflow as tf
+cpus = tf.config.list_physical_devices('CPU')
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from wss.distribute import check_jit_devices
+check_jit_devices(tf.distribute.get_strategy())  # one device compiles
+check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0']))
+try:
+    check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+except ValueError as e:
+    print('REFUSED', e)
+"""
+
+
+def test_xla_on_several_cpu_replicas_is_refused_with_the_way_out():
+    out = subprocess.run(
+        [sys.executable, "-c", JIT_ON_CPUS], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "REFUSED jit_compile needs GPU replicas under MirroredStrategy" in out.stdout
+    assert "without --jit_compile" in out.stdout

@@ -1,4 +1,5 @@
-"""Choosing a tf.distribute strategy and a mixed-precision policy from flag values, and
+"""Choosing a tf.distribute strategy and a mixed-precision policy from flag values, the
+distributed (optionally XLA-compiled, several-steps-per-call) training function, and
 advice for runs on fewer devices than the paper's 16 GPUs."""
 
 import keras
@@ -74,3 +75,58 @@ def small_batch_advice(
             "Experiment.scale_learning_rate_with_batch = True (linear scaling)"
         )
     return advice
+
+
+def check_jit_devices(strategy):
+    """Raises ValueError for XLA under several replicas that are not all GPUs.
+
+    Mirrored strategies leave the optimizer's cross-replica update inside the compiled
+    step only when every replica is a GPU (NCCL all-reduce in XLA); elsewhere the update
+    reads the other replicas' variables, which an XLA program cannot (seen on logical
+    CPUs: 'Trying to access resource ... located in device CPU:1 from device CPU:0').
+    """
+    if strategy.num_replicas_in_sync < 2:
+        return  # one device (the default strategy has no worker_devices)
+    devices = strategy.extended.worker_devices
+    if not all("GPU" in d.upper() for d in devices):
+        raise ValueError(
+            f"jit_compile needs GPU replicas under {type(strategy).__name__} "
+            f"(got {list(devices)}); train without --jit_compile, on one device, or "
+            "on TPUs (--strategy=tpu always compiles)"
+        )
+
+
+def make_train_function(strategy, model, jit_compile=False):
+    """A tf.function `run(iterator, num_steps)` that runs `num_steps` training steps under
+    `strategy` and returns the means of the model's trackers over those steps (per replica,
+    then averaged over replicas), fetched once per call.
+
+    With `jit_compile` each replica's step is compiled by XLA (under TPUStrategy it is
+    anyway); the loop and the iterator stay outside XLA, whose programs cannot read a
+    tf.data iterator.
+    """
+    step_fn = model.train_step
+    if jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+        check_jit_devices(strategy)
+        step_fn = tf.function(model.train_step, jit_compile=True)
+
+    def reset():
+        for tracker in model.metrics:
+            tracker.reset_state()
+
+    def results():
+        return {tracker.name: tracker.result() for tracker in model.metrics}
+
+    @tf.function
+    def run(iterator, num_steps):
+        # Trackers are per replica (sync on read): reset and read them in replica context.
+        strategy.run(reset)
+        for _ in tf.range(num_steps):
+            strategy.run(step_fn, args=(next(iterator),))
+        per_replica = strategy.run(results)
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in per_replica.items()
+        }
+
+    return run

@@ -81,6 +81,12 @@ flags.DEFINE_integer("max_checkpoints", 5, "Checkpoints kept.", flag_values=FLAG
 flags.DEFINE_boolean(
     "eval_at_end", True, "Evaluate the final model on Experiment.eval_split.", flag_values=FLAGS
 )
+flags.DEFINE_boolean(
+    "jit_compile",
+    None,
+    "Compile the training step with XLA (default: TrainLoop.jit_compile).",
+    flag_values=FLAGS,
+)
 
 
 def labeled_ids(exp, dataset_dir):
@@ -97,6 +103,7 @@ def make_input(strategy, exp, options, dataset_dir):
     lab_fn = pipeline.make_dataset_fn(
         pipeline.labeled_dataset,
         exp.labeled_batch_size,
+        static_shapes=True,
         dataset_dir=dataset_dir,
         split=exp.labeled_split,
         dataset_name=exp.dataset_name,
@@ -111,6 +118,7 @@ def make_input(strategy, exp, options, dataset_dir):
         extra_fn = pipeline.make_dataset_fn(
             pipeline.extra_dataset,
             exp.extra_batch_size,
+            static_shapes=True,
             dataset_dir=dataset_dir,
             split=exp.extra_split,
             dataset_name=exp.dataset_name,
@@ -227,6 +235,18 @@ def write_images(writer, model, batch, step):
         tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
 
 
+def steps_in_call(step, num_steps, steps_per_execution):
+    """Steps of the next call: up to the next multiple of `steps_per_execution` (so that a
+    resumed run makes the same calls), never past `num_steps`."""
+    return min(steps_per_execution - step % steps_per_execution, num_steps - step)
+
+
+def crossed(before, after, every):
+    """Whether a multiple of `every` lies in (before, after]: the call that went from step
+    `before` to `after` reached an interval's end."""
+    return after // every > before // every
+
+
 def train(
     model_dir,
     dataset_dir=None,
@@ -238,13 +258,21 @@ def train(
     images_every=500,
     max_checkpoints=5,
     print_fn=print,
+    jit_compile=None,
 ):
-    """Runs (or resumes) the experiment of the parsed gin config; returns the final logs."""
+    """Runs (or resumes) the experiment of the parsed gin config; returns the final logs.
+
+    `jit_compile` None takes TrainLoop.jit_compile. Each call of the compiled function runs
+    TrainLoop.steps_per_execution steps; progress lines, TensorBoard, images, checkpoints
+    and the NaN/Inf check happen between calls.
+    """
     exp = Experiment()
     options = MethodOptions()
     loop = TrainLoop()
     log_every = log_every or loop.log_every
     checkpoint_every = checkpoint_every or loop.checkpoint_every
+    jit_compile = loop.jit_compile if jit_compile is None else jit_compile
+    per_call = loop.steps_per_execution
     dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
     tf.io.gfile.makedirs(model_dir)
     init_checkpoint = exp.init_checkpoint
@@ -302,20 +330,13 @@ def train(
         )
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
-    with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.config_str())
 
     # ------------------------------------------------------------ input and step
     dataset = make_input(strategy, exp, options, dataset_dir)
     iterator = iter(dataset)
-
-    @tf.function
-    def train_step(it):
-        per_replica = strategy.run(model.train_step, args=(next(it),))
-        return {
-            k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in per_replica.items()
-        }
+    run_steps = distribute.make_train_function(strategy, model, jit_compile)
 
     # ------------------------------------------------------------ loop
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
@@ -325,10 +346,9 @@ def train(
     if step >= exp.num_steps:
         print_fn(f"already trained: step {step} >= num_steps {exp.num_steps}")
     while step < exp.num_steps:
-        for tracker in model.metrics:
-            tracker.reset_state()
-        logs = {k: float(v) for k, v in train_step(iterator).items()}
-        step = int(optimizer.iterations.numpy())
+        count = steps_in_call(step, exp.num_steps, per_call)
+        logs = {k: float(v) for k, v in run_steps(iterator, tf.constant(count)).items()}
+        before, step = step, int(optimizer.iterations.numpy())
         if not math.isfinite(logs["total_loss"]):
             kept = manager.latest_checkpoint or "none (no checkpoint was written yet)"
             raise NonFiniteLossError(
@@ -336,7 +356,7 @@ def train(
                 f"saving. Last good checkpoint: {kept}. Lower the learning rate or check the "
                 "data (labels out of range, empty crops)."
             )
-        if step % log_every == 0 or step == exp.num_steps:
+        if crossed(before, step, log_every) or step == exp.num_steps:
             elapsed = time.time() - start_time
             rate = (step - start_step) / elapsed if elapsed > 0 else float("nan")
             eta = _eta((exp.num_steps - step) / rate if rate > 0 else float("inf"))
@@ -344,9 +364,9 @@ def train(
             with writer.as_default(step=step):
                 for name, value in logs.items():
                     tf.summary.scalar(name, value)
-        if images_every and step % images_every == 0 and replicas == 1:
+        if images_every and crossed(before, step, images_every) and replicas == 1:
             write_images(writer, model, next(iterator), step)
-        if step % checkpoint_every == 0 or step == exp.num_steps:
+        if crossed(before, step, checkpoint_every) or step == exp.num_steps:
             path = manager.save(checkpoint_number=step)
             print_fn(f"saved {path}")
     writer.flush()
@@ -433,6 +453,7 @@ def main(argv=None):
         FLAGS.checkpoint_every,
         FLAGS.images_every,
         FLAGS.max_checkpoints,
+        jit_compile=FLAGS.jit_compile,
     )
     print(f"training took {_eta(time.time() - start)}")
     if FLAGS.eval_at_end and checkpoint:

@@ -4,14 +4,27 @@
         --labeled_batch=1 --extra_batch=1 --steps=5 --mode=supervised|semi|weakly \
         [--what=forward|train_step] [--json=PATH]
 
+On GPUs (every visible one, the paper's per-GPU batch; one command, all four settings):
+
+    python -m wss.bench.step --gin_file=gin/voc_1_8.gin --strategy=mirrored --crop=513 \
+        --labeled_batch=4 --extra_batch=4 --mode=semi --sweep --nosplit --json=gpu_step.json
+
 The model is the one the gin config builds (default: gin/base.gin, whose dataset is
 pascal_voc_seg with 21 classes; the full Xception-65 unless gin params shrink it). Batches
 are random but have the real pipelines' keys, dtypes and shapes. Every timed computation
 is a tf.function, as in training; warm-up calls (tracing included) are not timed.
-Reported: median / min / max seconds per call, images per second, peak RSS of the process
-(getrusage high-water mark) and, for train_step, the time split of the step: each part runs
+Reported: median / min / max seconds per call, images per second, peak memory
+(`peak_memory_bytes`: the accelerator allocator's peak, summed over the GPUs, reset before
+each setting; without GPUs the process's peak RSS, a high-water mark over the whole
+process) and, for train_step on one device, the time split of the step: each part runs
 as its own tf.function on the same model and inputs, differentiated where the step
 differentiates it, and its median is given as a share of the full step's median.
+
+The full train step is timed through wss.distribute.make_train_function, the function
+training runs: under `--strategy=mirrored` every replica (GPU) gets `--labeled_batch` +
+`--extra_batch` images, so the global batch and images_per_s grow with the GPUs.
+`--sweep` times float32 and mixed_float16, each with XLA off and on, in one process and
+writes them all under "runs".
 """
 
 import functools
@@ -72,6 +85,19 @@ flags.DEFINE_enum(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("seed", 0, "Seed of the weights and the synthetic data.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored"],
+    "default: one device; mirrored: every visible GPU (per-replica batches).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "sweep",
+    False,
+    "Time float32 and mixed_float16, each with XLA off and on (train_step).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("json", None, "Write all numbers to this JSON file.", flag_values=FLAGS)
 
 
@@ -171,6 +197,44 @@ def summarize(times, cpu):
 def peak_rss_gb():
     """The process's resident-set high-water mark in GB (Linux reports KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0**20
+
+
+def gpu_names():
+    """Names of the visible GPUs ('GPU:0', ...)."""
+    return [f"GPU:{i}" for i in range(len(tf.config.list_physical_devices("GPU")))]
+
+
+def reset_peak_memory():
+    """Restarts the GPUs' peak-memory counters (no-op without GPUs)."""
+    for name in gpu_names():
+        tf.config.experimental.reset_memory_stats(name)
+
+
+def peak_memory():
+    """(peak bytes, source, per-device peaks): the GPU allocators' peaks since the last
+    reset, summed; without GPUs the process's peak RSS."""
+    names = gpu_names()
+    if names:
+        peaks = [int(tf.config.experimental.get_memory_info(n)["peak"]) for n in names]
+        return sum(peaks), "gpu_allocator_peak", peaks
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KB
+    return rss, "process_peak_rss", [rss]
+
+
+def device_info(strategy_name):
+    """What the benchmark runs on, for the JSON and a line for the reader."""
+    gpus = tf.config.list_physical_devices("GPU")
+    details = []
+    for gpu in gpus:
+        try:
+            details.append(tf.config.experimental.get_device_details(gpu).get("device_name"))
+        except (ValueError, RuntimeError):
+            details.append(None)
+    info = {"strategy": strategy_name, "gpus": len(gpus), "gpu_names": details}
+    info["device_note"] = (
+        f"{len(gpus)} GPU(s): {details}" if gpus else "no GPU visible: running on the CPU"
+    )
+    return info
 
 
 # ----------------------------------------------------------------------- step parts
@@ -317,17 +381,31 @@ def split_parts(model, labeled, extra, jit_compile=False):
 # ----------------------------------------------------------------------- the tool
 
 
-def build(gin_files, gin_params, mode, precision="float32"):
-    """Parses gin (mode override last) and returns (model with optimizer, Experiment)."""
+def build(gin_files, gin_params, mode, precision="float32", strategy=None):
+    """Parses gin (mode override last) and returns (model with optimizer, Experiment),
+    built in `strategy`'s scope (default: the current strategy)."""
     distribute.set_precision(precision)
     params = list(gin_params)
     if mode:
         params.append(f"MethodOptions.mode = '{mode}'")
     parse_gin(gin_files or [DEFAULT_GIN], params)
     exp = experiment.Experiment()
-    model = experiment.build_model(exp.descriptor.num_classes, options=MethodOptions())
-    model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = experiment.build_model(exp.descriptor.num_classes, options=MethodOptions())
+        model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
     return model, exp
+
+
+def distributed_step(strategy, model, batch, jit_compile):
+    """A no-argument callable running one training step through the training program's
+    function (wss.distribute.make_train_function) on `batch`, given to every replica."""
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.from_tensors(batch).repeat()
+    )
+    iterator = iter(dataset)
+    run_steps = distribute.make_train_function(strategy, model, jit_compile)
+    one = tf.constant(1)
+    return lambda: run_steps(iterator, one)
 
 
 def run(
@@ -346,11 +424,17 @@ def run(
     seed=0,
     print_fn=print,
     precision="float32",
+    strategy_name="default",
 ):
-    """Builds the configured model, times it and returns a dict of every number."""
+    """Builds the configured model, times it and returns a dict of every number.
+
+    Batch sizes are per replica: under 'mirrored' each GPU gets them.
+    """
     keras.utils.set_random_seed(seed)
+    strategy = distribute.make_strategy(strategy_name)
+    replicas = strategy.num_replicas_in_sync
     try:
-        model, exp = build(gin_files, gin_params, mode, precision)
+        model, exp = build(gin_files, gin_params, mode, precision, strategy)
     finally:
         distribute.set_precision("float32")  # the policy is global; the model keeps its own
     opts = model.options
@@ -366,6 +450,8 @@ def run(
         "warmup": warmup,
         "jit_compile": jit_compile,
         "precision": precision,
+        "replicas": replicas,
+        **device_info(strategy_name),
         "num_classes": model.num_classes,
         "backbone": model.deeplab.backbone_name,
         "parameters": int(sum(v.numpy().size for v in model.trainable_variables)),
@@ -379,19 +465,28 @@ def run(
             """Inference-mode decoder logits."""
             return model.deeplab.forward(images, training=False)["logits"]
 
+        if replicas > 1:
+            raise ValueError("--what=forward times one device; use --strategy=default")
         fn = tf.function(forward, jit_compile=jit_compile)
         args, images = (labeled["image"],), labeled_batch
     else:
-        fn = tf.function(model.train_step, jit_compile=jit_compile)
         supervised = opts.mode == "supervised"
-        args = (labeled,) if supervised else ((labeled, extra),)
-        images = labeled_batch + (0 if supervised else extra_batch)
+        fn = distributed_step(
+            strategy, model, labeled if supervised else (labeled, extra), jit_compile
+        )
+        args = ()
+        images = replicas * (labeled_batch + (0 if supervised else extra_batch))
+    reset_peak_memory()
     full = summarize(*time_calls(fn, args, warmup, steps))
+    peak, source, per_device = peak_memory()
     result.update(
         full,
         images_per_step=images,
         images_per_s=images / full["median_s"],
         peak_rss_gb=peak_rss_gb(),
+        peak_memory_bytes=peak,
+        peak_memory_source=source,
+        peak_memory_per_device=per_device,
     )
     print_fn(
         f"{what} ({opts.mode}, crop {crop}, batch {labeled_batch}"
@@ -399,9 +494,10 @@ def run(
         f": median {full['median_s']:.3f} s, min {full['min_s']:.3f} s, "
         f"max {full['max_s']:.3f} s (CPU {full['cpu_median_s']:.3f} s), "
         f"{result['images_per_s']:.2f} images/s, "
-        f"peak RSS {result['peak_rss_gb']:.2f} GB"
+        f"peak RSS {result['peak_rss_gb']:.2f} GB, peak memory {peak / 2.0**30:.2f} GB "
+        f"({source}) [{result['device_note']}, {replicas} replica(s)]"
     )
-    if what == "train_step" and split:
+    if what == "train_step" and split and replicas == 1:
         result["split"] = time_split(
             model,
             labeled,
@@ -440,32 +536,55 @@ def time_split(
     return out
 
 
+SWEEP = (("float32", False), ("float32", True), ("mixed_float16", False), ("mixed_float16", True))
+
+
+def sweep(print_fn=print, **kwargs):
+    """run() for float32 and mixed_float16, each with XLA off and on; returns
+    {device fields, "runs": [result, ...]}."""
+    runs = []
+    for precision, jit_compile in SWEEP:
+        print_fn(f"-- {precision}, XLA {'on' if jit_compile else 'off'}")
+        runs.append(run(precision=precision, jit_compile=jit_compile, print_fn=print_fn, **kwargs))
+    keys = ("strategy", "replicas", "gpus", "gpu_names", "device_note", "tensorflow")
+    return {**{k: runs[0][k] for k in keys}, "runs": runs}
+
+
 def main(argv=None):
     """Command line entry; returns the result dict (None for --help)."""
     if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
-    result = run(
-        fv.gin_file,
-        fv.gin_param,
-        fv.crop,
-        fv.labeled_batch,
-        fv.extra_batch,
-        fv.steps,
-        fv.warmup,
-        fv.split_steps,
-        fv.mode,
-        fv.what,
-        fv.split,
-        fv.jit_compile,
-        fv.seed,
-        functools.partial(print, flush=True),
-        fv.precision,
+    print_fn = functools.partial(print, flush=True)
+    print_fn(device_info(fv.strategy)["device_note"])
+    kwargs = dict(
+        gin_files=fv.gin_file,
+        gin_params=fv.gin_param,
+        crop=fv.crop,
+        labeled_batch=fv.labeled_batch,
+        extra_batch=fv.extra_batch,
+        steps=fv.steps,
+        warmup=fv.warmup,
+        split_steps=fv.split_steps,
+        mode=fv.mode,
+        what=fv.what,
+        split=fv.split,
+        seed=fv.seed,
+        strategy_name=fv.strategy,
     )
+    if fv.sweep:
+        if fv.what != "train_step":
+            raise program.UsageError("--sweep times the train step (--what=train_step)")
+        result = sweep(print_fn=print_fn, **kwargs)
+    else:
+        result = run(
+            jit_compile=fv.jit_compile, precision=fv.precision, print_fn=print_fn, **kwargs
+        )
     if fv.json:
         with open(fv.json, "w") as f:
             json.dump(result, f, indent=2)
-    bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+    flat = [r.items() for r in result.get("runs", [result])]
+    bad = [k for items in flat for k, v in items if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         print(f"warning: non-finite numbers: {bad}", file=sys.stderr)
     return result

@@ -11,6 +11,12 @@ Output contract (per batch):
     'filename' string [B].
 Each builder takes `input_context` (tf.distribute.InputContext) to shard by input
 pipeline; `make_dataset_fn` wraps a builder for distribute_datasets_from_function.
+
+TPUStrategy's rules, which the training streams keep on every strategy: every shape is
+static (the batch through drop_remainder, the crop, the class count), no string tensor
+reaches the step, and each host (input pipeline) reads its own shard of the files
+through the input context. Files are read by tf.data, so `gs://` paths work where the
+shard listing (wss.data.reader) does.
 """
 
 import functools
@@ -181,7 +187,10 @@ def labeled_dataset(
     )
 
     def prep(x, s):
-        return augment.train_views(x["image"], x["label"], s, desc.num_classes, cfg)
+        out = augment.train_views(x["image"], x["label"], s, desc.num_classes, cfg)
+        # Static for XLA/TPU (the extra stream's tf.where makes its own static).
+        out["image_labels"] = tf.ensure_shape(out["image_labels"], [desc.num_classes - 1])
+        return out
 
     ds = _with_seeds(ds, seed).map(prep, num_parallel_calls=num_parallel_calls)
     return _finish(ds, batch_size, drop_remainder, seed)
@@ -314,15 +323,50 @@ def eval_dataset(
     return ds.prefetch(AUTOTUNE)
 
 
-def make_dataset_fn(builder, global_batch_size: int, **kwargs):
+def check_static(element_spec, what="the input"):
+    """Raises ValueError naming every tensor of `element_spec` whose shape is not fully
+    static, or that is a string: XLA (and so every TPU step) needs neither."""
+    bad = []
+    for path, spec in _flat_specs(element_spec):
+        if not spec.shape.is_fully_defined():
+            bad.append(f"{path} has shape {spec.shape}")
+        elif spec.dtype == tf.string:
+            bad.append(f"{path} is a string tensor")
+    if bad:
+        raise ValueError(
+            f"{what} is not fit for a compiled (XLA/TPU) step: {'; '.join(bad)}. Batch "
+            "with drop_remainder=True and give every tensor a fixed size."
+        )
+
+
+def _flat_specs(element_spec, prefix=""):
+    if isinstance(element_spec, dict):
+        items = element_spec.items()
+    elif isinstance(element_spec, (tuple, list)):
+        items = enumerate(element_spec)
+    else:
+        return [(prefix or "element", element_spec)]
+    out = []
+    for key, value in items:
+        out.extend(_flat_specs(value, f"{prefix}[{key!r}]"))
+    return out
+
+
+def make_dataset_fn(builder, global_batch_size: int, *, static_shapes: bool = False, **kwargs):
     """A `fn(input_context)` for tf.distribute's distribute_datasets_from_function.
 
-    Each input pipeline reads its shard of the files (or records) and batches
-    input_context.get_per_replica_batch_size(global_batch_size) elements.
+    Each input pipeline (one per host) reads its shard of the files (or records) and
+    batches input_context.get_per_replica_batch_size(global_batch_size) elements, which
+    raises unless the global batch divides by the replicas. With `static_shapes` (the
+    training streams) the dataset must pass check_static: a TPU step compiles for one
+    shape.
     """
 
     def dataset_fn(input_context: tf.distribute.InputContext):
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
-        return builder(batch_size=per_replica, input_context=input_context, **kwargs)
+        ds = builder(batch_size=per_replica, input_context=input_context, **kwargs)
+        if static_shapes:
+            check_static(ds.element_spec, getattr(builder, "__name__", "the input"))
+        return ds
 
     return dataset_fn
