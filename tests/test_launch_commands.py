@@ -2,12 +2,13 @@
 files and bindings parse, and the config builds under a tf.distribute strategy of 8
 logical CPUs (standing in for 8 TPU cores or GPUs).
 
-COMMANDS holds the commands exactly as the README shows them (one string each, line
-continuations allowed, a leading VAR=value environment is skipped).
+The commands are read from the README's <!-- launch-commands --> block (line continuations
+joined; a leading VAR=value environment is skipped).
 """
 
 import copy
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -19,39 +20,37 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "launch_worker.py")
 
-COMMANDS = (
-    # Cloud TPU VM (v3-8 / v4-8: 8 cores), the paper's global batch 64 + 64 (8 + 8 a core).
-    """python -m wss.train --gin_file=gin/voc_1_8.gin --strategy=tpu --tpu=local \\
-    --precision=mixed_bfloat16 --model_dir=gs://BUCKET/runs/voc_1_8 \\
-    --dataset_dir=/data/voc_tfrecord \\
-    --gin_param="Experiment.init_checkpoint = '/data/xception_65/model.ckpt'" \\
-    --gin_param="TrainLoop.steps_per_execution = 100" \\
-    --gin_param="TrainLoop.log_every = 100" --eval_at_end=false""",
-    # One machine with 8 GPUs, the paper's global batch (8 + 8 a GPU).
-    """python -m wss.train --gin_file=gin/voc_1_8.gin --strategy=mirrored \\
-    --model_dir=runs/voc_1_8 --dataset_dir=/data/voc_tfrecord \\
-    --gin_param="Experiment.init_checkpoint = '/data/xception_65/model.ckpt'" \\
-    --gin_param="TrainLoop.steps_per_execution = 10\"""",
-    # The paper's 16 GPUs on 2 machines (TF_CONFIG names them): 4 + 4 a GPU, so batch
-    # norm statistics are synchronized over the global batch.
-    """TF_CONFIG="$TF_CONFIG" python -m wss.train --gin_file=gin/voc_1_8.gin \\
-    --strategy=multi_worker --model_dir=/shared/runs/voc_1_8 \\
-    --dataset_dir=/data/voc_tfrecord \\
-    --gin_param="Experiment.init_checkpoint = '/data/xception_65/model.ckpt'" \\
-    --gin_param="ModelSettings.sync_batch_norm = True" \\
-    --gin_param="TrainLoop.steps_per_execution = 10\"""",
-)
+
+def readme_commands():
+    """The commands of the README's <!-- launch-commands --> block, one string each."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = re.search(r"<!-- launch-commands -->\n(.*?)<!-- /launch-commands -->", text, re.S)
+    assert block, "README.md lost its <!-- launch-commands --> block"
+    commands, current = [], ""
+    for line in block.group(1).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        current += (" " if current else "") + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            commands.append(current)
+            current = ""
+    return commands
+
+
+COMMANDS = readme_commands()
 
 
 def parse(command):
     """(flag values of wss.train, args) of a command; raises on an unknown flag."""
-    import wss.train  # noqa: F401  defines the flags
+    from wss import train
 
-    args = shlex.split(command.replace("\\\n", " "))
+    args = shlex.split(command)
     while args and "=" in args[0] and not args[0].startswith("-"):
         args.pop(0)  # VAR=value environment
     assert args[:3] == ["python", "-m", "wss.train"], args
-    values = copy.deepcopy(flags.FLAGS)
+    values = copy.deepcopy(train.FLAGS)
     values.unparse_flags()
     values(["wss.train"] + args[3:])
     return values
