@@ -95,3 +95,26 @@ def test_frozen_statistics_restores_every_moving_statistic():
             raise RuntimeError("stop")
     for path, value in _moving_statistics(model).items():
         np.testing.assert_array_equal(value, before[path], err_msg=path)
+
+
+def test_inference_mode_decoder_logits_for_calibration():
+    """--decoder_bn_training=False: p comes from the inference-mode pass, so the decoder
+    source is the model's own prediction; the step's default path is unchanged."""
+    model = PseudoSegModel(deeplab_config=TINY)
+    model.build()
+    _, extra = _batches()
+    with model.frozen_statistics():
+        probs = reliability.source_probs(
+            model, extra["image"], extra["valid"], variants=("model", "decoder")
+        )
+        off = reliability.source_probs(
+            model,
+            extra["image"],
+            extra["valid"],
+            variants=("model", "decoder"),
+            decoder_bn_training=False,
+        )
+    inference = tf.nn.softmax(model.deeplab.forward(extra["image"])["logits"]).numpy()
+    np.testing.assert_allclose(probs["model"].numpy(), inference, atol=1e-6)
+    np.testing.assert_allclose(off["decoder"].numpy(), inference, atol=1e-6)
+    assert not np.allclose(probs["decoder"].numpy(), inference, atol=1e-3)
