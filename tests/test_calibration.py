@@ -1,4 +1,5 @@
-"""Tests of wss.calibration: ECE per pseudo-label source, reliability PNG, CLI."""
+"""Tests of wss.reliability (ECE per pseudo-label source, reliability PNG) and its command
+line wss.calibration."""
 
 import dataclasses
 import json
@@ -11,7 +12,7 @@ from PIL import Image
 
 from deeplab_ext.resize import resize_nearest
 from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
-from wss import calibration, metrics
+from wss import calibration, metrics, reliability
 from wss.data import pipeline
 
 
@@ -39,8 +40,8 @@ def test_ece_matches_metrics_reference(setup):
     model = setup["model"]
     ds, batch = _first_batch(setup)
     stats_before = [w.numpy() for w in model.weights if "moving_" in w.path]
-    results = calibration.calibrate(model, ds, NUM_CLASSES, max_batches=1)
-    assert set(results) == set(calibration.VARIANTS)
+    results = reliability.calibrate(model, ds, NUM_CLASSES, max_batches=1)
+    assert set(results) == set(reliability.VARIANTS)
     # The model's moving statistics are left untouched.
     for before, w in zip(stats_before, [w for w in model.weights if "moving_" in w.path]):
         np.testing.assert_array_equal(before, w.numpy())
@@ -56,7 +57,7 @@ def test_ece_matches_metrics_reference(setup):
     assert results["model"]["ece"] == pytest.approx(ref, abs=1e-6)
 
     # The default method's pseudo labels (fusion, norm, sharpened) via model.pseudo_labels.
-    with calibration.frozen_statistics(model):
+    with model.frozen_statistics():
         probs = model.pseudo_labels(batch["image"], batch["valid"], dropout=False)["probs"]
     ref = metrics.expected_calibration_error(probs.numpy(), labels_at(tf.shape(probs)[1:3]))
     assert results["fusion_norm_sharpened"]["ece"] == pytest.approx(ref, abs=1e-5)
@@ -67,7 +68,7 @@ def test_ece_matches_metrics_reference(setup):
         model.options,
     )
     try:
-        with calibration.frozen_statistics(model):
+        with model.frozen_statistics():
             probs = model.pseudo_labels(batch["image"], batch["valid"], dropout=False)["probs"]
     finally:
         model.options = saved
@@ -104,7 +105,7 @@ def test_reliability_png_and_cli(setup, monkeypatch, capsys):
     with open(json_path) as f:
         saved = json.load(f)
     assert saved["step"] == 2
-    for name in calibration.VARIANTS:
+    for name in reliability.VARIANTS:
         assert saved["variants"][name]["ece"] == pytest.approx(results[name]["ece"])
         assert 0.0 <= results[name]["ece"] <= 1.0
     image = np.asarray(Image.open(png_path))
@@ -115,5 +116,5 @@ def test_reliability_png_and_cli(setup, monkeypatch, capsys):
 
 def test_image_labels_from_mask():
     labels = tf.constant([[[0, 2], [255, 2]], [[5, 5], [1, 255]]])[..., None]
-    hot = calibration.image_labels_from_mask(labels, NUM_CLASSES).numpy()
+    hot = reliability.image_labels_from_mask(labels, NUM_CLASSES).numpy()
     np.testing.assert_array_equal(hot, [[0, 1, 0, 0, 0], [1, 0, 0, 0, 1]])

@@ -1,4 +1,5 @@
-"""Tests of wss.colormap and wss.vis (readable side-by-side PNGs with a legend)."""
+"""Tests of wss.colormap, wss.pictures (readable side-by-side PNGs with a legend) and its
+command line wss.vis."""
 
 import dataclasses
 import os
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.test_eval import make_checkpoint, make_demo, write_gin
-from wss import colormap, vis
+from wss import colormap, pictures, vis
 from wss.data import descriptors, pipeline
 
 
@@ -56,13 +57,13 @@ def test_compose_enlarges_small_panels_titles_them_and_adds_a_legend():
     cmap = colormap.generated_colormap(3)
     label = np.array([[0, 1, 2, 255]] * 3)
     panels = [np.full((3, 4, 3), 90, np.uint8), colormap.colorize(label, cmap)]
-    picture = vis.compose(panels, ("image", "ground truth"), NAMES, cmap)
-    factor = vis.scale_factor(3, 4)
-    assert factor == 86 and 3 * factor >= vis.MIN_PANEL  # whole factor, shorter side >= 256
-    top, bottom = vis.TITLE_HEIGHT, vis.TITLE_HEIGHT + 3 * factor
-    assert picture.shape[1] == 2 * 4 * factor + vis.SEPARATOR
+    picture = pictures.compose(panels, ("image", "ground truth"), NAMES, cmap)
+    factor = pictures.scale_factor(3, 4)
+    assert factor == 86 and 3 * factor >= pictures.MIN_PANEL  # whole factor, shorter side >= 256
+    top, bottom = pictures.TITLE_HEIGHT, pictures.TITLE_HEIGHT + 3 * factor
+    assert picture.shape[1] == 2 * 4 * factor + pictures.SEPARATOR
     # Nearest neighbour: the label panel holds exactly the label's colours, in blocks.
-    gt = picture[top:bottom, 4 * factor + vis.SEPARATOR :]
+    gt = picture[top:bottom, 4 * factor + pictures.SEPARATOR :]
     np.testing.assert_array_equal(gt[::factor, ::factor], colormap.colorize(label, cmap))
     assert len({tuple(c) for c in gt.reshape(-1, 3).tolist()}) == 4
     # Titles are drawn (dark text pixels in the strip), and the legend shows every class
@@ -72,7 +73,7 @@ def test_compose_enlarges_small_panels_titles_them_and_adds_a_legend():
     for k in (0, 1, 2, 255):
         assert tuple(cmap[k].tolist()) in legend
     # Large images are not enlarged.
-    assert vis.scale_factor(300, 500) == 1
+    assert pictures.scale_factor(300, 500) == 1
 
 
 def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
@@ -82,35 +83,38 @@ def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
     cmap = colormap.colormap_for_dataset("demo")
     ds = pipeline.eval_dataset(data, 2, split="val", dataset_name="demo")
     sizes = [(int(h), int(w)) for b in ds for h, w in zip(b["height"], b["width"])]
-    written = vis.visualize(model, ds, str(tmp_path / "v"), 2, cmap, desc.class_names)
+    written = pictures.visualize(model, ds, str(tmp_path / "v"), 2, cmap, desc.class_names)
     assert len(written) == 2
     for path, (h, w) in zip(written, sizes):
         picture = np.asarray(Image.open(path))
-        factor = vis.scale_factor(h, w)
-        assert min(h, w) * factor >= vis.MIN_PANEL
-        assert picture.shape[1] == 3 * w * factor + 2 * vis.SEPARATOR
-        gt = picture[vis.TITLE_HEIGHT : vis.TITLE_HEIGHT + h * factor, w * factor + vis.SEPARATOR :]
+        factor = pictures.scale_factor(h, w)
+        assert min(h, w) * factor >= pictures.MIN_PANEL
+        assert picture.shape[1] == 3 * w * factor + 2 * pictures.SEPARATOR
+        gt = picture[
+            pictures.TITLE_HEIGHT : pictures.TITLE_HEIGHT + h * factor,
+            w * factor + pictures.SEPARATOR :,
+        ]
         assert set(map(tuple, gt[:, : w * factor].reshape(-1, 3).tolist())) <= set(
             map(tuple, cmap.tolist())
         )
-        legend = _legend_colours(picture, vis.TITLE_HEIGHT + h * factor)
+        legend = _legend_colours(picture, pictures.TITLE_HEIGHT + h * factor)
         assert all(tuple(cmap[k].tolist()) in legend for k in list(range(6)) + [255])
     before = [w.numpy() for w in model.weights]
     extra = pipeline.extra_dataset(
         data, 2, split="train", dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
     )
-    method = vis.visualize_method(model, extra, str(tmp_path / "v"), 3, cmap, desc.class_names)
+    method = pictures.visualize_method(model, extra, str(tmp_path / "v"), 3, cmap, desc.class_names)
     assert len(method) == 3 and all(os.path.basename(p).startswith("extra_") for p in method)
     crop = desc.train_crop_size
-    factor = vis.scale_factor(crop, crop)
+    factor = pictures.scale_factor(crop, crop)
     for path in method:
         picture = np.asarray(Image.open(path))
-        assert picture.shape[1] == 6 * crop * factor + 5 * vis.SEPARATOR  # six method panels
+        assert picture.shape[1] == 6 * crop * factor + 5 * pictures.SEPARATOR  # six method panels
     for w, value in zip(model.weights, before):  # drawing moved no batch-norm statistic
         np.testing.assert_array_equal(w.numpy(), value)
     model.options = dataclasses.replace(model.options, mode="supervised")
     with pytest.raises(ValueError, match="supervised"):
-        vis.visualize_method(model, extra, str(tmp_path / "v"), 1, cmap, desc.class_names)
+        pictures.visualize_method(model, extra, str(tmp_path / "v"), 1, cmap, desc.class_names)
     model.options = dataclasses.replace(model.options, mode="semi")
     # CLI: all three val images and two method pictures, demo data found in ./demo_data.
     monkeypatch.chdir(tmp_path)

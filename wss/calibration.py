@@ -1,258 +1,20 @@
-"""Calibration (ECE, Guo et al. 2017) of a model's predictions and of its pseudo labels.
-
-On a split with ground truth, every batch runs the weak-view branch of the method once
-(spec section 3): an inference-mode backbone pass giving the model's own logits, the
-Grad-CAM and the SGC logits (upsampled to the decoder size), plus the decoder logits p
-of the pseudo-label pass (training-mode batch norm by default, as in training). Each
-pseudo-label source is then derived with wss.method.fusion.pseudo_label_probs:
-
-  model                     softmax of the inference-mode decoder logits
-  decoder[_sharpened]       softmax(p) (then sharpened with the model's T)
-  sgc[_sharpened]           softmax(m)
-  fusion_norm[_sharpened]   calibrated fusion with the RMS logit norm
-  fusion_nonorm[_sharpened] the same fusion without the norm
-
-Labels are resized to the decoder size by TF1 nearest neighbour; ECE uses 15 bins over
-valid pixels. Batch-norm moving statistics changed by the training-mode passes are put
-back after every batch, so the model is left as it was.
+"""Command line: ECE of a trained model's predictions and of each pseudo-label source.
 
     python -m wss.calibration --gin_file=x.gin --model_dir=DIR --dataset_dir=DATA
+
+Writes calibration_<split>_<step>.json and the reliability diagrams (.png) to
+--output_dir (default --model_dir) and prints a table. The work lives in wss.reliability.
 """
 
-import contextlib
-import json
 import os
 
-import numpy as np
 import tensorflow as tf
 from absl import flags
-from PIL import Image, ImageDraw
 
-from deeplab_ext.resize import resize_bilinear, resize_nearest
-from wss import metrics, program, restore
-from wss.method import fusion
+from wss import program, reliability, restore
 
-VARIANTS = (
-    "model",
-    "decoder",
-    "decoder_sharpened",
-    "sgc",
-    "sgc_sharpened",
-    "fusion_norm",
-    "fusion_norm_sharpened",
-    "fusion_nonorm",
-    "fusion_nonorm_sharpened",
-)
-IGNORE_LABEL = metrics.IGNORE_LABEL
-
-
-@contextlib.contextmanager
-def frozen_statistics(model):
-    """Restores the batch-norm moving statistics on exit (training-mode passes move them)."""
-    stats = [w for w in model.weights if "moving_" in w.path]
-    saved = [w.numpy() for w in stats]
-    try:
-        yield
-    finally:
-        for w, value in zip(stats, saved):
-            w.assign(value)
-
-
-def image_labels_from_mask(labels, num_classes):
-    """Multi-hot [B, C-1] of the foreground classes present in labels [B, H, W(, 1)]."""
-    labels = tf.reshape(tf.cast(labels, tf.int32), [tf.shape(labels)[0], -1])
-    hot = tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=1)
-    return hot[:, 1:]  # 255 one-hots to zeros; background dropped
-
-
-def weak_branch(model, images, valid, image_labels=None, decoder_bn_training=True):
-    """The weak-view computations pseudo labels need, each run once.
-
-    Returns 'model_logits' (inference-mode decoder logits), 'decoder_logits' (p; from a
-    training-mode pass without dropout when decoder_bn_training), 'sgc_logits' (m,
-    bilinearly upsampled to the decoder size) and 'cam' [B, h, w, C-1].
-    """
-    deeplab = model.deeplab
-    end_points = deeplab.extract_features(images, training=False)
-    decoder_size = deeplab.decoder_size(end_points)
-    model_logits = deeplab.segmentation_logits(end_points, training=False)
-    cam_out = model.cam_and_sgc(
-        end_points,
-        valid,
-        decoder_size,
-        image_labels,
-        dropout=False,
-        sgc_bn_training=model.options.sgc_bn_training_in_weak_branch,
-    )
-    decoder_logits = model_logits
-    if decoder_bn_training:
-        decoder_logits = deeplab.forward(images, training=True, dropout=False)["logits"]
-    return {
-        "model_logits": model_logits,
-        "decoder_logits": decoder_logits,
-        "sgc_logits": resize_bilinear(cam_out["sgc_logits"], decoder_size),
-        "cam": cam_out["cam"],
-    }
-
-
-def variant_probs(branch, options, variants=VARIANTS):
-    """{variant: probabilities [B, h, w, C]} from a weak_branch output."""
-    p, m = branch["decoder_logits"], branch["sgc_logits"]
-    out = {}
-    for name in variants:
-        if name == "model":
-            out[name] = tf.nn.softmax(tf.cast(branch["model_logits"], tf.float32))
-            continue
-        base = name.replace("_sharpened", "")
-        source = "fusion" if base.startswith("fusion") else base
-        out[name] = fusion.pseudo_label_probs(
-            p,
-            m,
-            source=source,
-            gamma=options.gamma,
-            temperature=options.temperature if name.endswith("_sharpened") else 1.0,
-            logit_norm=base == "fusion_norm",
-            norm_form=options.norm_form,
-            soft=True,
-        )
-    return out
-
-
-def calibrate(
-    model,
-    dataset,
-    num_classes,
-    variants=VARIANTS,
-    use_image_labels=None,
-    decoder_bn_training=True,
-    num_bins=metrics.NUM_ECE_BINS,
-    max_batches=None,
-    progress_every=0,
-    log=print,
-):
-    """ECE of each variant over a split with ground truth.
-
-    use_image_labels: mask the Grad-CAM with ground-truth image labels (from the masks);
-      default: only when the model's method mode is 'weakly'.
-    Returns {variant: {'ece', 'accuracy', 'confidence', 'miou', 'per_class_iou',
-    'num_pixels', 'accumulator'}}: 'miou' is the mean IoU of the variant's arg-max labels,
-    the quality of hard pseudo labels from that source.
-    """
-    options = model.options
-    if use_image_labels is None:
-        use_image_labels = options.mode == "weakly"
-    variants = tuple(variants)
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
-
-    @tf.function(reduce_retracing=True)
-    def step(images, labels, valid):
-        image_labels = image_labels_from_mask(labels, num_classes) if use_image_labels else None
-        branch = weak_branch(model, images, valid, image_labels, decoder_bn_training)
-        probs = variant_probs(branch, options, variants)
-        size = tf.shape(branch["decoder_logits"])[1:3]
-        small = resize_nearest(tf.cast(labels, tf.int32), size)[..., 0]
-        out = {}
-        for name, pr in probs.items():
-            label = tf.argmax(pr, axis=-1, output_type=tf.int32)
-            out[name] = (
-                tf.reduce_max(pr, axis=-1),
-                label == small,
-                metrics.confusion_matrix_tf(small, label, num_classes),
-            )
-        return out, small != IGNORE_LABEL
-
-    accumulators = {name: metrics.CalibrationAccumulator(num_bins) for name in variants}
-    confusions = {name: np.zeros((num_classes, num_classes), np.int64) for name in variants}
-    for index, batch in enumerate(dataset):
-        if max_batches is not None and index >= max_batches:
-            break
-        with frozen_statistics(model):  # every batch sees the same statistics
-            per_variant, keep = step(batch["image"], batch["label"], batch["valid"])
-        keep = keep.numpy()
-        for name, (confidence, correct, confusion) in per_variant.items():
-            accumulators[name].update_from_confidence(confidence.numpy(), correct.numpy(), keep)
-            confusions[name] = confusions[name] + confusion.numpy()
-        if progress_every and (index + 1) % progress_every == 0:
-            log(f"  batch {index + 1}")
-    return {
-        name: {
-            "ece": acc.ece(),
-            "accuracy": float(acc.correct_sum.sum() / max(acc.counts.sum(), 1)),
-            "confidence": float(acc.confidence_sum.sum() / max(acc.counts.sum(), 1)),
-            "miou": float(metrics.mean_iou(confusions[name])),
-            "per_class_iou": [
-                None if np.isnan(v) else float(v) for v in metrics.per_class_iou(confusions[name])
-            ],
-            "num_pixels": int(acc.counts.sum()),
-            "accumulator": acc,
-        }
-        for name, acc in accumulators.items()
-    }
-
-
-# ------------------------------------------------------------------ reliability diagram
-
-
-def reliability_image(results, panel=150, margin=24):
-    """uint8 RGB reliability diagrams, one panel per variant, side by side.
-
-    Blue bars: accuracy per confidence bin; red: the gap to the bin's mean confidence;
-    grey: the diagonal of perfect calibration.
-    """
-    names = list(results)
-    width = len(names) * (panel + margin) + margin
-    height = panel + 2 * margin
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    for k, name in enumerate(names):
-        rel = results[name]["accumulator"].reliability()
-        x0, y1 = margin + k * (panel + margin), margin + panel  # y1: bottom of the plot
-        bins = len(rel["count"])
-        for b in range(bins):
-            if rel["count"][b] == 0:
-                continue
-            left = x0 + int(round(b * panel / bins))
-            right = x0 + int(round((b + 1) * panel / bins)) - 1
-            acc_top = y1 - int(round(rel["accuracy"][b] * panel))
-            conf_top = y1 - int(round(rel["confidence"][b] * panel))
-            canvas[acc_top:y1, left:right] = (60, 90, 200)
-            lo, hi = sorted((acc_top, conf_top))
-            canvas[lo:hi, left:right] = (220, 70, 60)
-        for i in range(panel):  # diagonal, then the frame
-            canvas[y1 - 1 - i, x0 + i] = (128, 128, 128)
-        canvas[margin, x0 : x0 + panel] = canvas[y1 - 1, x0 : x0 + panel] = 0
-        canvas[margin:y1, x0] = canvas[margin:y1, x0 + panel - 1] = 0
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    for k, name in enumerate(names):
-        x0 = margin + k * (panel + margin)
-        draw.text((x0, 4), name, fill=(0, 0, 0))
-        draw.text(
-            (x0, margin + panel + 4), f"ECE {100 * results[name]['ece']:.2f}%", fill=(0, 0, 0)
-        )
-    return np.asarray(image)
-
-
-def save_reliability_png(results, path):
-    """Writes the reliability diagrams of `results` to a PNG; returns the path."""
-    Image.fromarray(reliability_image(results)).save(path)
-    return path
-
-
-def format_table(results):
-    """Printable table of ECE, accuracy, mean confidence and mIoU per variant (in %)."""
-    lines = [f"{'source':<26} {'ECE':>7} {'acc':>7} {'conf':>7} {'mIoU':>7} {'pixels':>10}"]
-    for name, r in results.items():
-        lines.append(
-            f"{name:<26} {100 * r['ece']:7.2f} {100 * r['accuracy']:7.2f} "
-            f"{100 * r['confidence']:7.2f} {100 * r['miou']:7.2f} "
-            f"{r['num_pixels']:>10}"
-        )
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------- CLI
+# Kept importable from here while wss.compare still reads them from this module.
+from wss.reliability import VARIANTS, calibrate, save_reliability_png  # noqa: F401
 
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
@@ -282,49 +44,40 @@ def main(argv=None):
         return None
     fv = FLAGS
     setup = restore.setup_from_flags(fv)
-    model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
-    name, dataset_dir, split, crop = (
-        setup.dataset_name,
-        setup.dataset_dir,
-        setup.split,
-        setup.crop,
-    )
-    ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
+    model, split = setup.model, setup.split
+    ckpt = restore.restore_model(model, fv.checkpoint or setup.model_dir)
     step = restore.checkpoint_step(ckpt)
     dataset = pipeline.eval_dataset(
-        dataset_dir, fv.batch_size, split=split, dataset_name=name, eval_crop_size=crop
+        setup.dataset_dir,
+        fv.batch_size,
+        split=split,
+        dataset_name=setup.dataset_name,
+        eval_crop_size=setup.crop,
     )
-    print(f"Calibration of {ckpt} (step {step}) on {name}/{split} ...", flush=True)
-    results = calibrate(
+    print(f"Calibration of {ckpt} (step {step}) on {setup.dataset_name}/{split} ...", flush=True)
+    results = reliability.calibrate(
         model,
         dataset,
-        desc.num_classes,
+        setup.descriptor.num_classes,
         max_batches=fv.max_batches,
         decoder_bn_training=fv.decoder_bn_training,
         progress_every=20,
         log=lambda s: print(s, flush=True),
     )
-    print(format_table(results), flush=True)
-    out_dir = fv.output_dir or model_dir
+    print(reliability.format_table(results), flush=True)
+    out_dir = fv.output_dir or setup.model_dir
     tf.io.gfile.makedirs(out_dir)
     stem = os.path.join(out_dir, f"calibration_{split}_{step}")
-    with open(stem + ".json", "w") as f:
-        json.dump(
-            {
-                "checkpoint": ckpt,
-                "step": step,
-                "split": split,
-                "temperature": model.options.temperature,
-                "gamma": model.options.gamma,
-                "variants": {
-                    k: {kk: vv for kk, vv in v.items() if kk != "accumulator"}
-                    for k, v in results.items()
-                },
-            },
-            f,
-            indent=1,
-        )
-    save_reliability_png(results, stem + ".png")
+    reliability.save_results_json(
+        results,
+        stem + ".json",
+        checkpoint=ckpt,
+        step=step,
+        split=split,
+        temperature=model.options.temperature,
+        gamma=model.options.gamma,
+    )
+    reliability.save_reliability_png(results, stem + ".png")
     print(f"Wrote {stem}.json and {stem}.png", flush=True)
     return results, stem + ".json", stem + ".png"
 

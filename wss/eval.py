@@ -14,9 +14,6 @@ from absl import flags
 from wss import evaluation, experiment, program, restore
 from wss.data import pipeline
 
-# wss.vis still reaches these through this module.
-from wss.evaluation import _batch_sizes, make_eval_step  # noqa: F401
-
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)

@@ -17,6 +17,7 @@ statistics are updated as often as the release's graph updates them (shared pass
 twice), and the weak branch's inference-mode pass reads them before any update.
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -125,9 +126,19 @@ class PseudoSegModel(keras.Model):
         return {"cam": cam, "cls_logits": cls_logits, "labels": labels, "sgc_logits": sgc_logits}
 
     def pseudo_labels(
-        self, weak_images, valid, image_labels=None, dropout=True, backbone_bn_updates=1
+        self,
+        weak_images,
+        valid,
+        image_labels=None,
+        dropout=True,
+        backbone_bn_updates=1,
+        *,
+        with_sgc=None,
+        inference_logits=False,
+        weak_training=True,
     ):
-        """Passes 2-4: inference-mode Grad-CAM/SGC, weak-view decoder logits, fusion.
+        """Passes 2-4, the weak branch: inference-mode Grad-CAM/SGC, weak-view decoder
+        logits, fusion (`fuse`). Every caller (the step, calibration, pictures) runs this.
 
         The inference-mode pass runs first: Keras updates batch-norm moving statistics as
         soon as a training-mode pass runs, while the release's graph applies all updates
@@ -136,13 +147,23 @@ class PseudoSegModel(keras.Model):
         moving statistics (2 in weakly mode, where the release runs the weak view through
         it twice). Returns a dict: 'weak' (training-mode pass outputs), 'probs' (stop-gradient P),
         and, when the SGC is used, 'sgc_logits_upsampled' and the CAM/SGC outputs.
+
+        The keywords after `*` serve diagnostics (wss.reliability); their defaults are the
+        step's. `with_sgc`: run Grad-CAM and the SGC even where the options do not use
+        them (default: `MethodOptions.uses_sgc`); `inference_logits`: also return the
+        decoder logits of the inference-mode pass ('inference_logits'); `weak_training`
+        False: p comes from that inference-mode pass instead of a training-mode one.
         """
         opts = self.options
+        with_sgc = opts.uses_sgc if with_sgc is None else with_sgc
+        inference_logits = inference_logits or not weak_training
         out = {}
-        sgc_up = None
-        if opts.uses_sgc:
+        if with_sgc or inference_logits:
             end_points = self.deeplab.extract_features(weak_images, training=False)
             decoder_size = self.deeplab.decoder_size(end_points)
+            if inference_logits:
+                out["inference_logits"] = self.deeplab.segmentation_logits(end_points)
+        if with_sgc:
             cam_out = self.cam_and_sgc(
                 end_points,
                 valid,
@@ -153,11 +174,22 @@ class PseudoSegModel(keras.Model):
             )
             sgc_up = resize_bilinear(cam_out["sgc_logits"], decoder_size)
             out.update(cam_out, sgc_logits_upsampled=sgc_up)
-        with repeated_batch_norm_updates(self.deeplab.backbone, backbone_bn_updates):
-            out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
-        out["probs"] = fusion.pseudo_label_probs(
-            out["weak"]["logits"],
-            sgc_up,
+        if weak_training:
+            with repeated_batch_norm_updates(self.deeplab.backbone, backbone_bn_updates):
+                out["weak"] = self.deeplab.forward(weak_images, training=True, dropout=dropout)
+        else:
+            out["weak"] = {"logits": out["inference_logits"]}
+        out["probs"] = self.fuse(out)
+        return out
+
+    def fuse(self, branch, options=None):
+        """Pass 4: the pseudo labels P (stop-gradient) of a `pseudo_labels` output, the
+        calibrated fusion of p and the upsampled m bound from `options` (default: the
+        model's MethodOptions; calibration passes one per pseudo-label source)."""
+        opts = self.options if options is None else options
+        return fusion.pseudo_label_probs(
+            branch["weak"]["logits"],
+            branch.get("sgc_logits_upsampled"),
             source=opts.source,
             gamma=opts.gamma,
             temperature=opts.temperature,
@@ -165,7 +197,22 @@ class PseudoSegModel(keras.Model):
             norm_form=opts.norm_form,
             soft=opts.soft_labels,
         )
-        return out
+
+    @contextlib.contextmanager
+    def frozen_statistics(self):
+        """Puts every batch-norm moving statistic back as it was when the block exits.
+
+        A training-mode pass outside training (the weak branch in calibration or in
+        pictures) moves them; a diagnostic must not change the model it reads, and each
+        batch it reads must see the same statistics.
+        """
+        stats = [w for w in self.weights if "moving_" in w.path]
+        saved = [w.numpy() for w in stats]
+        try:
+            yield
+        finally:
+            for w, value in zip(stats, saved):
+                w.assign(value)
 
     # ------------------------------------------------------------------ training
     def regularized_kernels(self):
