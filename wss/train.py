@@ -21,7 +21,6 @@ import tensorflow as tf
 from absl import flags, logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
-from deeplab_ext.resize import resize_bilinear
 from wss import distribute, evaluation, program
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
@@ -36,7 +35,6 @@ from wss.experiment import (
     resolve_dataset_dir,
     resolve_path,
 )
-from wss.method import fusion
 from wss.method.options import MethodOptions
 from wss.pretraining import resolve_init_checkpoint
 
@@ -183,8 +181,9 @@ def _eta(seconds):
 
 def write_images(writer, model, batch, step):
     """TensorBoard images of one batch (first 3 images): input, label, and for the extra
-    set the weak prediction, CAM, SGC, pseudo label and strong prediction. Everything runs
-    in inference mode so that no batch-norm statistic moves outside the training step."""
+    set the weak prediction, CAM, SGC, pseudo label and strong prediction. The extra set's
+    maps come from the model's own weak branch, as the step computes them (dropout off),
+    with every batch-norm moving statistic put back afterwards."""
     labeled, extra = (batch, None) if model.options.mode == "supervised" else batch
     scale = 255.0 / max(1, model.num_classes - 1)
 
@@ -203,35 +202,24 @@ def write_images(writer, model, batch, step):
         )
         if extra is None:
             return
-        opts = model.options
-        weak = model.deeplab.forward(extra["image"], training=False)
-        size = model.deeplab.decoder_size(weak["end_points"])
-        sgc_up = None
-        if opts.uses_sgc:
-            labels = extra["image_labels"] if opts.mode == "weakly" else None
-            cam = model.cam_and_sgc(
-                weak["end_points"], extra["valid"], size, labels, sgc_bn_training=False
+        weakly = model.options.mode == "weakly"
+        with model.frozen_statistics():
+            branch = model.pseudo_labels(
+                extra["image"],
+                extra.get("weak_valid", extra["valid"]),
+                image_labels=extra["image_labels"] if weakly else None,
+                dropout=False,
             )
-            sgc_up = resize_bilinear(cam["sgc_logits"], size)
-            tf.summary.image(
-                "extra/cam_max", tf.reduce_max(cam["cam"], -1, keepdims=True), max_outputs=3
-            )
-            tf.summary.image("extra/sgc", classes(cam["sgc_logits"]), max_outputs=3)
-        probs = fusion.pseudo_label_probs(
-            weak["logits"],
-            sgc_up,
-            source=opts.source,
-            gamma=opts.gamma,
-            temperature=opts.temperature,
-            logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form,
-            soft=opts.soft_labels,
-        )
         strong = model.deeplab.forward(extra["strong"], training=False)["logits"]
+        if "cam" in branch:
+            tf.summary.image(
+                "extra/cam_max", tf.reduce_max(branch["cam"], -1, keepdims=True), max_outputs=3
+            )
+            tf.summary.image("extra/sgc", classes(branch["sgc_logits"]), max_outputs=3)
         tf.summary.image("extra/weak_image", tf.cast(extra["image"], tf.uint8), max_outputs=3)
         tf.summary.image("extra/strong_image", tf.cast(extra["strong"], tf.uint8), max_outputs=3)
-        tf.summary.image("extra/weak_prediction", classes(weak["logits"]), max_outputs=3)
-        tf.summary.image("extra/pseudo_label", classes(probs), max_outputs=3)
+        tf.summary.image("extra/weak_prediction", classes(branch["weak"]["logits"]), max_outputs=3)
+        tf.summary.image("extra/pseudo_label", classes(branch["probs"]), max_outputs=3)
         tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
 
 

@@ -42,7 +42,7 @@ from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute, experiment, program
-from wss.method import fusion, losses
+from wss.method import losses
 from wss.method.options import MODES, MethodOptions
 from wss.restore import parse_gin
 
@@ -308,16 +308,7 @@ def split_parts(model, labeled, extra, jit_compile=False):
             loss = tf.constant(0.0)
             if opts.mode == "weakly":
                 loss = losses.classification_loss(out["cls_logits"], extra["image_labels"])
-        probs = fusion.pseudo_label_probs(
-            out["logits"],
-            sgc_up,
-            source=opts.source,
-            gamma=opts.gamma,
-            temperature=opts.temperature,
-            logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form,
-            soft=opts.soft_labels,
-        )
+        probs = model.fuse({"weak": out, "sgc_logits_upsampled": sgc_up})
         grads = gradients(tape, loss) if opts.mode == "weakly" else {}
         return probs, grads
 
