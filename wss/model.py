@@ -8,7 +8,9 @@ A step (spec sections 3-4), with the passes the method needs and no more:
   3. weak view, inference-mode backbone: Grad-CAM and SGC logits m;
   4. pseudo labels P = calibrated fusion of p and m (stop-gradient);
   5. strong view, training mode: decoder logits supervised by P (L_u).
-The same methods compute the parity references' PseudoSeg keys in the tests.
+Pass 1 is `labeled_pass`, passes 2-4 are `pseudo_labels` (the one weak branch: the
+step, TensorBoard images, calibration and the pictures all run it; 4 is `fuse`), pass 5 is
+`strong_pass`. The same methods compute the parity references' PseudoSeg keys in the tests.
 
 `train_step` = `compute_losses` (every pass and loss term, as tests/test_step_parity.py
 checks against one step of the release's graph) + the tape's gradient +
@@ -237,7 +239,6 @@ class PseudoSegModel(keras.Model):
         """
         opts = self.options
         labeled, extra = (data, None) if opts.mode == "supervised" else data
-        dl = self.deeplab
         zero = tf.constant(0.0)
         losses = dict(semantic=zero, consistency=zero, cls=zero, self_attention=zero)
         outputs = {}
@@ -251,12 +252,39 @@ class PseudoSegModel(keras.Model):
                 dropout=dropout,
                 backbone_bn_updates=2 if opts.mode == "weakly" else 1,
             )
+            if opts.mode == "weakly":
+                losses["cls"] = losses_lib.classification_loss(
+                    branch["weak"]["cls_logits"], extra["image_labels"]
+                )
+        logits, labeled_losses = self.labeled_pass(labeled, dropout)
+        losses.update(labeled_losses)
+        outputs["logits"] = logits
+        if extra is not None:
+            strong_logits, valid, losses["consistency"] = self.strong_pass(extra, branch, dropout)
+            outputs.update(branch=branch, strong_logits=strong_logits, valid=valid)
+        losses["regularization"] = losses_lib.weight_decay(
+            self.regularized_kernels(), opts.weight_decay
+        )
+        losses["total"] = tf.add_n([losses[name] for name in LOSS_TERMS])
+        return losses, outputs
+
+    def labeled_pass(self, labeled, dropout=True):
+        """Pass 1: the labeled batch through the training-mode model, and its losses.
+
+        One backbone pass feeds the decoder (L_s) and, when the SGC is on, Grad-CAM with the
+        ground-truth image labels and the SGC (L_sa) and, in semi mode, the classification
+        head (L_x). Returns (decoder logits, {loss name: value}).
+        """
+        opts = self.options
+        dl = self.deeplab
         with repeated_batch_norm_updates(dl.backbone, 2 if opts.uses_sgc else 1):
             end_points = dl.extract_features(labeled["image"], training=True)
         logits = dl.segmentation_logits(end_points, training=True, dropout=dropout)
-        losses["semantic"] = losses_lib.supervised_ce(
-            logits, labeled["label"], class_weights=self.class_weights
-        )
+        out = {
+            "semantic": losses_lib.supervised_ce(
+                logits, labeled["label"], class_weights=self.class_weights
+            )
+        }
         if opts.uses_sgc:
             lab = self.cam_and_sgc(
                 end_points,
@@ -265,35 +293,33 @@ class PseudoSegModel(keras.Model):
                 labeled["image_labels"],
                 dropout=dropout,
             )
-            losses["self_attention"] = losses_lib.supervised_ce(
+            out["self_attention"] = losses_lib.supervised_ce(
                 lab["sgc_logits"], labeled["label"], class_weights=self.class_weights
             )
             if opts.mode == "semi":
-                losses["cls"] = losses_lib.classification_loss(
+                out["cls"] = losses_lib.classification_loss(
                     lab["cls_logits"], labeled["image_labels"]
                 )
-        if opts.mode == "weakly":
-            losses["cls"] = losses_lib.classification_loss(
-                branch["weak"]["cls_logits"], extra["image_labels"]
-            )
-        if extra is not None:
-            strong_logits = dl.forward(extra["strong"], training=True, dropout=dropout)["logits"]
-            valid = losses_lib.resize_mask_nearest(extra["valid"], tf.shape(strong_logits)[1:3])
-            losses["consistency"] = losses_lib.unlabeled_ce(
-                branch["probs"],
-                strong_logits,
-                valid,
-                confidence_threshold=opts.confidence_threshold,
-                soft=opts.soft_labels,
-                weight=self._unlabeled_weight(),
-            )
-            outputs.update(branch=branch, strong_logits=strong_logits, valid=valid)
-        losses["regularization"] = losses_lib.weight_decay(
-            self.regularized_kernels(), opts.weight_decay
+        return logits, out
+
+    def strong_pass(self, extra, branch, dropout=True):
+        """Pass 5: the strong view through the training-mode model, supervised by the weak
+        branch's pseudo labels (L_u, eq. 1 of the paper) where the shared valid mask (padding
+        and CutOut excluded) is 1. Returns (strong logits, valid mask at their size, L_u)."""
+        opts = self.options
+        strong_logits = self.deeplab.forward(extra["strong"], training=True, dropout=dropout)[
+            "logits"
+        ]
+        valid = losses_lib.resize_mask_nearest(extra["valid"], tf.shape(strong_logits)[1:3])
+        loss = losses_lib.unlabeled_ce(
+            branch["probs"],
+            strong_logits,
+            valid,
+            confidence_threshold=opts.confidence_threshold,
+            soft=opts.soft_labels,
+            weight=self._unlabeled_weight(),
         )
-        losses["total"] = tf.add_n([losses[name] for name in LOSS_TERMS])
-        outputs["logits"] = logits
-        return losses, outputs
+        return strong_logits, valid, loss
 
     def gradient_multipliers(self):
         """{variable path: multiplier} of the gradients the optimizer scales.
