@@ -71,10 +71,7 @@ def make_teacher(limit=None):
     return teacher, seen
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 # ------------------------------------------------------------------------ threshold
