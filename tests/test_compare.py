@@ -160,3 +160,52 @@ def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     again = compare.main(argv)
     assert "2 shards already complete, 0 to write" in capsys.readouterr().out
     assert again["rows"]["self_training"]["miou"] == [miou]
+
+
+def _fake_run(row, seed, miou, ece=None):
+    return {
+        "row": row,
+        "seed": seed,
+        "miou": miou,
+        "ece": ece,
+        "pseudo_labels": None,
+        "num_steps": 7,
+        "dataset": "demo",
+        "labeled_split": "labeled",
+        "labeled_id_list": None,
+        "eval_split": "val",
+    }
+
+
+def test_report_of_given_runs(tmp_path):
+    """The report alone: per-row mean and sample std, the markdown rows, the ECE table in
+    the calibration's variant order, and the three files."""
+    runs = [
+        _fake_run("supervised", 0, 0.5),
+        _fake_run("semi", 0, 0.7, {"sgc": {"ece": 0.2}, "decoder": {"ece": 0.1}}),
+        _fake_run("supervised", 1, 0.6),
+        _fake_run("semi", 1, 0.7, {"sgc": {"ece": 0.4}, "decoder": {"ece": 0.3}}),
+    ]
+    summary = comparison_report.summarize(
+        runs, ["supervised", "semi"], [0, 1], ["/x/demo.gin"], ["Experiment.num_steps = 7"]
+    )
+    supervised = summary["rows"]["supervised"]
+    assert supervised["miou"] == [0.5, 0.6] and supervised["mean"] == pytest.approx(0.55)
+    assert supervised["std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert list(summary["ece_semi"]) == ["decoder", "sgc"]
+    assert summary["ece_semi"]["sgc"]["mean"] == pytest.approx(0.3)
+    markdown = summary["markdown"]
+    assert "| supervised | supervised baseline (L_s only) | 50.00 | 60.00 | 55.00 ± 7.07 |" in (
+        markdown
+    )
+    assert "| semi | PseudoSeg, calibrated fusion | 70.00 | 70.00 | 70.00 ± 0.00 |" in markdown
+    assert "| sgc | 20.00 | 40.00 | 30.00 ± 14.14 |" in markdown
+    assert "7 steps, labeled set labeled, gin: demo.gin; Experiment.num_steps = 7." in markdown
+    assert "teacher's offline pseudo labels" not in markdown
+
+    paths = comparison_report.write_outputs(summary, str(tmp_path))
+    with open(paths["json"]) as f:
+        assert json.load(f)["rows"]["semi"]["mean"] == pytest.approx(0.7)
+    assert open(paths["md"]).read() == markdown
+    with Image.open(paths["png"]) as image:
+        assert image.size == comparison_report.chart_size(2) and image.mode == "RGB"
