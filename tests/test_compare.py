@@ -1,32 +1,23 @@
-"""Tests of wss.compare: a two-row, one-seed comparison end to end, then its resumption."""
+"""Tests of the comparison (wss.comparison* and its command line wss.compare): a two-row,
+one-seed comparison end to end, then its resumption; the self-training row's three stages;
+clear errors."""
 
 import json
 import math
 import os
 
-import gin
 import pytest
 from PIL import Image
 
-from wss import compare
+from tests.conftest import TINY_TRAIN_PARAMS
+from wss import compare, comparison, comparison_report
+from wss.comparison_rows import CompareError, run_bindings, run_spec
+from wss.comparison_runs import RUN_RECORD, run_one
+from wss.experiment import resolve_path
 
-TINY = [
-    "ModelSettings.width_multiplier = 0.0625",
-    "ModelSettings.middle_flow_units = 1",
-    "ModelSettings.aspp_depth = 8",
-    "ModelSettings.decoder_depth = 8",
-    "Experiment.crop_size = 33",
-    "Experiment.labeled_batch_size = 2",
-    "Experiment.extra_batch_size = 2",
-    "Experiment.eval_split = 'labeled'",
-]  # 32 images instead of 100: keeps it < 60 s
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+# 32 images instead of 100: keeps it < 60 s
+TINY = list(TINY_TRAIN_PARAMS) + ["Experiment.eval_split = 'labeled'"]
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 def _argv(out_dir, demo_dir):
@@ -41,6 +32,7 @@ def _argv(out_dir, demo_dir):
     ] + [f"--gin_param={p}" for p in TINY]
 
 
+@pytest.mark.slow
 def test_compare_two_rows_then_reuse(tmp_path, capsys):
     from wss.data.demo import ensure_demo_dataset
 
@@ -75,7 +67,7 @@ def test_compare_two_rows_then_reuse(tmp_path, capsys):
 
     with Image.open(out_dir / "compare.png") as image:
         image.load()
-        assert image.size == compare.chart_size(2)
+        assert image.size == comparison_report.chart_size(2)
         assert image.mode == "RGB"
 
     # Second call: every run (and the ECE) is read back, nothing is retrained.
@@ -91,28 +83,46 @@ def test_compare_two_rows_then_reuse(tmp_path, capsys):
 
 
 def test_errors_are_clear(tmp_path):
-    with pytest.raises(compare.CompareError, match="unknown rows"):
-        compare.run_comparison(str(tmp_path), rows=["fusion"])
-    with pytest.raises(compare.CompareError, match="conflicts"):
-        compare.run_bindings("semi", 0, ["MethodOptions.mode = 'weakly'"])
-    with pytest.raises(compare.CompareError, match="does not parse"):
-        compare.run_comparison(str(tmp_path), rows=["semi"], gin_params=["Experiment.nope = 1"])
+    with pytest.raises(CompareError, match="unknown rows"):
+        comparison.run_comparison(str(tmp_path), rows=["fusion"])
+    with pytest.raises(CompareError, match="conflicts"):
+        run_bindings("semi", 0, ["MethodOptions.mode = 'weakly'"])
+    with pytest.raises(CompareError, match="does not parse"):
+        comparison.run_comparison(str(tmp_path), rows=["semi"], gin_params=["Experiment.nope = 1"])
     # A run directory started with other settings is refused, not silently mixed.
     run_dir = tmp_path / "semi" / "seed0"
     run_dir.mkdir(parents=True)
-    (run_dir / compare.RUN_RECORD).write_text(json.dumps({"row": "semi", "seed": 0}))
-    with pytest.raises(compare.CompareError, match="other settings"):
-        compare.run_one(
-            "semi",
-            0,
-            str(run_dir),
-            [compare.resolve_path(compare.DEFAULT_GIN)],
-            TINY,
-            num_steps=2,
-            dataset_dir=str(tmp_path),
-        )
+    (run_dir / RUN_RECORD).write_text(json.dumps({"row": "semi", "seed": 0}))
+    gin_files = [resolve_path(comparison.DEFAULT_GIN)]
+    spec = run_spec("semi", 0, str(tmp_path), gin_files, TINY, num_steps=2)
+    assert spec.run_dir == str(run_dir)
+    with pytest.raises(CompareError, match="other settings"):
+        run_one(spec, dataset_dir=str(tmp_path))
 
 
+def test_run_specs_are_values_built_before_any_run(tmp_path):
+    """Each row's config is a list of bindings built up front; the self-training student's
+    extends the configured labeled set with its teacher's pseudo labels."""
+    gin_files = [resolve_path(comparison.DEFAULT_GIN)]
+    semi = run_spec("semi", 3, str(tmp_path), gin_files, TINY, num_steps=5)
+    assert semi.bindings == tuple(TINY) + (
+        "MethodOptions.mode = 'semi'",
+        "MethodOptions.source = 'fusion'",
+        "Experiment.seed = 3",
+        "Experiment.num_steps = 5",
+    )
+    assert semi.teacher is None and semi.record()["gin_files"] == ["demo.gin"]
+    student = run_spec("self_training", 1, str(tmp_path), gin_files, (), None, "labeled")
+    assert student.teacher == run_spec("supervised", 1, str(tmp_path), gin_files)
+    assert student.pseudo_dir == str(tmp_path / "self_training" / "seed1" / "pseudo")
+    assert student.bindings[-1] == (
+        f"Experiment.labeled_split = ('labeled', '{student.pseudo_dir}:pseudo')"
+    )
+    with pytest.raises(ValueError, match="labeled_split"):
+        run_spec("self_training", 1, str(tmp_path), gin_files)
+
+
+@pytest.mark.slow
 def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     from wss.data.demo import ensure_demo_dataset
 
@@ -139,7 +149,7 @@ def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     assert labels["num_images"] == 400 - 32
     assert 0.0 <= labels["coverage"] <= 1.0 and labels["miou"] is not None
     # Stage 3: the student reads the labeled split plus every pseudo-labeled record.
-    with open(out_dir / "self_training" / "seed0" / compare.RUN_RECORD) as f:
+    with open(out_dir / "self_training" / "seed0" / RUN_RECORD) as f:
         record = json.load(f)
     assert f"Experiment.labeled_split = ('labeled', '{pseudo_dir}:pseudo')" in record["bindings"]
     assert "MethodOptions.mode = 'supervised'" in record["bindings"]
@@ -150,3 +160,52 @@ def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
     again = compare.main(argv)
     assert "2 shards already complete, 0 to write" in capsys.readouterr().out
     assert again["rows"]["self_training"]["miou"] == [miou]
+
+
+def _fake_run(row, seed, miou, ece=None):
+    return {
+        "row": row,
+        "seed": seed,
+        "miou": miou,
+        "ece": ece,
+        "pseudo_labels": None,
+        "num_steps": 7,
+        "dataset": "demo",
+        "labeled_split": "labeled",
+        "labeled_id_list": None,
+        "eval_split": "val",
+    }
+
+
+def test_report_of_given_runs(tmp_path):
+    """The report alone: per-row mean and sample std, the markdown rows, the ECE table in
+    the calibration's variant order, and the three files."""
+    runs = [
+        _fake_run("supervised", 0, 0.5),
+        _fake_run("semi", 0, 0.7, {"sgc": {"ece": 0.2}, "decoder": {"ece": 0.1}}),
+        _fake_run("supervised", 1, 0.6),
+        _fake_run("semi", 1, 0.7, {"sgc": {"ece": 0.4}, "decoder": {"ece": 0.3}}),
+    ]
+    summary = comparison_report.summarize(
+        runs, ["supervised", "semi"], [0, 1], ["/x/demo.gin"], ["Experiment.num_steps = 7"]
+    )
+    supervised = summary["rows"]["supervised"]
+    assert supervised["miou"] == [0.5, 0.6] and supervised["mean"] == pytest.approx(0.55)
+    assert supervised["std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert list(summary["ece_semi"]) == ["decoder", "sgc"]
+    assert summary["ece_semi"]["sgc"]["mean"] == pytest.approx(0.3)
+    markdown = summary["markdown"]
+    assert "| supervised | supervised baseline (L_s only) | 50.00 | 60.00 | 55.00 ± 7.07 |" in (
+        markdown
+    )
+    assert "| semi | PseudoSeg, calibrated fusion | 70.00 | 70.00 | 70.00 ± 0.00 |" in markdown
+    assert "| sgc | 20.00 | 40.00 | 30.00 ± 14.14 |" in markdown
+    assert "7 steps, labeled set labeled, gin: demo.gin; Experiment.num_steps = 7." in markdown
+    assert "teacher's offline pseudo labels" not in markdown
+
+    paths = comparison_report.write_outputs(summary, str(tmp_path))
+    with open(paths["json"]) as f:
+        assert json.load(f)["rows"]["semi"]["mean"] == pytest.approx(0.7)
+    assert open(paths["md"]).read() == markdown
+    with Image.open(paths["png"]) as image:
+        assert image.size == comparison_report.chart_size(2) and image.mode == "RGB"

@@ -1,4 +1,5 @@
-"""Tests of wss.pseudo_label: thresholding, records written and read back, the report's
+"""Tests of the self-training labelling (wss.self_training*) and its command line
+wss.pseudo_label: thresholding, records written and read back, the report's
 coverage / mIoU against a hand-computed case, and resume after an interruption."""
 
 import json
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import pseudo_label as pl
+from wss import pseudo_label, self_training
 from wss.data import image_io, pipeline, reader, tfrecord_writer
+from wss.self_training_labels import threshold_labels
+from wss.self_training_plan import PseudoLabelError, make_plan
 
 C = 6  # the demo dataset's classes, so the normal pipeline reads the records back
 CROP = 12
@@ -68,10 +71,7 @@ def make_teacher(limit=None):
     return teacher, seen
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 # ------------------------------------------------------------------------ threshold
@@ -87,13 +87,11 @@ def test_threshold_labels_matches_numpy_reference():
     probs[0, 0, 2] = [0.0, 0.0, 0.5001, 0.4999]
     for threshold in (0.5, 0.3, 0.9):
         ref = np.where(probs.max(-1) > threshold, probs.argmax(-1), 255)
-        got = pl.threshold_labels(probs, threshold)
+        got = threshold_labels(probs, threshold)
         assert isinstance(got, np.ndarray) and got.dtype == np.int32
         np.testing.assert_array_equal(got, ref)
-        np.testing.assert_array_equal(
-            pl.threshold_labels(tf.constant(probs), threshold).numpy(), ref
-        )
-    got = pl.threshold_labels(probs, 0.5)
+        np.testing.assert_array_equal(threshold_labels(tf.constant(probs), threshold).numpy(), ref)
+    got = threshold_labels(probs, 0.5)
     assert got[0, 0, 0] == 255 and got[0, 0, 1] == 255 and got[0, 0, 2] == 2
     assert (got == 255).any() and (got != 255).any()
 
@@ -124,7 +122,7 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     _hand_dataset(data)
     teacher, seen = make_teacher()
     lines = []
-    report = pl.generate(
+    report = self_training.generate(
         teacher,
         str(data),
         "train",
@@ -148,13 +146,13 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     assert report["miou"] == pytest.approx((1 + 1 / 3 + 1 / 2 + 1 / 2) / 4)
     assert report["per_class_iou"]["1"] == pytest.approx(1 / 3)
     assert report["per_class_iou"]["4"] is None
-    with open(out / pl.REPORT_NAME) as f:
+    with open(out / self_training.REPORT_NAME) as f:
         assert json.load(f)["miou"] == pytest.approx(report["miou"])
     assert any("coverage 70.00%" in s for s in lines)
     assert any("2/2 images" in s for s in lines)  # progress line
     assert set(os.listdir(out)) == {
         ".pseudo_label_stats",
-        pl.REPORT_NAME,
+        self_training.REPORT_NAME,
         "pseudo-00000-of-00001.tfrecord",
     }
 
@@ -186,7 +184,7 @@ def test_no_ground_truth_gives_coverage_only(tmp_path):
     data = tmp_path / "data"
     _write(data, "extra", [_record("u.png", _image(A_CLS, A_CONF))])
     teacher, _ = make_teacher()
-    report = pl.generate(
+    report = self_training.generate(
         teacher, str(data), "extra", str(tmp_path / "o"), C, CROP, log=lambda s: None
     )
     assert report["coverage"] == pytest.approx(5 / 6)
@@ -225,7 +223,7 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     kw = dict(num_shards=3, batch_size=1, log=lambda s: None)  # shards of 2, 2, 3 images
     teacher, _ = make_teacher(limit=5)  # dies on the 6th image (in the last shard)
     with pytest.raises(Exception, match="simulated crash"):
-        pl.generate(teacher, str(data), "train", out, C, CROP, **kw)
+        self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert sorted(_mtimes(out)) == [
         "pseudo-00000-of-00003.tfrecord",
         "pseudo-00001-of-00003.tfrecord",
@@ -234,7 +232,7 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     before = _mtimes(out)
 
     teacher, seen = make_teacher()
-    report = pl.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    report = self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 3  # only the missing shard's images were predicted
     assert report["shards_written"] == [2] and report["shards_reused"] == [0, 1]
     after = _mtimes(out)
@@ -244,13 +242,13 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     os.remove(os.path.join(out, "pseudo-00001-of-00003.tfrecord"))
     keep = {f: t for f, t in after.items() if "00001" not in f}
     teacher, seen = make_teacher()
-    report = pl.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    report = self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 2 and report["shards_written"] == [1]
     assert all(_mtimes(out)[f] == t for f, t in keep.items())
 
     # Same bytes and report as one uninterrupted run.
     teacher, seen = make_teacher()
-    full = pl.generate(teacher, str(data), "train", fresh, C, CROP, **kw)
+    full = self_training.generate(teacher, str(data), "train", fresh, C, CROP, **kw)
     assert seen["n"] == 7 and full["num_images"] == report["num_images"] == 7
     for name in _mtimes(fresh):
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(fresh, name), "rb") as b:
@@ -260,12 +258,12 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
 
     # Nothing left to do; other settings into the same folder are refused.
     teacher, seen = make_teacher()
-    pl.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 0
-    with pytest.raises(pl.PseudoLabelError, match="threshold"):
-        pl.generate(teacher, str(data), "train", out, C, CROP, threshold=0.9, **kw)
-    with pytest.raises(pl.PseudoLabelError, match="4 shards|3 shards"):
-        pl.generate(
+    with pytest.raises(PseudoLabelError, match="threshold"):
+        self_training.generate(teacher, str(data), "train", out, C, CROP, threshold=0.9, **kw)
+    with pytest.raises(PseudoLabelError, match="4 shards|3 shards"):
+        self_training.generate(
             teacher,
             str(data),
             "train",
@@ -280,16 +278,16 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
 
 def test_plan_is_deterministic_and_id_lists_apply(tmp_path):
     _many(tmp_path)
-    plan = pl.make_plan(str(tmp_path), "train", 3)
+    plan = make_plan(str(tmp_path), "train", 3)
     assert plan.bounds == [0, 2, 4, 7]
     assert [i[2] for i in plan.items] == [f"img{i}.png" for i in range(7)]
-    plan = pl.make_plan(str(tmp_path), "train", 10, exclude_ids=["img0", "img5"])
+    plan = make_plan(str(tmp_path), "train", 10, exclude_ids=["img0", "img5"])
     assert plan.num_shards == 5 and len(plan.items) == 5
     assert "img0.png" not in [i[2] for i in plan.items]
-    plan = pl.make_plan(str(tmp_path), "train", 2, id_list=["img1", "img2"])
+    plan = make_plan(str(tmp_path), "train", 2, id_list=["img1", "img2"])
     assert [i[2] for i in plan.items] == ["img1.png", "img2.png"]
     with pytest.raises(reader.DataError, match="not in the records"):
-        pl.make_plan(str(tmp_path), "train", 2, id_list=["nope"])
+        make_plan(str(tmp_path), "train", 2, id_list=["nope"])
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -325,7 +323,7 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
         f"--exclude_id_list={ids}",
         "--output_split=pl",
     ]
-    report = pl.main(argv)
+    report = pseudo_label.main(argv)
     printed = capsys.readouterr().out
     assert "coverage" in printed and "mIoU" in printed and "4/4 images" in printed
     assert seen["n"] == 4 * 4  # 4 images (img1 excluded) x 2 scales x 2 flips
@@ -345,11 +343,11 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     ]
     assert sorted(names) == ["img0.png", "img2.png", "img3.png", "img4.png"]
     # Rerun: nothing to do; a bad dataset dir is a clean error.
-    assert pl.main(argv)["shards_written"] == [] and seen["n"] == 16
+    assert pseudo_label.main(argv)["shards_written"] == [] and seen["n"] == 16
     with pytest.raises(restore.RestoreError, match="nope"):
-        pl.main(argv[:3] + [f"--dataset_dir={tmp_path / 'nope'}", f"--output_dir={out}"])
+        pseudo_label.main(argv[:3] + [f"--dataset_dir={tmp_path / 'nope'}", f"--output_dir={out}"])
     with pytest.raises(restore.RestoreError, match="--model_dir of the teacher"):
-        pl.main(["pseudo_label", f"--output_dir={out}"])
+        pseudo_label.main(["pseudo_label", f"--output_dir={out}"])
 
 
 @pytest.mark.parametrize("ratio", [4, 8, 16])

@@ -1,0 +1,17 @@
+"""The training, evaluation and calibration stages a comparison run calls.
+
+The one place the comparison library reaches the training and calibration code; when
+those move into library modules, only the two imports below change.
+"""
+
+from wss.calibration import VARIANTS, calibrate, save_reliability_png
+from wss.train import evaluate_final, labeled_ids, train
+
+__all__ = [
+    "VARIANTS",
+    "calibrate",
+    "evaluate_final",
+    "labeled_ids",
+    "save_reliability_png",
+    "train",
+]
