@@ -13,9 +13,6 @@ from absl import flags
 
 from wss import program, reliability, restore
 
-# Kept importable from here while wss.compare still reads them from this module.
-from wss.reliability import VARIANTS, calibrate, save_reliability_png  # noqa: F401
-
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
 restore.define_data_flags(FLAGS)

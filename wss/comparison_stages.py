@@ -4,7 +4,7 @@ The one place the comparison library reaches the training and calibration code; 
 those move into library modules, only the two imports below change.
 """
 
-from wss.calibration import VARIANTS, calibrate, save_reliability_png
+from wss.reliability import VARIANTS, calibrate, save_reliability_png
 from wss.train import evaluate_final, labeled_ids, train
 
 __all__ = [
