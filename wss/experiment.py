@@ -13,10 +13,8 @@ from typing import Optional, Tuple, Union
 import gin
 import keras
 
-from wss.data import (
-    augment,  # noqa: F401  registers AugmentConfig, StrongConfig with gin
-    descriptors,
-)
+from wss.data import descriptors
+from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
@@ -158,6 +156,88 @@ class TrainLoop:
                 raise ValueError(f"TrainLoop.{name} must be >= 1, got {getattr(self, name)}")
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """How the demo backbone is pretrained (Adam, left-right flips, sigmoid cross-entropy;
+    wss.pretraining).
+
+    num_images: demo images generated for it (apart from train and val).
+    steps, batch_size, learning_rate: the schedule (constant learning rate).
+    seed: data and initialisation seed.
+    """
+
+    num_images: int = 4000
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_images", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"PretrainConfig.{name} = {getattr(self, name)}: must be at least 1"
+                )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one program run is configured with: built once from gin by
+    parse_run_config in a program's main and passed down as a value (library functions
+    take it, or its parts, and never read gin themselves).
+
+    augment.crop_size is experiment.crop_size (bind Experiment.crop_size).
+    """
+
+    experiment: Experiment
+    model: ModelSettings
+    method: MethodOptions
+    loop: TrainLoop
+    augment: AugmentConfig
+    strong: StrongConfig
+    pretrain: PretrainConfig
+
+
+def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
+    """Parses gin files and bindings afresh (gin is cleared first) into the RunConfig.
+
+    The one place a program turns gin into config values. A binding of something no
+    program reads is an error (unless `skip_unknown`, for an operative config written by
+    another program).
+    """
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(
+        [f for f in (gin_files or []) if f], list(gin_params or []), skip_unknown=skip_unknown
+    )
+    return bound_run_config()
+
+
+def bound_run_config():
+    """The RunConfig of gin's current bindings (what parse_run_config returns; the only
+    place the config classes are built from gin)."""
+    exp = Experiment()
+    try:
+        gin.query_parameter("AugmentConfig.crop_size")
+    except ValueError:
+        pass  # not bound: the training crop is Experiment.crop_size
+    else:
+        raise ConfigError(
+            "AugmentConfig.crop_size is not used: the training crop is Experiment.crop_size"
+        )
+    return RunConfig(
+        experiment=exp,
+        model=ModelSettings(),
+        method=MethodOptions(),
+        loop=TrainLoop(),
+        augment=AugmentConfig(crop_size=exp.crop_size),
+        strong=StrongConfig(),
+        pretrain=PretrainConfig(),
+    )
+
+
 def resolve_dataset_dir(dataset_name, dataset_dir=None):
     """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
     ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path."""
@@ -179,15 +259,21 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None):
 
 
 def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
-    """The PseudoSeg model of the gin bindings, built (all variables exist)."""
-    settings = model_settings or ModelSettings()
-    if num_classes is None:
-        num_classes = Experiment().descriptor.num_classes
-    config = dataclasses.asdict(settings)
+    """The PseudoSeg model of these settings, built (all variables exist).
+
+    Programs pass `model_settings` and `options` (their RunConfig's model and method);
+    `num_classes` None is the dataset's. Transitional: a part left out is read from gin's
+    current bindings (bound_run_config), for callers that parsed gin themselves
+    (wss.compare, tests) until they pass values.
+    """
+    if num_classes is None or model_settings is None or options is None:
+        bound = bound_run_config()
+        num_classes = num_classes or bound.experiment.descriptor.num_classes
+        model_settings = model_settings or bound.model
+        options = options or bound.method
+    config = dataclasses.asdict(model_settings)
     config["num_classes"] = num_classes
-    model = PseudoSegModel(
-        deeplab_config=config, options=options or MethodOptions(), class_weights=class_weights
-    )
+    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
     model.build()
     return model
 

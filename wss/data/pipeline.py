@@ -22,7 +22,6 @@ shard listing (wss.data.reader) does.
 import functools
 from typing import Optional, Sequence, Union
 
-import gin
 import tensorflow as tf
 
 from wss.data import augment, descriptors, reader, splits
@@ -141,7 +140,6 @@ def _finish(ds, batch_size, drop_remainder, seed, prefetch=AUTOTUNE):
     return ds.prefetch(prefetch)
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def labeled_dataset(
     dataset_dir: str,
     batch_size: int,
@@ -196,7 +194,6 @@ def labeled_dataset(
     return _finish(ds, batch_size, drop_remainder, seed)
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def extra_dataset(
     dataset_dir: str,
     batch_size: int,
@@ -276,7 +273,6 @@ def _raise_too_big(path, index, h, w, crop):
     )
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def eval_dataset(
     dataset_dir: str,
     batch_size: int,
