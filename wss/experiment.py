@@ -49,7 +49,6 @@ def resolve_path(path):
     return candidate if os.path.exists(candidate) else path
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """DeepLabv3+ options (see deeplab_ext.deeplab.DeepLabV3Plus); defaults: the paper's."""
@@ -128,7 +127,6 @@ class Experiment:
         return self.base_learning_rate
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainLoop:
     """How the training loop runs: intervals (flags override them) and compilation.
@@ -156,7 +154,6 @@ class TrainLoop:
                 raise ValueError(f"TrainLoop.{name} must be >= 1, got {getattr(self, name)}")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """How the demo backbone is pretrained (Adam, left-right flips, sigmoid cross-entropy;
@@ -181,6 +178,24 @@ class PretrainConfig:
                 )
         if self.learning_rate <= 0:
             raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
+
+
+# How gin reaches the config classes. ModelSettings, TrainLoop, PretrainConfig,
+# AugmentConfig and StrongConfig are plain dataclasses: gin binds subclasses registered
+# under their names, which only bound_run_config instantiates, so building one anywhere
+# else gives its documented defaults, never gin's bindings. Experiment and MethodOptions
+# are still gin-configurable themselves while wss.compare, wss.pseudo_label and
+# wss.model.PseudoSegModel (its `options` default) construct them after parsing gin.
+_GIN_BOUND = {
+    cls: gin.external_configurable(cls, cls.__name__)
+    for cls in (ModelSettings, TrainLoop, PretrainConfig, AugmentConfig, StrongConfig)
+}
+
+
+def _from_gin(cls, **values):
+    """A plain `cls` holding gin's bindings (and `values`, which win)."""
+    bound = _GIN_BOUND[cls](**values)
+    return cls(**{field.name: getattr(bound, field.name) for field in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,12 +244,12 @@ def bound_run_config():
         )
     return RunConfig(
         experiment=exp,
-        model=ModelSettings(),
+        model=_from_gin(ModelSettings),
         method=MethodOptions(),
-        loop=TrainLoop(),
-        augment=AugmentConfig(crop_size=exp.crop_size),
-        strong=StrongConfig(),
-        pretrain=PretrainConfig(),
+        loop=_from_gin(TrainLoop),
+        augment=_from_gin(AugmentConfig, crop_size=exp.crop_size),
+        strong=_from_gin(StrongConfig),
+        pretrain=_from_gin(PretrainConfig),
     )
 
 

@@ -164,7 +164,8 @@ def labeled_dataset(
     directory). The id list applies to the plain names only; 'DIR:name' sources are read
     whole. Self-training: split=('train', 'runs/voc_1_8_teacher/pseudo:pseudo') with the
     1/8 id list trains on the labeled 1/8 of 'train' plus all of the teacher's pseudo
-    labels (wss.pseudo_label).
+    labels (wss.pseudo_label). `augment_config` None: AugmentConfig's defaults (DeepLab's)
+    at the dataset's training crop; training passes its RunConfig's.
     """
     desc = descriptors.get_descriptor(dataset_name)
     cfg = augment_config or augment.AugmentConfig(crop_size=desc.train_crop_size)
@@ -221,6 +222,7 @@ def extra_dataset(
         "train_aug minus labeled"; the release leaves them in).
       image_labels_source: 'auto' (the record's image/class/label if non-empty, else
         from the cropped mask, else zeros), 'record' (always the record's list) or 'mask'.
+      strong_config: the strong view (None: StrongConfig's defaults, the release's).
       Other arguments as labeled_dataset.
     """
     if image_labels_source not in ("auto", "record", "mask"):
