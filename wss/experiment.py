@@ -3,6 +3,11 @@
 Every paper experiment is a gin file that binds these (see gin/); the training driver,
 evaluation and export read the same bindings, so a model is always rebuilt exactly as it
 was trained. Batch sizes are global (split across replicas by tf.distribute).
+
+Config flow: a program's main calls parse_run_config(gin files, bindings) once (the tools
+that restore a run go through wss.restore.parse_gin, which adds a hint for a missing
+file) and passes the RunConfig it returns, or its parts, down; library functions take
+values and do not read gin.
 """
 
 import dataclasses
@@ -214,6 +219,7 @@ class RunConfig:
     augment: AugmentConfig
     strong: StrongConfig
     pretrain: PretrainConfig
+    gin_config: str = ""  # the parsed bindings as gin text (a run's operative_config.gin)
 
 
 def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
@@ -250,6 +256,7 @@ def bound_run_config():
         augment=_from_gin(AugmentConfig, crop_size=exp.crop_size),
         strong=_from_gin(StrongConfig),
         pretrain=_from_gin(PretrainConfig),
+        gin_config=gin.config_str(),
     )
 
 

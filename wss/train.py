@@ -15,7 +15,6 @@ import math
 import os
 import time
 
-import gin
 import keras
 import tensorflow as tf
 from absl import flags, logging
@@ -326,7 +325,7 @@ def train(
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
     with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.config_str())
+        f.write(config.gin_config)
 
     # ------------------------------------------------------------ input and step
     dataset = make_input(strategy, config, dataset_dir)
