@@ -24,15 +24,13 @@ def main(demo_dir, out_path):
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * REPLICAS
     )
-    import gin
     import numpy as np
 
     from wss.data import pipeline
-    from wss.experiment import Experiment
-    from wss.method.options import MethodOptions
+    from wss.experiment import parse_run_config
     from wss.train import make_input
 
-    gin.parse_config_files_and_bindings(
+    config = parse_run_config(
         ["gin/demo.gin"],
         [
             "Experiment.crop_size = 33",
@@ -41,8 +39,8 @@ def main(demo_dir, out_path):
         ],
     )
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(REPLICAS)])
-    exp, options = Experiment(), MethodOptions()
-    dataset = make_input(strategy, exp, options, demo_dir)
+    exp = config.experiment
+    dataset = make_input(strategy, config, demo_dir)
     labeled, extra = next(iter(dataset))
     result = {"replicas": strategy.num_replicas_in_sync, "shapes": {}, "distinct": {}}
     for stream, batch in (("labeled", labeled), ("extra", extra)):

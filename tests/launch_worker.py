@@ -23,20 +23,18 @@ def main(precision, gin_files, gin_params):
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * REPLICAS
     )
-    import gin
 
     from wss import distribute
-    from wss.experiment import Experiment, TrainLoop, build_model, build_optimizer
-    from wss.method.options import MethodOptions
+    from wss.experiment import build_model, build_optimizer, parse_run_config
 
-    gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=False)
-    exp, _, _ = Experiment(), MethodOptions(), TrainLoop()
+    config = parse_run_config(gin_files, gin_params)
+    exp = config.experiment
     distribute.set_precision(precision)
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(REPLICAS)])
     for size in (exp.labeled_batch_size, exp.extra_batch_size):
         assert size % REPLICAS == 0, f"batch {size} does not split over {REPLICAS} replicas"
     with strategy.scope():
-        model = build_model(exp.descriptor.num_classes)
+        model = build_model(exp.descriptor.num_classes, config.model, config.method)
         build_optimizer(exp, model, precision)
     params = sum(int(tf.size(v)) for v in model.trainable_variables)
     print("BUILT", params, exp.labeled_batch_size // REPLICAS)

@@ -56,9 +56,9 @@ def test_plain_fcn_fits_four_images():
 def test_demo_deeplab_is_the_gin_model():
     from wss.restore import parse_gin
 
-    parse_gin([os.path.join(REPO, "gin", "demo.gin")])
+    config = parse_gin([os.path.join(REPO, "gin", "demo.gin")])
     try:
-        model = learnability.DeepLabLogits(demo.NUM_CLASSES)
+        model = learnability.DeepLabLogits(demo.NUM_CLASSES, config.model)
         data = demo.padded_arrays(demo.train_items(0, 2))
         result = learnability.train_and_evaluate(
             model, data, data, steps=2, batch=2, log_every=1, out=io.StringIO()

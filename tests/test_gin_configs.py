@@ -6,8 +6,7 @@ import os
 import gin
 import pytest
 
-from wss.experiment import PROJECT_ROOT, Experiment, ModelSettings, build_model, resolve_path
-from wss.method.options import MethodOptions
+from wss.experiment import PROJECT_ROOT, build_model, parse_run_config, resolve_path
 
 GIN_FILES = sorted(glob.glob(os.path.join(PROJECT_ROOT, "gin", "*.gin")))
 # Lists users draw themselves (documented in the file); everything else must ship.
@@ -48,12 +47,12 @@ def test_there_is_a_config_per_paper_experiment():
 def test_config_parses_and_builds(path):
     gin.clear_config()
     try:
-        gin.parse_config_files_and_bindings([path], TINY, skip_unknown=False)
-        exp, opts = Experiment(), MethodOptions()
+        config = parse_run_config([path], TINY)
+        exp, opts = config.experiment, config.method
         for id_list in (exp.labeled_id_list, exp.extra_id_list):
             if id_list and id_list not in USER_DRAWN:
                 assert os.path.exists(resolve_path(id_list)), f"{path}: {id_list} is missing"
-        model = build_model(exp.descriptor.num_classes, ModelSettings(), opts)
+        model = build_model(exp.descriptor.num_classes, config.model, opts)
         assert model.num_classes == exp.descriptor.num_classes
         if os.path.basename(path).startswith(("voc", "coco")):
             assert (exp.crop_size, exp.labeled_batch_size, exp.extra_batch_size) == (33, 64, 64)
@@ -72,13 +71,12 @@ def test_a_typo_in_a_binding_fails_loudly():
 def test_cutout_fits_the_crop_of_every_pseudoseg_config(path):
     """Cut-out pixels leave the unlabeled loss: a square sized for another crop must not
     blank the strong view (the demo at 65 px once ran with the release's 100 px square)."""
-    from wss.data.augment import StrongConfig, cutout_advice
+    from wss.data.augment import cutout_advice
 
-    gin.clear_config()
     try:
-        gin.parse_config_files_and_bindings([path], [], skip_unknown=False)
-        if MethodOptions().mode != "supervised":
-            assert cutout_advice(Experiment().crop_size, StrongConfig()) is None
+        config = parse_run_config([path])
+        if config.method.mode != "supervised":
+            assert cutout_advice(config.experiment.crop_size, config.strong) is None
     finally:
         gin.clear_config()
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from wss.checkpointing import training_checkpoint
-from wss.experiment import Experiment, ModelSettings, build_model, build_optimizer
+from wss.experiment import Experiment, bound_run_config, build_model, build_optimizer
 from wss.method.options import MethodOptions
 from wss.schedule import PolyWithSlowStart
 
@@ -54,7 +54,7 @@ def restore_latest(model_dir):
     """Restores the latest checkpoint into a fresh tiny model + optimizer (all consumed)."""
     gin.clear_config()
     gin.parse_config_files_and_bindings(["gin/demo.gin"], TINY, skip_unknown=False)
-    model = build_model(6, ModelSettings())
+    model = build_model(6, bound_run_config().model)
     optimizer = build_optimizer(Experiment(), model)
     path = tf.train.latest_checkpoint(model_dir)
     training_checkpoint(model, optimizer).restore(path).assert_consumed()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.test_train import TINY
+from wss.experiment import parse_run_config
 from wss.train import crossed, steps_in_call, train
 
 
@@ -37,11 +38,15 @@ def run_training(model_dir, demo_dir, params, stop_after=None, jit_compile=None)
         if stop_after and line.startswith("saved") and line.endswith(stop_after):
             raise Stop(line)
 
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(["gin/demo.gin"], TINY + list(params), skip_unknown=False)
+    config = parse_run_config(["gin/demo.gin"], TINY + list(params))
     try:
         model, logs, _, _ = train(
-            str(model_dir), demo_dir, images_every=0, print_fn=hook, jit_compile=jit_compile
+            str(model_dir),
+            demo_dir,
+            images_every=0,
+            print_fn=hook,
+            jit_compile=jit_compile,
+            config=config,
         )
     finally:
         gin.clear_config()

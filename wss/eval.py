@@ -11,7 +11,7 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from wss import evaluation, experiment, program, restore
+from wss import evaluation, program, restore
 from wss.data import pipeline
 
 FLAGS = program.flag_values()
@@ -91,7 +91,7 @@ def main(argv=None):
             )
         ]
     results = []
-    last_step = experiment.Experiment().num_steps
+    last_step = setup.config.experiment.num_steps
     print(f"Waiting for checkpoints in {model_dir} ...", flush=True)
     for ckpt in tf.train.checkpoints_iterator(
         model_dir, fv.eval_interval_secs, timeout=fv.eval_timeout_secs

@@ -3,6 +3,11 @@
 Every paper experiment is a gin file that binds these (see gin/); the training driver,
 evaluation and export read the same bindings, so a model is always rebuilt exactly as it
 was trained. Batch sizes are global (split across replicas by tf.distribute).
+
+Config flow: a program's main calls parse_run_config(gin files, bindings) once (the tools
+that restore a run go through wss.restore.parse_gin, which adds a hint for a missing
+file) and passes the RunConfig it returns, or its parts, down; library functions take
+values and do not read gin.
 """
 
 import dataclasses
@@ -13,10 +18,8 @@ from typing import Optional, Tuple, Union
 import gin
 import keras
 
-from wss.data import (
-    augment,  # noqa: F401  registers AugmentConfig, StrongConfig with gin
-    descriptors,
-)
+from wss.data import descriptors
+from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
@@ -51,7 +54,6 @@ def resolve_path(path):
     return candidate if os.path.exists(candidate) else path
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """DeepLabv3+ options (see deeplab_ext.deeplab.DeepLabV3Plus); defaults: the paper's."""
@@ -130,7 +132,6 @@ class Experiment:
         return self.base_learning_rate
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainLoop:
     """How the training loop runs: intervals (flags override them) and compilation.
@@ -158,6 +159,107 @@ class TrainLoop:
                 raise ValueError(f"TrainLoop.{name} must be >= 1, got {getattr(self, name)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """How the demo backbone is pretrained (Adam, left-right flips, sigmoid cross-entropy;
+    wss.pretraining).
+
+    num_images: demo images generated for it (apart from train and val).
+    steps, batch_size, learning_rate: the schedule (constant learning rate).
+    seed: data and initialisation seed.
+    """
+
+    num_images: int = 4000
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_images", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"PretrainConfig.{name} = {getattr(self, name)}: must be at least 1"
+                )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
+
+
+# How gin reaches the config classes. ModelSettings, TrainLoop, PretrainConfig,
+# AugmentConfig and StrongConfig are plain dataclasses: gin binds subclasses registered
+# under their names, which only bound_run_config instantiates, so building one anywhere
+# else gives its documented defaults, never gin's bindings. Experiment and MethodOptions
+# are still gin-configurable themselves while wss.compare, wss.pseudo_label and
+# wss.model.PseudoSegModel (its `options` default) construct them after parsing gin.
+_GIN_BOUND = {
+    cls: gin.external_configurable(cls, cls.__name__)
+    for cls in (ModelSettings, TrainLoop, PretrainConfig, AugmentConfig, StrongConfig)
+}
+
+
+def _from_gin(cls, **values):
+    """A plain `cls` holding gin's bindings (and `values`, which win)."""
+    bound = _GIN_BOUND[cls](**values)
+    return cls(**{field.name: getattr(bound, field.name) for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one program run is configured with: built once from gin by
+    parse_run_config in a program's main and passed down as a value (library functions
+    take it, or its parts, and never read gin themselves).
+
+    augment.crop_size is experiment.crop_size (bind Experiment.crop_size).
+    """
+
+    experiment: Experiment
+    model: ModelSettings
+    method: MethodOptions
+    loop: TrainLoop
+    augment: AugmentConfig
+    strong: StrongConfig
+    pretrain: PretrainConfig
+    gin_config: str = ""  # the parsed bindings as gin text (a run's operative_config.gin)
+
+
+def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
+    """Parses gin files and bindings afresh (gin is cleared first) into the RunConfig.
+
+    The one place a program turns gin into config values. A binding of something no
+    program reads is an error (unless `skip_unknown`, for an operative config written by
+    another program).
+    """
+    gin.clear_config()
+    gin.parse_config_files_and_bindings(
+        [f for f in (gin_files or []) if f], list(gin_params or []), skip_unknown=skip_unknown
+    )
+    return bound_run_config()
+
+
+def bound_run_config():
+    """The RunConfig of gin's current bindings (what parse_run_config returns; the only
+    place the config classes are built from gin)."""
+    exp = Experiment()
+    try:
+        gin.query_parameter("AugmentConfig.crop_size")
+    except ValueError:
+        pass  # not bound: the training crop is Experiment.crop_size
+    else:
+        raise ConfigError(
+            "AugmentConfig.crop_size is not used: the training crop is Experiment.crop_size"
+        )
+    return RunConfig(
+        experiment=exp,
+        model=_from_gin(ModelSettings),
+        method=MethodOptions(),
+        loop=_from_gin(TrainLoop),
+        augment=_from_gin(AugmentConfig, crop_size=exp.crop_size),
+        strong=_from_gin(StrongConfig),
+        pretrain=_from_gin(PretrainConfig),
+        gin_config=gin.config_str(),
+    )
+
+
 def resolve_dataset_dir(dataset_name, dataset_dir=None):
     """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
     ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path."""
@@ -179,15 +281,21 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None):
 
 
 def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
-    """The PseudoSeg model of the gin bindings, built (all variables exist)."""
-    settings = model_settings or ModelSettings()
-    if num_classes is None:
-        num_classes = Experiment().descriptor.num_classes
-    config = dataclasses.asdict(settings)
+    """The PseudoSeg model of these settings, built (all variables exist).
+
+    Programs pass `model_settings` and `options` (their RunConfig's model and method);
+    `num_classes` None is the dataset's. Transitional: a part left out is read from gin's
+    current bindings (bound_run_config), for callers that parsed gin themselves
+    (wss.compare, tests) until they pass values.
+    """
+    if num_classes is None or model_settings is None or options is None:
+        bound = bound_run_config()
+        num_classes = num_classes or bound.experiment.descriptor.num_classes
+        model_settings = model_settings or bound.model
+        options = options or bound.method
+    config = dataclasses.asdict(model_settings)
     config["num_classes"] = num_classes
-    model = PseudoSegModel(
-        deeplab_config=config, options=options or MethodOptions(), class_weights=class_weights
-    )
+    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
     model.build()
     return model
 

@@ -5,7 +5,7 @@ python -m wss.export --gin_file=x.gin --model_dir=DIR --export_dir=OUT
 
 from absl import flags
 
-from wss import colormap, experiment, program, restore
+from wss import colormap, program, restore
 from wss.data import descriptors
 from wss.serving import export_model
 
@@ -36,12 +36,12 @@ def main(argv=None):
     fv = FLAGS
     if not fv.export_dir:
         raise restore.RestoreError("pass --export_dir (where the SavedModel goes).")
-    model_dir = restore.parse_run_config(fv)
-    exp = experiment.Experiment()
+    model_dir, config = restore.parse_tool_config(fv)
+    exp = config.experiment
     dataset = fv.dataset_name or exp.dataset_name
     desc = descriptors.get_descriptor(dataset)
     crop = fv.eval_crop_size or exp.eval_crop_size or desc.eval_crop_size
-    model = experiment.build_model(desc.num_classes)
+    model = restore.build_model(config, desc.num_classes)
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     export_model(
         model,

@@ -7,14 +7,8 @@ from absl import flags
 
 from wss import program
 from wss.data import demo
-from wss.pretraining import (
-    PretrainConfig,
-    build_classifier,
-    pretrain,
-    pretrain_arrays,
-    save_backbone,
-)
-from wss.restore import parse_gin
+from wss.experiment import parse_run_config
+from wss.pretraining import build_classifier, pretrain, pretrain_arrays, save_backbone
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("output", None, "Checkpoint prefix to write.", flag_values=FLAGS)
@@ -34,10 +28,10 @@ def main(argv=None):
             "--output is required: the checkpoint prefix to write, e.g. "
             "demo_data/backbone/model.ckpt"
         )
-    parse_gin(fv.gin_file, fv.gin_param)
-    config = PretrainConfig()
+    run_config = parse_run_config(fv.gin_file, fv.gin_param)
+    config = run_config.pretrain
     images, targets = pretrain_arrays(config)
-    model = build_classifier(demo.NUM_CLASSES)
+    model = build_classifier(demo.NUM_CLASSES, run_config.model)
     result = pretrain(model, images, targets, config)
     print(f"wrote {save_backbone(model, fv.output)}")
     return result

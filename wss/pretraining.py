@@ -22,7 +22,6 @@ import json
 import os
 import time
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -30,37 +29,10 @@ import tensorflow as tf
 from deeplab_ext.checkpoint import save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
 from wss.data import demo
-from wss.errors import ConfigError
-from wss.experiment import ModelSettings
+from wss.experiment import PretrainConfig  # noqa: F401  (its home was here)
 
 DEMO_BACKBONE = "demo_backbone"  # the init_checkpoint value that selects this
 _MARKER = "PRETRAINED.json"
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """How the demo backbone is pretrained (Adam, left-right flips, sigmoid cross-entropy).
-
-    num_images: demo images generated for it (apart from train and val).
-    steps, batch_size, learning_rate: the schedule (constant learning rate).
-    seed: data and initialisation seed.
-    """
-
-    num_images: int = 4000
-    steps: int = 1500
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("num_images", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"PretrainConfig.{name} = {getattr(self, name)}: must be at least 1"
-                )
-        if self.learning_rate <= 0:
-            raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
 
 
 def image_level_labels(labels, num_classes):
@@ -78,10 +50,10 @@ def pretrain_arrays(config, num_classes=demo.NUM_CLASSES):
     return images, image_level_labels(masks, num_classes)
 
 
-def build_classifier(num_classes, model_settings=None):
+def build_classifier(num_classes, model_settings):
     """The DeepLabv3+ of the model settings; pretraining uses its backbone and the
     backbone's classification head only."""
-    config = dataclasses.asdict(model_settings or ModelSettings())
+    config = dataclasses.asdict(model_settings)
     model = DeepLabV3Plus(
         num_classes=num_classes, classification_head=True, cls_keep_prob=1.0, **config
     )
@@ -152,11 +124,9 @@ def settings_key(model_settings, config):
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def ensure_demo_backbone(root, model_settings=None, config=None, print_fn=print):
-    """The checkpoint prefix of the demo backbone for these settings under `root`,
-    pretrained first when absent (or incomplete). Returns the prefix."""
-    model_settings = model_settings or ModelSettings()
-    config = config or PretrainConfig()
+def ensure_demo_backbone(root, model_settings, config, print_fn=print):
+    """The checkpoint prefix of the demo backbone for these model settings and
+    PretrainConfig under `root`, pretrained first when absent (or incomplete)."""
     folder = os.path.join(root, f"backbone_{settings_key(model_settings, config)}")
     prefix = os.path.join(folder, "model.ckpt")
     if os.path.exists(os.path.join(folder, _MARKER)):
@@ -182,9 +152,12 @@ def ensure_demo_backbone(root, model_settings=None, config=None, print_fn=print)
     return prefix
 
 
-def resolve_init_checkpoint(init_checkpoint, dataset_name, dataset_dir, print_fn=print):
-    """`init_checkpoint` itself, or for DEMO_BACKBONE the pretrained demo backbone of the
-    gin model settings (built next to the demo data on first use)."""
+def resolve_init_checkpoint(
+    init_checkpoint, dataset_name, dataset_dir, model_settings=None, config=None, print_fn=print
+):
+    """`init_checkpoint` itself, or for DEMO_BACKBONE the pretrained demo backbone of
+    `model_settings` and PretrainConfig `config` (built next to the demo data on first
+    use; both are needed then)."""
     if init_checkpoint != DEMO_BACKBONE:
         return init_checkpoint
     if dataset_name != "demo":
@@ -193,4 +166,6 @@ def resolve_init_checkpoint(init_checkpoint, dataset_name, dataset_dir, print_fn
             f"images and only serves dataset 'demo', not {dataset_name!r}: give "
             "an ImageNet checkpoint path (README, 'Official checkpoints') or None"
         )
-    return ensure_demo_backbone(dataset_dir, print_fn=print_fn)
+    if model_settings is None or config is None:
+        raise ValueError("the demo backbone needs the run's ModelSettings and PretrainConfig")
+    return ensure_demo_backbone(dataset_dir, model_settings, config, print_fn=print_fn)

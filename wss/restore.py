@@ -2,8 +2,9 @@
 
 The training driver saves `wss.checkpointing.training_checkpoint(model, optimizer)` with a
 CheckpointManager (prefix 'ckpt') and writes the effective gin config to
-`model_dir/operative_config.gin`. A model is restored by parsing the same gin files,
-building it with `wss.experiment.build_model` and restoring the model's part only.
+`model_dir/operative_config.gin`. A model is restored by parsing the same gin files into
+a RunConfig (wss.experiment.parse_run_config), building it with
+`wss.experiment.build_model` from that config and restoring the model's part only.
 
 Also holds the small absl-flags helpers the command-line tools share (each tool keeps
 its own FlagValues so that importing several tools in one process never clashes).
@@ -13,15 +14,11 @@ import dataclasses
 import os
 import re
 
-import gin
 import tensorflow as tf
 from absl import flags
 
-# Imported for their gin registrations (Experiment, ModelSettings, MethodOptions,
-# eval_dataset), so gin files that bind them parse with skip_unknown=False.
 from wss import experiment, program
 from wss.checkpointing import training_checkpoint
-from wss.data import pipeline  # noqa: F401
 from wss.errors import UserError
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -31,12 +28,10 @@ class RestoreError(UserError, RuntimeError):
     """A checkpoint or gin file could not be found or does not fit the model."""
 
 
-def parse_gin(gin_files=(), gin_params=(), skip_unknown=False, clear=True):
-    """Parses gin files and bindings (unknown configurables are errors by default).
-
-    `clear` resets gin first, so repeated calls in one process do not mix configs.
-    Missing files raise RestoreError naming the file.
-    """
+def parse_gin(gin_files=(), gin_params=(), skip_unknown=False):
+    """wss.experiment.parse_run_config for a trained run's gin files: a missing file
+    raises RestoreError naming the file and the fix. Returns the RunConfig (gin is
+    cleared first, so repeated calls in one process do not mix configs)."""
     gin_files = [f for f in (gin_files or []) if f]
     for path in gin_files:
         if not tf.io.gfile.exists(path):
@@ -45,11 +40,7 @@ def parse_gin(gin_files=(), gin_params=(), skip_unknown=False, clear=True):
                 "the model was trained with (e.g. MODEL_DIR/"
                 f"{OPERATIVE_CONFIG}) with --gin_file."
             )
-    if clear:
-        gin.clear_config()
-    gin.parse_config_files_and_bindings(
-        gin_files, list(gin_params or []), skip_unknown=skip_unknown
-    )
+    return experiment.parse_run_config(gin_files, gin_params, skip_unknown=skip_unknown)
 
 
 def default_gin_files(model_dir, gin_files):
@@ -143,14 +134,20 @@ def build_and_restore(
 ):
     """Parses gin, builds the model, restores it; returns (model, checkpoint prefix).
 
-    Without gin files the model directory's operative config is used (unknown bindings of
-    the training driver are then skipped, since that module may not be imported here).
+    Without gin files the model directory's operative config is used (bindings of
+    configurables this program does not register are then skipped).
     """
     files, operative = default_gin_files(model_dir, gin_files)
-    parse_gin(files, gin_params, skip_unknown=operative)
-    model = experiment.build_model(num_classes)
+    config = parse_gin(files, gin_params, skip_unknown=operative)
+    model = build_model(config, num_classes)
     path = restore_model(model, checkpoint or model_dir)
     return model, path
+
+
+def build_model(config, num_classes=None):
+    """The (unrestored) model of the RunConfig `config` (num_classes None: the dataset's)."""
+    num_classes = num_classes or config.experiment.descriptor.num_classes
+    return experiment.build_model(num_classes, config.model, config.method)
 
 
 # ----------------------------------------------------------------------- CLI helpers
@@ -211,34 +208,32 @@ class ToolSetup:
     dataset_dir: str
     split: str
     crop: object
+    config: object = None  # the run's wss.experiment.RunConfig
 
 
-def parse_run_config(fv, what="the run"):
+def parse_tool_config(fv, what="the run"):
     """Parses the gin config of the run named by --model_dir / --checkpoint (its
-    operative config unless --gin_file is given); returns the model directory."""
+    operative config unless --gin_file is given); returns (model directory, RunConfig)."""
     if not fv.model_dir and not fv.checkpoint:
         raise RestoreError(f"pass --model_dir of {what} (and optionally --checkpoint).")
     model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
     gin_files, operative = default_gin_files(model_dir, fv.gin_file)
-    parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
-    return model_dir
+    return model_dir, parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
 
 
 def setup_from_flags(fv, what="the run"):
     """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
     from wss.data import descriptors
 
-    model_dir = parse_run_config(fv, what)
-    name, dataset_dir, split, crop = resolve_data(fv)
+    model_dir, config = parse_tool_config(fv, what)
+    name, dataset_dir, split, crop = resolve_data(fv, config.experiment)
     desc = descriptors.get_descriptor(name)
-    return ToolSetup(
-        experiment.build_model(desc.num_classes), model_dir, desc, name, dataset_dir, split, crop
-    )
+    model = build_model(config, desc.num_classes)
+    return ToolSetup(model, model_dir, desc, name, dataset_dir, split, crop, config)
 
 
-def resolve_data(fv):
-    """(dataset_name, dataset_dir, split, eval_crop_size) from flags and the gin config."""
-    exp = experiment.Experiment()
+def resolve_data(fv, exp):
+    """(dataset_name, dataset_dir, split, eval_crop_size) from flags and the Experiment."""
     name = fv.dataset_name or exp.dataset_name
     split = fv.split or exp.eval_split
     crop = fv.eval_crop_size or exp.eval_crop_size

@@ -15,7 +15,6 @@ import math
 import os
 import time
 
-import gin
 import keras
 import tensorflow as tf
 from absl import flags, logging
@@ -24,18 +23,16 @@ from deeplab_ext.checkpoint import load_tf1_checkpoint
 from wss import distribute, evaluation, program
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
-from wss.data.augment import AugmentConfig, StrongConfig, cutout_advice
+from wss.data.augment import cutout_advice
 from wss.errors import NonFiniteLossError
 from wss.experiment import (
-    Experiment,
-    ModelSettings,
-    TrainLoop,
+    bound_run_config,
     build_model,
     build_optimizer,
+    parse_run_config,
     resolve_dataset_dir,
     resolve_path,
 )
-from wss.method.options import MethodOptions
 from wss.pretraining import resolve_init_checkpoint
 
 FLAGS = program.flag_values()
@@ -95,9 +92,10 @@ def labeled_ids(exp, dataset_dir):
     return [image_id for scan in scans for image_id in scan.ids]
 
 
-def make_input(strategy, exp, options, dataset_dir):
-    """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised."""
-    augment = AugmentConfig(crop_size=exp.crop_size)
+def make_input(strategy, config, dataset_dir):
+    """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised,
+    as the RunConfig `config` describes them."""
+    exp, options, augment = config.experiment, config.method, config.augment
     lab_fn = pipeline.make_dataset_fn(
         pipeline.labeled_dataset,
         exp.labeled_batch_size,
@@ -123,6 +121,7 @@ def make_input(strategy, exp, options, dataset_dir):
             id_list=resolve_path(exp.extra_id_list),
             exclude_ids=exclude,
             augment_config=augment,
+            strong_config=config.strong,
             seed=None if exp.seed is None else exp.seed + 1,
         )
 
@@ -247,16 +246,18 @@ def train(
     max_checkpoints=5,
     print_fn=print,
     jit_compile=None,
+    config=None,
 ):
-    """Runs (or resumes) the experiment of the parsed gin config; returns the final logs.
+    """Runs (or resumes) the experiment of the RunConfig `config`; returns (model, final
+    logs, dataset_dir, latest checkpoint).
 
     `jit_compile` None takes TrainLoop.jit_compile. Each call of the compiled function runs
     TrainLoop.steps_per_execution steps; progress lines, TensorBoard, images, checkpoints
-    and the NaN/Inf check happen between calls.
+    and the NaN/Inf check happen between calls. Transitional: `config` None reads gin's
+    current bindings (wss.compare parses gin itself until it passes a RunConfig).
     """
-    exp = Experiment()
-    options = MethodOptions()
-    loop = TrainLoop()
+    config = config or bound_run_config()
+    exp, options, loop = config.experiment, config.method, config.loop
     log_every = log_every or loop.log_every
     checkpoint_every = checkpoint_every or loop.checkpoint_every
     jit_compile = loop.jit_compile if jit_compile is None else jit_compile
@@ -268,7 +269,12 @@ def train(
         # Before the run's seed is set: a pretrained start built now or found cached
         # leaves the run's own randomness the same.
         init_checkpoint = resolve_init_checkpoint(
-            init_checkpoint, exp.dataset_name, dataset_dir, print_fn
+            init_checkpoint,
+            exp.dataset_name,
+            dataset_dir,
+            config.model,
+            config.pretrain,
+            print_fn=print_fn,
         )
 
     # ------------------------------------------------------------ strategy and model
@@ -280,7 +286,7 @@ def train(
     for name, size in (("labeled", exp.labeled_batch_size), ("extra", exp.extra_batch_size)):
         if size % replicas:
             raise ValueError(f"{name} batch size {size} is not divisible by {replicas} replicas")
-    settings = ModelSettings()
+    settings = config.model
     for advice in distribute.small_batch_advice(
         exp.labeled_batch_size,
         replicas,
@@ -291,7 +297,7 @@ def train(
     ):
         logging.warning(advice)
     if options.mode != "supervised":
-        advice = cutout_advice(exp.crop_size, StrongConfig())
+        advice = cutout_advice(exp.crop_size, config.strong)
         if advice:
             logging.warning(advice)
     with strategy.scope():
@@ -302,7 +308,7 @@ def train(
             if exp.class_weights
             else None
         )
-        model = build_model(exp.descriptor.num_classes, options=options, class_weights=weights)
+        model = build_model(exp.descriptor.num_classes, settings, options, class_weights=weights)
         optimizer = build_optimizer(exp, model, precision)
         model.compile(optimizer=optimizer)
         checkpoint = training_checkpoint(model, optimizer)
@@ -319,10 +325,10 @@ def train(
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
     with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.config_str())
+        f.write(config.gin_config)
 
     # ------------------------------------------------------------ input and step
-    dataset = make_input(strategy, exp, options, dataset_dir)
+    dataset = make_input(strategy, config, dataset_dir)
     iterator = iter(dataset)
     run_steps = distribute.make_train_function(strategy, model, jit_compile)
 
@@ -361,9 +367,10 @@ def train(
     return model, logs, dataset_dir, manager.latest_checkpoint
 
 
-def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8):
-    """Evaluates `checkpoint` on Experiment.eval_split: table, JSON and summaries."""
-    exp = Experiment()
+def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8, exp=None):
+    """Evaluates `checkpoint` on the Experiment `exp`'s eval_split: table, JSON and
+    summaries. Transitional: `exp` None reads gin's current bindings (wss.compare)."""
+    exp = exp or bound_run_config().experiment
     desc = exp.descriptor
 
     def dataset_fn():
@@ -422,13 +429,11 @@ def main(argv=None):
         return None
     if not FLAGS.model_dir:
         raise program.UsageError("--model_dir is required")
-    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=False)
-    exp = Experiment()
+    config = parse_run_config(FLAGS.gin_file, FLAGS.gin_param)
+    exp = config.experiment
     dataset_dir = resolve_dataset_dir(exp.dataset_name, FLAGS.dataset_dir)
-    every = FLAGS.checkpoint_every or TrainLoop().checkpoint_every
-    for line in describe_run(
-        exp, ModelSettings(), MethodOptions(), dataset_dir, FLAGS.model_dir, every
-    ):
+    every = FLAGS.checkpoint_every or config.loop.checkpoint_every
+    for line in describe_run(exp, config.model, config.method, dataset_dir, FLAGS.model_dir, every):
         print(line, flush=True)
     start = time.time()
     model, logs, dataset_dir, checkpoint = train(
@@ -442,10 +447,11 @@ def main(argv=None):
         FLAGS.images_every,
         FLAGS.max_checkpoints,
         jit_compile=FLAGS.jit_compile,
+        config=config,
     )
     print(f"training took {_eta(time.time() - start)}")
     if FLAGS.eval_at_end and checkpoint:
-        result = evaluate_final(model, checkpoint, FLAGS.model_dir, dataset_dir)
+        result = evaluate_final(model, checkpoint, FLAGS.model_dir, dataset_dir, exp=exp)
         print(
             f"final mIoU on {exp.eval_split}: {100 * result['miou']:.2f}%  "
             f"(details: {result['json_path']})"

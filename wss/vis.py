@@ -8,6 +8,7 @@ of the extra set.
 The drawing lives in wss.pictures.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -38,7 +39,6 @@ flags.DEFINE_string(
 
 def main(argv=None):
     """CLI entry point; returns the written paths."""
-    from wss import experiment
     from wss.data import pipeline
 
     if not program.parse_flags(FLAGS, argv):
@@ -63,11 +63,15 @@ def main(argv=None):
     )
     written = pictures.visualize(model, dataset, output_dir, fv.num_images, cmap, desc.class_names)
     if fv.method_panels:
+        config = setup.config
         extra = pipeline.extra_dataset(
             setup.dataset_dir,
             fv.batch_size,
-            split=fv.extra_split or experiment.Experiment().extra_split,
+            split=fv.extra_split or config.experiment.extra_split,
             dataset_name=name,
+            # The dataset's own training crop, as the panels have always been drawn.
+            augment_config=dataclasses.replace(config.augment, crop_size=desc.train_crop_size),
+            strong_config=config.strong,
             shuffle_buffer=0,
             repeat=False,
             drop_remainder=False,

@@ -165,12 +165,26 @@ def test_eval_stream_keeps_sizes(tmp_path):
     assert np.all(got["label"][0, 33:] == 255)
 
 
-def test_configs_are_gin_configurable():
-    with gin.unlock_config():
-        gin.parse_config(["AugmentConfig.crop_size = 33", "StrongConfig.jitter_strength = 0.5"])
+def test_configs_are_bound_by_gin_only_through_the_run_config():
+    from wss.errors import ConfigError
+    from wss.experiment import parse_run_config
+
     try:
-        assert augment.AugmentConfig().crop_size == 33
-        assert augment.StrongConfig().jitter_strength == 0.5
+        config = parse_run_config(
+            [],
+            [
+                "Experiment.crop_size = 33",
+                "AugmentConfig.min_scale = 0.75",
+                "StrongConfig.jitter_strength = 0.5",
+            ],
+        )
+        assert (config.augment.crop_size, config.augment.min_scale) == (33, 0.75)
+        assert config.strong.jitter_strength == 0.5
+        # Built anywhere else, a config class keeps its documented defaults.
+        assert augment.AugmentConfig().min_scale == 0.5
+        assert augment.StrongConfig().jitter_strength == 1.0
+        with pytest.raises(ConfigError, match="Experiment.crop_size"):
+            parse_run_config([], ["AugmentConfig.crop_size = 33"])
     finally:
         gin.clear_config()
 

@@ -30,9 +30,8 @@ from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
 from wss import metrics, program
 from wss.data import demo
-from wss.experiment import ModelSettings
+from wss.experiment import parse_run_config
 from wss.method import losses
-from wss.restore import parse_gin
 
 
 def upsample(data, factor):
@@ -78,11 +77,12 @@ def plain_fcn(num_classes, width=32):
 
 
 class DeepLabLogits(keras.Model):
-    """The gin config's DeepLabv3+ (no classification head) as an images -> logits model."""
+    """The DeepLabv3+ of ModelSettings `model_settings` (no classification head) as an
+    images -> logits model."""
 
-    def __init__(self, num_classes):
+    def __init__(self, num_classes, model_settings):
         super().__init__(name="demo_deeplab")
-        config = dataclasses.asdict(ModelSettings())
+        config = dataclasses.asdict(model_settings)
         self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False, **config)
 
     def build(self, input_shape):
@@ -188,8 +188,8 @@ def main(argv=None):
         )
         train_items = [t for t in train_items if t[2] in chosen]
     if fv.model == "demo_deeplab":
-        parse_gin(fv.gin_file, fv.gin_param)
-        model = DeepLabLogits(demo.NUM_CLASSES)
+        config = parse_run_config(fv.gin_file, fv.gin_param)
+        model = DeepLabLogits(demo.NUM_CLASSES, config.model)
     else:
         model = plain_fcn(demo.NUM_CLASSES)
     print(

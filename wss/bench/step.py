@@ -43,8 +43,7 @@ from absl import flags
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute, experiment, program
 from wss.method import losses
-from wss.method.options import MODES, MethodOptions
-from wss.restore import parse_gin
+from wss.method.options import MODES
 
 DEFAULT_GIN = os.path.join(experiment.PROJECT_ROOT, "gin", "base.gin")
 IGNORE_LABEL = 255
@@ -379,10 +378,10 @@ def build(gin_files, gin_params, mode, precision="float32", strategy=None):
     params = list(gin_params)
     if mode:
         params.append(f"MethodOptions.mode = '{mode}'")
-    parse_gin(gin_files or [DEFAULT_GIN], params)
-    exp = experiment.Experiment()
+    config = experiment.parse_run_config(gin_files or [DEFAULT_GIN], params)
+    exp = config.experiment
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = experiment.build_model(exp.descriptor.num_classes, options=MethodOptions())
+        model = experiment.build_model(exp.descriptor.num_classes, config.model, config.method)
         model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
     return model, exp
 

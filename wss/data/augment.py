@@ -8,7 +8,6 @@ share their geometry exactly. Images are float32 in [0, 255].
 import dataclasses
 from typing import Dict, Optional
 
-import gin
 import tensorflow as tf
 
 IGNORE_LABEL = 255
@@ -19,10 +18,10 @@ _SCALE, _CROP_Y, _CROP_X, _FLIP, _JITTER_ORDER, _CUTOUT_Y, _CUTOUT_X = range(7)
 _JITTER_OP_BASE = 100
 
 
-@gin.configurable
 @dataclasses.dataclass
 class AugmentConfig:
-    """DeepLab training geometry (the weak view).
+    """DeepLab training geometry (the weak view). Gin binds it as `AugmentConfig.*` into a
+    program's wss.experiment.RunConfig (the crop is Experiment.crop_size there).
 
     Attributes:
       crop_size: side of the square training crop.
@@ -42,10 +41,10 @@ class AugmentConfig:
     ignore_label: int = IGNORE_LABEL
 
 
-@gin.configurable
 @dataclasses.dataclass
 class StrongConfig:
-    """The strong view of an extra-set image (same geometry as the weak view).
+    """The strong view of an extra-set image (same geometry as the weak view). Gin binds
+    it as `StrongConfig.*` into a program's wss.experiment.RunConfig.
 
     Attributes:
       jitter_strength: scalar multiplying the release's jitter ranges (brightness 0.5,

@@ -22,7 +22,6 @@ shard listing (wss.data.reader) does.
 import functools
 from typing import Optional, Sequence, Union
 
-import gin
 import tensorflow as tf
 
 from wss.data import augment, descriptors, reader, splits
@@ -141,7 +140,6 @@ def _finish(ds, batch_size, drop_remainder, seed, prefetch=AUTOTUNE):
     return ds.prefetch(prefetch)
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def labeled_dataset(
     dataset_dir: str,
     batch_size: int,
@@ -166,7 +164,8 @@ def labeled_dataset(
     directory). The id list applies to the plain names only; 'DIR:name' sources are read
     whole. Self-training: split=('train', 'runs/voc_1_8_teacher/pseudo:pseudo') with the
     1/8 id list trains on the labeled 1/8 of 'train' plus all of the teacher's pseudo
-    labels (wss.pseudo_label).
+    labels (wss.pseudo_label). `augment_config` None: AugmentConfig's defaults (DeepLab's)
+    at the dataset's training crop; training passes its RunConfig's.
     """
     desc = descriptors.get_descriptor(dataset_name)
     cfg = augment_config or augment.AugmentConfig(crop_size=desc.train_crop_size)
@@ -196,7 +195,6 @@ def labeled_dataset(
     return _finish(ds, batch_size, drop_remainder, seed)
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def extra_dataset(
     dataset_dir: str,
     batch_size: int,
@@ -224,6 +222,7 @@ def extra_dataset(
         "train_aug minus labeled"; the release leaves them in).
       image_labels_source: 'auto' (the record's image/class/label if non-empty, else
         from the cropped mask, else zeros), 'record' (always the record's list) or 'mask'.
+      strong_config: the strong view (None: StrongConfig's defaults, the release's).
       Other arguments as labeled_dataset.
     """
     if image_labels_source not in ("auto", "record", "mask"):
@@ -276,7 +275,6 @@ def _raise_too_big(path, index, h, w, crop):
     )
 
 
-@gin.configurable(denylist=["batch_size", "input_context"])
 def eval_dataset(
     dataset_dir: str,
     batch_size: int,
