@@ -14,8 +14,6 @@ from typing import Optional, Tuple
 
 from wss import restore
 from wss.errors import UserError
-from wss.experiment import Experiment, ModelSettings
-from wss.method.options import MethodOptions
 
 PSEUDO_SPLIT = "pseudo"
 
@@ -91,15 +89,6 @@ class RunSpec:
         }
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """The config values of one parsed run."""
-
-    experiment: Experiment
-    model_settings: ModelSettings
-    options: MethodOptions
-
-
 def run_bindings(row, seed, gin_params=(), num_steps=None, labeled_split=None):
     """The gin bindings of one run: user params, then the row's, the seed, the budget
     (and for a self-training student, `labeled_split`: the union it trains on)."""
@@ -152,7 +141,6 @@ def parse_config(gin_files, bindings):
     """Parses the gin files and bindings afresh (the run's edge) into config values; a bad
     binding becomes a CompareError."""
     try:
-        restore.parse_gin(gin_files, bindings)
+        return restore.parse_gin(gin_files, bindings)
     except ValueError as e:
         raise CompareError(f"gin config does not parse: {e}") from e
-    return RunConfig(Experiment(), ModelSettings(), MethodOptions())

@@ -47,7 +47,7 @@ def _run(spec, dataset_dir, with_ece, ece_batches, log):
     _check_run_record(spec.run_dir, spec.record())
     dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
     eval_json = os.path.join(spec.run_dir, f"eval_{exp.eval_split}_{exp.num_steps}.json")
-    result, model = _train_or_reuse(spec.run_dir, exp, dataset_dir, eval_json, log)
+    result, model = _train_or_reuse(spec.run_dir, config, dataset_dir, eval_json, log)
     out = {
         "row": spec.row,
         "seed": int(spec.seed),
@@ -72,20 +72,20 @@ def _run(spec, dataset_dir, with_ece, ece_batches, log):
     return out, config
 
 
-def _train_or_reuse(run_dir, exp, dataset_dir, eval_json, log):
+def _train_or_reuse(run_dir, config, dataset_dir, eval_json, log):
     """(eval result, trained model): the saved result and None when `eval_json` exists,
     else trains the parsed config into run_dir and evaluates its final checkpoint."""
     if os.path.exists(eval_json):
         log(f"    reusing {eval_json}")
         with open(eval_json) as f:
             return json.load(f), None
-    _check_not_past_budget(run_dir, exp.num_steps)
+    _check_not_past_budget(run_dir, config.experiment.num_steps)
     model, _, dataset_dir, checkpoint = stages.train(
-        run_dir, dataset_dir, images_every=0, print_fn=lambda s: log(f"    {s}")
+        run_dir, dataset_dir, images_every=0, print_fn=lambda s: log(f"    {s}"), config=config
     )
     if not checkpoint:
         raise CompareError(f"training {run_dir} wrote no checkpoint")
-    result = stages.evaluate_final(model, checkpoint, run_dir, dataset_dir)
+    result = stages.evaluate_final(model, checkpoint, run_dir, dataset_dir, exp=config.experiment)
     if not os.path.exists(eval_json):
         raise CompareError(f"evaluation did not write {eval_json} (checkpoint {checkpoint})")
     result = {
@@ -107,7 +107,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
     _, config = _run(teacher, dataset_dir, False, None, lambda s: log(f"    {s}"))
     exp = config.experiment
     dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
-    model = build_model(exp.descriptor.num_classes, config.model_settings, config.options)
+    model = build_model(exp.descriptor.num_classes, config.model, config.method)
     checkpoint = restore.restore_model(model, teacher.run_dir)
     log(f"    pseudo labels of {exp.extra_split} by {checkpoint} -> {spec.pseudo_dir}")
     report = self_training.generate(
@@ -168,7 +168,7 @@ def _run_ece(run_dir, config, dataset_dir, model, eval_result, max_batches, log)
             log(f"    reusing {path}")
             return saved["variants"]
     if model is None:  # a reused run: rebuild its model from the config values
-        model = build_model(exp.descriptor.num_classes, config.model_settings, config.options)
+        model = build_model(exp.descriptor.num_classes, config.model, config.method)
         restore.restore_model(model, eval_result["checkpoint"])
     log(f"    ECE of the pseudo-label sources on {exp.eval_split} ...")
     dataset = pipeline.eval_dataset(

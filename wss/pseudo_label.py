@@ -83,7 +83,7 @@ def main(argv=None):
     if not fv.output_dir:
         raise restore.RestoreError("pass --output_dir (where the pseudo labels go).")
     setup = restore.setup_from_flags(fv, what="the teacher")
-    split = fv.split or experiment.Experiment().extra_split
+    split = fv.split or setup.config.experiment.extra_split
     checkpoint = restore.restore_model(setup.model, fv.checkpoint or setup.model_dir)
     try:
         return self_training.generate(
