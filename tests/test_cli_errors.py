@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY_TRAIN_PARAMS
+from tests.conftest import TINY_TRAIN_PARAMS, gin_param_flags
 from tests.data import data_test_utils as u
 from wss.data import image_io
 
@@ -81,7 +81,7 @@ def train_command(model_dir, dataset_dir, *params, gin_file="gin/demo.gin"):
         f"--dataset_dir={dataset_dir}",
         "--images_every=0",
         "--eval_at_end=false",
-    ] + [f"--gin_param={p}" for p in list(TINY_TRAIN_PARAMS) + list(params)]
+    ] + gin_param_flags(TINY_TRAIN_PARAMS + tuple(params))
 
 
 def test_missing_folder_and_traceback_on_request(tmp_path):
