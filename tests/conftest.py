@@ -132,6 +132,15 @@ def clear_gin():
 
 
 @pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The full demo dataset (wss.data.demo defaults), built once per session; tests only
+    read it (the demo backbone test caches its pretrained backbone there)."""
+    from wss.data.demo import ensure_demo_dataset
+
+    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One trained-looking tiny run, built once per session and only read by the tests:
     {'root', 'data' (demo dataset, 6 val images, in root/demo_data), 'gin' (root/tiny.gin),

@@ -155,13 +155,6 @@ def test_flag_error_is_one_line(tmp_path):
     assert_one_error_line(out, "num_draws")
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from wss.data.demo import ensure_demo_dataset
-
-    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
-
-
 @pytest.mark.slow
 def test_train_starts_quiet_and_says_what_runs(tmp_path, demo_dir):
     model_dir = tmp_path / "run"

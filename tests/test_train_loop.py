@@ -10,15 +10,8 @@ import gin
 import numpy as np
 import pytest
 
-from tests.test_train import TINY
+from tests.conftest import TINY_TRAIN_PARAMS
 from wss.train import crossed, steps_in_call, train
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from wss.data.demo import ensure_demo_dataset
-
-    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
 
 
 class Stop(Exception):
@@ -38,7 +31,9 @@ def run_training(model_dir, demo_dir, params, stop_after=None, jit_compile=None)
             raise Stop(line)
 
     gin.clear_config()
-    gin.parse_config_files_and_bindings(["gin/demo.gin"], TINY + list(params), skip_unknown=False)
+    gin.parse_config_files_and_bindings(
+        ["gin/demo.gin"], list(TINY_TRAIN_PARAMS + tuple(params)), skip_unknown=False
+    )
     try:
         model, logs, _, _ = train(
             str(model_dir), demo_dir, images_every=0, print_fn=hook, jit_compile=jit_compile
