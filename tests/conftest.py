@@ -1,4 +1,9 @@
-"""Shared test settings and fixtures: quiet logs, fixed seeds, gin cleanup, reference data."""
+"""Shared test settings, fixtures and helpers: quiet logs, fixed seeds, gin cleanup,
+reference data, and the one tiny model and demo run the tests build.
+
+No test module imports another: what several test files need lives here (constants and
+helpers are imported as `from tests.conftest import ...`, fixtures by name).
+"""
 
 import os
 
@@ -8,7 +13,9 @@ import pathlib
 
 import gin
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import parity_checkpoint
 
@@ -20,17 +27,82 @@ MANIFEST_FILES = {
     "resnet_v1_101_beta": "resnet_v1_101_beta_variables.tsv",
 }
 
-# gin bindings of a tiny model and batch that trains in seconds on a CPU (for the tests
-# that run the training command line).
-TINY_TRAIN_PARAMS = (
-    "ModelSettings.width_multiplier = 0.0625",
-    "ModelSettings.middle_flow_units = 1",
-    "ModelSettings.aspp_depth = 8",
-    "ModelSettings.decoder_depth = 8",
-    "Experiment.crop_size = 33",
-    "Experiment.labeled_batch_size = 2",
-    "Experiment.extra_batch_size = 2",
-)
+# ---------------------------------------------------------------- the tiny model
+# One tiny DeepLabv3+ (keywords of DeepLabV3Plus and of ModelSettings) that builds and
+# steps in seconds on a CPU; every tiny-model form below derives from it.
+TINY_MODEL = {
+    "width_multiplier": 0.0625,
+    "middle_flow_units": 1,
+    "aspp_depth": 8,
+    "decoder_depth": 8,
+}
+# A tiny training run (keywords of Experiment): crop and global batch sizes.
+TINY_RUN = {"crop_size": 33, "labeled_batch_size": 2, "extra_batch_size": 2}
+# The demo dataset's class count (wss.data.demo.NUM_CLASSES).
+NUM_CLASSES = 6
+
+
+def gin_bindings(configurable, values):
+    """gin binding lines `Configurable.key = value` of a dict of keywords."""
+    return tuple(f"{configurable}.{key} = {value!r}" for key, value in values.items())
+
+
+def gin_param_flags(bindings):
+    """The `--gin_param=...` command-line flags of gin binding lines."""
+    return [f"--gin_param={binding}" for binding in bindings]
+
+
+# The tiny model as gin bindings, and with the tiny run (for the tests that train).
+TINY_MODEL_PARAMS = gin_bindings("ModelSettings", TINY_MODEL)
+TINY_TRAIN_PARAMS = TINY_MODEL_PARAMS + gin_bindings("Experiment", TINY_RUN)
+# The gin file of the tiny model on the demo dataset (evaluation, export, vis, ...).
+TINY_GIN = "\n".join(TINY_MODEL_PARAMS + gin_bindings("Experiment", {"dataset_name": "demo"}))
+
+
+def tiny_deeplab_config(num_classes=NUM_CLASSES, **overrides):
+    """DeepLabV3Plus keywords of the tiny model (PseudoSegModel's `deeplab_config`)."""
+    return {"num_classes": num_classes, **TINY_MODEL, **overrides}
+
+
+def write_gin(directory):
+    """Writes the tiny-model gin file (TINY_GIN) into `directory`; returns its path."""
+    path = os.path.join(str(directory), "tiny.gin")
+    with open(path, "w") as f:
+        f.write(TINY_GIN)
+    return path
+
+
+def make_checkpoint(model_dir, step=5, gin_file=None):
+    """Builds the tiny model from gin, perturbs its weights, saves it the driver's way
+    (training_checkpoint in a CheckpointManager, prefix 'ckpt') with its
+    operative_config.gin; returns (model, prefix). Leaves the tiny config parsed."""
+    from wss import experiment, restore
+    from wss.checkpointing import training_checkpoint
+
+    gin_file = gin_file or write_gin(os.path.dirname(str(model_dir)))
+    restore.parse_gin([gin_file])
+    model = experiment.build_model(NUM_CLASSES)
+    rng = np.random.RandomState(step)
+    for w in model.weights:  # non-trivial weights, so restoring really matters
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+        else:
+            w.assign(w.numpy() + rng.normal(0, 0.3, w.shape).astype(np.float32))
+    manager = tf.train.CheckpointManager(
+        training_checkpoint(model), str(model_dir), max_to_keep=3, checkpoint_name="ckpt"
+    )
+    prefix = manager.save(checkpoint_number=step)
+    with open(os.path.join(str(model_dir), restore.OPERATIVE_CONFIG), "w") as f:
+        f.write(TINY_GIN)
+    return model, prefix
+
+
+def make_demo(directory, num_val=6):
+    """A small demo dataset (marked complete, so ensure_demo_dataset reuses it)."""
+    from wss.data import demo
+
+    demo.build_demo_dataset(str(directory), num_train=30, num_val=num_val, num_labeled=12)
+    return str(directory)
 
 
 def manifest_path(variant):
@@ -53,9 +125,40 @@ def _seed():
 
 @pytest.fixture
 def clear_gin():
-    """Leaves gin's global config empty after the test (for tests that parse gin)."""
+    """Leaves gin's global config empty after the test (for tests that parse gin). A file
+    whose every test parses gin says `pytestmark = pytest.mark.usefixtures("clear_gin")`."""
     yield
     gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The full demo dataset (wss.data.demo defaults), built once per session; tests only
+    read it (the demo backbone test caches its pretrained backbone there)."""
+    from wss.data.demo import ensure_demo_dataset
+
+    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One trained-looking tiny run, built once per session and only read by the tests:
+    {'root', 'data' (demo dataset, 6 val images, in root/demo_data), 'gin' (root/tiny.gin),
+    'model_dir' (root/model: checkpoint ckpt-5 and operative_config.gin), 'model' (the
+    in-memory model saved there), 'prefix', 'step'}. gin is left empty."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = make_demo(root / "demo_data")
+    model, prefix = make_checkpoint(root / "model", step=5)
+    gin.clear_config()
+    return {
+        "root": root,
+        "data": data,
+        "gin": os.path.join(str(root), "tiny.gin"),
+        "model_dir": root / "model",
+        "model": model,
+        "prefix": prefix,
+        "step": 5,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,11 @@
 import json
 import math
 
-import gin
 import pytest
 
+from tests.conftest import TINY_MODEL_PARAMS, gin_param_flags
 from wss.bench import step
 
-TINY = (
-    "ModelSettings.width_multiplier = 0.0625",
-    "ModelSettings.middle_flow_units = 1",
-    "ModelSettings.aspp_depth = 8",
-    "ModelSettings.decoder_depth = 8",
-)
 SEMI_PARTS = (
     "labeled_pass",
     "cam_backbone_pass",
@@ -24,19 +18,15 @@ SEMI_PARTS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    """Each test parses its own config and leaves none behind."""
-    gin.clear_config()
-    yield
-    gin.clear_config()
+# Each test parses its own config and leaves none behind.
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 def _run(tmp_path, *extra_args):
     """Runs the tool's main at crop 33 for 2 steps; returns the JSON it wrote."""
     path = tmp_path / "bench.json"
     argv = ["step", "--crop=33", "--steps=2", f"--json={path}"]
-    argv += [f"--gin_param={p}" for p in TINY] + list(extra_args)
+    argv += gin_param_flags(TINY_MODEL_PARAMS) + list(extra_args)
     step.main(argv)
     return json.loads(path.read_text())
 

@@ -4,41 +4,27 @@ line wss.calibration."""
 import dataclasses
 import json
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from deeplab_ext.resize import resize_nearest
-from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
+from tests.conftest import NUM_CLASSES
 from wss import calibration, metrics, reliability
 from wss.data import pipeline
 
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calib")
-    data = make_demo(root / "demo_data", num_val=4)
-    model, _ = make_checkpoint(root / "model", step=2)
-    gin.clear_config()
-    return {"root": root, "data": data, "model": model}
-
-
-def _first_batch(setup):
-    ds = pipeline.eval_dataset(setup["data"], 4, split="val", dataset_name="demo")
+def _first_batch(tiny_run):
+    ds = pipeline.eval_dataset(tiny_run["data"], 4, split="val", dataset_name="demo")
     return ds, next(iter(ds))
 
 
-def test_ece_matches_metrics_reference(setup):
-    model = setup["model"]
-    ds, batch = _first_batch(setup)
+def test_ece_matches_metrics_reference(tiny_run):
+    model = tiny_run["model"]
+    ds, batch = _first_batch(tiny_run)
     stats_before = [w.numpy() for w in model.weights if "moving_" in w.path]
     results = reliability.calibrate(model, ds, NUM_CLASSES, max_batches=1)
     assert set(results) == set(reliability.VARIANTS)
@@ -87,13 +73,13 @@ def test_ece_matches_metrics_reference(setup):
     assert all(r["num_pixels"] == valid for r in results.values())
 
 
-def test_reliability_png_and_cli(setup, monkeypatch, capsys):
-    root = setup["root"]
+def test_reliability_png_and_cli(tiny_run, monkeypatch, capsys):
+    root = tiny_run["root"]
     monkeypatch.chdir(root)
     results, json_path, png_path = calibration.main(
         [
             "calibration",
-            f"--model_dir={root / 'model'}",
+            f"--model_dir={tiny_run['model_dir']}",
             "--dataset_name=demo",
             "--split=val",
             "--batch_size=2",
@@ -104,7 +90,7 @@ def test_reliability_png_and_cli(setup, monkeypatch, capsys):
     assert "fusion_nonorm_sharpened" in out and "ECE" in out
     with open(json_path) as f:
         saved = json.load(f)
-    assert saved["step"] == 2
+    assert saved["step"] == tiny_run["step"]
     for name in reliability.VARIANTS:
         assert saved["variants"][name]["ece"] == pytest.approx(results[name]["ece"])
         assert 0.0 <= results[name]["ece"] <= 1.0

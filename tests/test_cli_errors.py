@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY_TRAIN_PARAMS
+from tests.conftest import TINY_TRAIN_PARAMS, gin_param_flags
 from tests.data import data_test_utils as u
 from wss.data import image_io
 
@@ -81,7 +81,7 @@ def train_command(model_dir, dataset_dir, *params, gin_file="gin/demo.gin"):
         f"--dataset_dir={dataset_dir}",
         "--images_every=0",
         "--eval_at_end=false",
-    ] + [f"--gin_param={p}" for p in list(TINY_TRAIN_PARAMS) + list(params)]
+    ] + gin_param_flags(TINY_TRAIN_PARAMS + tuple(params))
 
 
 def test_missing_folder_and_traceback_on_request(tmp_path):
@@ -153,13 +153,6 @@ def test_id_list_naming_an_absent_id(tmp_path):
 def test_flag_error_is_one_line(tmp_path):
     out = run(["datasets/make_splits.py", f"--dataset_dir={tmp_path}", "--num_draws=x"])
     assert_one_error_line(out, "num_draws")
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from wss.data.demo import ensure_demo_dataset
-
-    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
 
 
 @pytest.mark.slow

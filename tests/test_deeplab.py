@@ -7,13 +7,11 @@ import tensorflow as tf
 from deeplab_ext.checkpoint import CheckpointMismatchError, load_tf1_checkpoint, save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import SplitSeparableConv
-from tests.conftest import official_manifest
-
-TINY = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16)
+from tests.conftest import TINY_MODEL, official_manifest
 
 
 def tiny(**kw):
-    model = DeepLabV3Plus(num_classes=5, **{**TINY, **kw})
+    model = DeepLabV3Plus(num_classes=5, **{**TINY_MODEL, **kw})
     model.build()
     return model
 
@@ -48,9 +46,9 @@ def test_output_shapes_follow_deeplab_size_rule(output_stride, rates, crop):
 
 def test_unreachable_output_stride_is_an_error():
     with pytest.raises(ValueError, match="output_stride"):
-        DeepLabV3Plus(output_stride=64, **TINY)
+        DeepLabV3Plus(output_stride=64, **TINY_MODEL)
     with pytest.raises(ValueError, match="even"):
-        DeepLabV3Plus(output_stride=15, **TINY)
+        DeepLabV3Plus(output_stride=15, **TINY_MODEL)
 
 
 def test_get_config_round_trip_gives_same_variable_layout():
@@ -84,7 +82,7 @@ def test_variants_and_options_change_layout_as_deeplab():
         add_image_level_feature=False,
     )
     names = plain.tf1_variable_map()
-    assert names["aspp1/weights"].shape == (3, 3, 2048 // 16, 16)
+    assert names["aspp1/weights"].shape == (3, 3, 2048 // 16, TINY_MODEL["aspp_depth"])
     assert "decoder/decoder_conv0/weights" in names and "image_pooling/weights" not in names
 
 
@@ -231,7 +229,7 @@ def test_convert_checkpoint_writes_keras_weights(tmp_path):
         allow_missing=False,
         allow_unused=False,
         check_crop=33,
-        **TINY,
+        **TINY_MODEL,
     )
     assert len(report.loaded) == len(source.tf1_variable_map())
     restored = tiny()

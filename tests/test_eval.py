@@ -1,88 +1,19 @@
-"""Tests of wss.eval (streaming mIoU) and wss.restore, with a tiny model and demo data.
-
-The helpers here (tiny gin config, checkpoint maker, small demo dataset) are shared by the
-other evaluation/export test files.
-"""
+"""Tests of wss.eval (streaming mIoU) and wss.restore, with the tiny run of conftest
+(tiny model checkpoint and demo data)."""
 
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import NUM_CLASSES, write_gin
 from wss import eval as wss_eval
 from wss import evaluation, experiment, metrics, restore
-from wss.checkpointing import training_checkpoint
-from wss.data import demo, pipeline
+from wss.data import pipeline
 
-TINY_GIN = """
-ModelSettings.width_multiplier = 0.0625
-ModelSettings.middle_flow_units = 1
-ModelSettings.aspp_depth = 16
-ModelSettings.decoder_depth = 16
-Experiment.dataset_name = 'demo'
-"""
-NUM_CLASSES = 6
-CROP = 65
-
-
-def write_gin(directory):
-    """Writes the tiny-model gin file into `directory`; returns its path."""
-    path = os.path.join(str(directory), "tiny.gin")
-    with open(path, "w") as f:
-        f.write(TINY_GIN)
-    return path
-
-
-def make_checkpoint(model_dir, step=5, gin_file=None):
-    """Builds the tiny model from gin, perturbs its weights, saves it the driver's way
-    (training_checkpoint in a CheckpointManager, prefix 'ckpt'); returns (model, prefix)."""
-    gin_file = gin_file or write_gin(os.path.dirname(str(model_dir)))
-    restore.parse_gin([gin_file])
-    model = experiment.build_model(NUM_CLASSES)
-    rng = np.random.RandomState(step)
-    for w in model.weights:  # non-trivial weights, so restoring really matters
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
-        else:
-            w.assign(w.numpy() + rng.normal(0, 0.3, w.shape).astype(np.float32))
-    ckpt = training_checkpoint(model)
-    manager = tf.train.CheckpointManager(
-        ckpt, str(model_dir), max_to_keep=3, checkpoint_name="ckpt"
-    )
-    prefix = manager.save(checkpoint_number=step)
-    with open(os.path.join(str(model_dir), restore.OPERATIVE_CONFIG), "w") as f:
-        f.write(TINY_GIN)
-    return model, prefix
-
-
-def make_demo(directory, num_val=6):
-    """A small demo dataset (marked complete, so ensure_demo_dataset reuses it)."""
-    demo.build_demo_dataset(str(directory), num_train=30, num_val=num_val, num_labeled=12)
-    return str(directory)
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = make_demo(root / "demo_data")
-    model, prefix = make_checkpoint(root / "model")
-    gin.clear_config()
-    return {
-        "root": root,
-        "data": data,
-        "model": model,
-        "prefix": prefix,
-        "gin": os.path.join(str(root), "tiny.gin"),
-    }
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 def _one_hot_model(images):
@@ -144,9 +75,9 @@ def test_out_of_range_label_is_reported():
         evaluation.evaluate(_one_hot_model, ds, NUM_CLASSES)
 
 
-def test_evaluate_matches_numpy_reference(setup):
-    model = setup["model"]
-    ds = pipeline.eval_dataset(setup["data"], 4, split="val", dataset_name="demo")
+def test_evaluate_matches_numpy_reference(tiny_run):
+    model = tiny_run["model"]
+    ds = pipeline.eval_dataset(tiny_run["data"], 4, split="val", dataset_name="demo")
     seen = []
     result = evaluation.evaluate(model, ds, NUM_CLASSES, on_batch=lambda b, p: seen.append((b, p)))
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -168,40 +99,40 @@ def test_evaluate_matches_numpy_reference(setup):
     assert 0.0 < result["pixel_accuracy"] < 1.0
 
 
-def test_restore_roundtrip_and_errors(setup, tmp_path):
-    restore.parse_gin([setup["gin"]])
+def test_restore_roundtrip_and_errors(tiny_run, tmp_path):
+    restore.parse_gin([tiny_run["gin"]])
     model = experiment.build_model(NUM_CLASSES)
-    assert restore.restore_model(model, str(setup["root"] / "model")) == setup["prefix"]
-    for a, b in zip(model.weights, setup["model"].weights):
+    assert restore.restore_model(model, str(tiny_run["model_dir"])) == tiny_run["prefix"]
+    for a, b in zip(model.weights, tiny_run["model"].weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert restore.checkpoint_step(setup["prefix"]) == 5
+    assert restore.checkpoint_step(tiny_run["prefix"]) == 5
     with pytest.raises(restore.RestoreError, match=str(tmp_path)):
         restore.restore_model(model, str(tmp_path))
     with pytest.raises(restore.RestoreError, match="nothing.gin"):
         restore.parse_gin([str(tmp_path / "nothing.gin")])
-    restore.parse_gin([setup["gin"]], ["ModelSettings.aspp_depth = 8"])
+    restore.parse_gin([tiny_run["gin"]], ["ModelSettings.aspp_depth = 16"])
     with pytest.raises(restore.RestoreError, match="does not fit"):
-        restore.restore_model(experiment.build_model(NUM_CLASSES), setup["prefix"])
+        restore.restore_model(experiment.build_model(NUM_CLASSES), tiny_run["prefix"])
 
 
-def test_checkpoint_of_another_model_fails_loudly(setup, tmp_path):
+def test_checkpoint_of_another_model_fails_loudly(tiny_run, tmp_path):
     """A checkpoint without this model's weights raises, naming what is missing: never a
     silently half-initialised model."""
-    restore.parse_gin([setup["gin"]])
+    restore.parse_gin([tiny_run["gin"]])
     prefix = tf.train.Checkpoint(step=tf.Variable(1)).save(str(tmp_path / "ckpt"))
     with pytest.raises(restore.RestoreError, match="no value for"):
         restore.restore_model(experiment.build_model(NUM_CLASSES), prefix)
 
 
 @pytest.mark.slow
-def test_eval_cli_end_to_end(setup, monkeypatch, capsys):
-    root = setup["root"]
+def test_eval_cli_end_to_end(tiny_run, monkeypatch, capsys):
+    root = tiny_run["root"]
     monkeypatch.chdir(root)  # --dataset_name=demo without a directory uses ./demo_data
     model_dir = str(root / "model")
     results = wss_eval.main(
         [
             "eval",
-            f"--gin_file={setup['gin']}",
+            f"--gin_file={tiny_run['gin']}",
             f"--model_dir={model_dir}",
             "--dataset_name=demo",
             "--split=val",
@@ -220,8 +151,8 @@ def test_eval_cli_end_to_end(setup, monkeypatch, capsys):
     assert "mIoU" in out and "triangle" in out and "batch 1" in out
     assert os.listdir(os.path.join(model_dir, "eval"))  # TensorBoard events
     # Same number as evaluating the in-memory model directly.
-    ds = pipeline.eval_dataset(setup["data"], 4, split="val", dataset_name="demo")
-    direct = evaluation.evaluate(setup["model"], ds, NUM_CLASSES)
+    ds = pipeline.eval_dataset(tiny_run["data"], 4, split="val", dataset_name="demo")
+    direct = evaluation.evaluate(tiny_run["model"], ds, NUM_CLASSES)
     assert saved["miou"] == pytest.approx(direct["miou"])
     # Continuous mode evaluates the existing checkpoint once, then times out.
     results = wss_eval.main(

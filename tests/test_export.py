@@ -2,47 +2,34 @@
 
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.test_eval import NUM_CLASSES, make_checkpoint, make_demo
+from tests.conftest import NUM_CLASSES
 from wss import colormap, evaluation, export, predict, serving
 from wss.data import pipeline
 
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    data = make_demo(root / "data", num_val=5)
-    model, prefix = make_checkpoint(root / "model", step=3)
-    export_dir = str(root / "saved")
+def exported(tiny_run, tmp_path_factory):
+    """The tiny run's checkpoint exported by wss.export, and its loaded SavedModel."""
+    export_dir = str(tmp_path_factory.mktemp("export") / "saved")
     assert (
         export.main(
             [
                 "export",
-                f"--gin_file={root / 'tiny.gin'}",
-                f"--model_dir={root / 'model'}",
+                f"--gin_file={tiny_run['gin']}",
+                f"--model_dir={tiny_run['model_dir']}",
                 f"--export_dir={export_dir}",
             ]
         )
         == export_dir
     )
-    return {
-        "root": root,
-        "data": data,
-        "model": model,
-        "dir": export_dir,
-        "loaded": tf.saved_model.load(export_dir),
-    }
+    return dict(tiny_run, dir=export_dir, loaded=tf.saved_model.load(export_dir))
 
 
 def _eval_batches(exported):
@@ -80,7 +67,7 @@ def test_saved_model_matches_eval_predictions(exported):
             out_e = sigs["serving_encoded"](image_bytes=png)
             np.testing.assert_array_equal(out_e["class_map"].numpy(), out["class_map"])
             checked += 1
-    assert checked == 5
+    assert checked == 6
 
 
 @pytest.mark.slow
@@ -94,7 +81,7 @@ def test_batched_and_oversized_inputs(exported):
     np.testing.assert_array_equal(single["class_map"].numpy()[0], out["class_map"][1])
     meta = serving.load_metadata(exported["dir"])
     assert meta["num_classes"] == NUM_CLASSES and meta["crop_size"] == 65
-    assert meta["dataset"] == "demo" and meta["checkpoint"].endswith("ckpt-3")
+    assert meta["dataset"] == "demo" and meta["checkpoint"].endswith("ckpt-5")
     # The palette travels with the export, so predict needs no dataset.
     np.testing.assert_array_equal(
         meta["class_colors"], colormap.colormap_for_dataset("demo")[:NUM_CLASSES]

@@ -5,16 +5,16 @@ import pytest
 import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
+from tests.conftest import TINY_MODEL
 from wss.method.gradcam import grad_cam, with_background
 
-TINY = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16)
 NUM_CLASSES = 5  # 4 foreground classes
 
 
 @pytest.fixture(scope="module")
 def head():
     """A real tiny DeepLabV3Plus whose classification head has non-trivial weights."""
-    model = DeepLabV3Plus(num_classes=NUM_CLASSES, **TINY)
+    model = DeepLabV3Plus(num_classes=NUM_CLASSES, **TINY_MODEL)
     model.build()
     rng = np.random.default_rng(1)
     kernel = model.cls_logits.kernel

@@ -12,20 +12,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import tiny_deeplab_config
 from wss.experiment import Experiment, build_optimizer
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart, ReleaseMomentum
 
-TINY = dict(
-    num_classes=6, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8
-)
 DOUBLED = {"logits/semantic/biases", "xception_65/logits/biases"}
 
 
 @pytest.fixture(scope="module")
 def model():
-    m = PseudoSegModel(deeplab_config=TINY, options=MethodOptions(mode="semi"))
+    m = PseudoSegModel(deeplab_config=tiny_deeplab_config(), options=MethodOptions(mode="semi"))
     m.build()
     return m
 

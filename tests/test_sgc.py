@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import TINY_MODEL
 from wss.method.losses import supervised_ce
 from wss.method.sgc import SelfAttentionGradCAM, attention_valid_mask
 
-TINY = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16)
 NUM_CLASSES = 4  # cam has 3 foreground channels
 C1, C2, DIM = 6, 5, 8
 B, H, W = 2, 4, 5
@@ -247,7 +247,7 @@ def test_model_sgc_loss_trains_only_the_sgc():
     from deeplab_ext.xception import CAM_END_POINT
     from wss.model import PseudoSegModel
 
-    model = PseudoSegModel(deeplab_config=dict(num_classes=5, **TINY))
+    model = PseudoSegModel(deeplab_config=dict(num_classes=5, **TINY_MODEL))
     model.build()
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"))

@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags
 from wss.checkpointing import training_checkpoint
 from wss.experiment import Experiment, bound_run_config, build_model, build_optimizer
 from wss.method.options import MethodOptions
 from wss.schedule import PolyWithSlowStart
-
-TINY = [
-    "ModelSettings.width_multiplier = 0.0625",
-    "ModelSettings.middle_flow_units = 1",
-    "ModelSettings.aspp_depth = 8",
-    "ModelSettings.decoder_depth = 8",
-    "Experiment.crop_size = 33",
-    "Experiment.labeled_batch_size = 2",
-    "Experiment.extra_batch_size = 2",
-]
 
 
 def command(model_dir, demo_dir, *params):
@@ -40,20 +31,15 @@ def command(model_dir, demo_dir, *params):
         "--images_every=0",
         "--eval_at_end=false",
     ]
-    return args + [f"--gin_param={p}" for p in TINY + list(params)]
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from wss.data.demo import ensure_demo_dataset
-
-    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
+    return args + gin_param_flags(TINY_TRAIN_PARAMS + tuple(params))
 
 
 def restore_latest(model_dir):
     """Restores the latest checkpoint into a fresh tiny model + optimizer (all consumed)."""
     gin.clear_config()
-    gin.parse_config_files_and_bindings(["gin/demo.gin"], TINY, skip_unknown=False)
+    gin.parse_config_files_and_bindings(
+        ["gin/demo.gin"], list(TINY_TRAIN_PARAMS), skip_unknown=False
+    )
     model = build_model(6, bound_run_config().model)
     optimizer = build_optimizer(Experiment(), model)
     path = tf.train.latest_checkpoint(model_dir)
@@ -157,13 +143,12 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
     from wss.model import PseudoSegModel
     from wss.train import initialize
 
-    small = dict(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8)
-    source = PseudoSegModel(deeplab_config=dict(num_classes=21, **small))
+    source = PseudoSegModel(deeplab_config=dict(num_classes=21, **TINY_MODEL))
     source.build()
     for var in source.tf1_variable_map().values():
         var.assign(var + 0.01)  # distinguishable from a fresh init
     prefix = save_tf1_checkpoint(source, str(tmp_path / "voc.ckpt"))
-    target = PseudoSegModel(deeplab_config=dict(num_classes=3, **small))
+    target = PseudoSegModel(deeplab_config=dict(num_classes=3, **TINY_MODEL))
     target.build()
     message = initialize(target, prefix)
     assert "class count differs" in message

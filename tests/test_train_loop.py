@@ -10,16 +10,9 @@ import gin
 import numpy as np
 import pytest
 
-from tests.test_train import TINY
+from tests.conftest import TINY_TRAIN_PARAMS
 from wss.experiment import parse_run_config
 from wss.train import crossed, steps_in_call, train
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from wss.data.demo import ensure_demo_dataset
-
-    return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
 
 
 class Stop(Exception):
@@ -38,7 +31,7 @@ def run_training(model_dir, demo_dir, params, stop_after=None, jit_compile=None)
         if stop_after and line.startswith("saved") and line.endswith(stop_after):
             raise Stop(line)
 
-    config = parse_run_config(["gin/demo.gin"], TINY + list(params))
+    config = parse_run_config(["gin/demo.gin"], list(TINY_TRAIN_PARAMS + tuple(params)))
     try:
         model, logs, _, _ = train(
             str(model_dir),

@@ -6,20 +6,14 @@ import os
 import subprocess
 import sys
 
-import gin
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_eval import make_checkpoint, make_demo, write_gin
 from wss import colormap, pictures, vis
 from wss.data import descriptors, pipeline
 
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clear_gin")
 
 
 def test_pascal_colormap_known_entries():
@@ -76,9 +70,8 @@ def test_compose_enlarges_small_panels_titles_them_and_adds_a_legend():
     assert pictures.scale_factor(300, 500) == 1
 
 
-def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
-    data = make_demo(tmp_path / "demo_data", num_val=3)
-    model, _ = make_checkpoint(tmp_path / "model", step=4)
+def test_vis_writes_readable_pngs_and_method_panels(tiny_run, tmp_path, monkeypatch):
+    data, model = tiny_run["data"], tiny_run["model"]
     desc = descriptors.get_descriptor("demo")
     cmap = colormap.colormap_for_dataset("demo")
     ds = pipeline.eval_dataset(data, 2, split="val", dataset_name="demo")
@@ -116,14 +109,14 @@ def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="supervised"):
         pictures.visualize_method(model, extra, str(tmp_path / "v"), 1, cmap, desc.class_names)
     model.options = dataclasses.replace(model.options, mode="semi")
-    # CLI: all three val images and two method pictures, demo data found in ./demo_data.
-    monkeypatch.chdir(tmp_path)
+    # CLI: three val images and two method pictures, demo data found in ./demo_data.
+    monkeypatch.chdir(tiny_run["root"])
     written = vis.main(
         [
             "vis",
-            f"--model_dir={tmp_path / 'model'}",
+            f"--model_dir={tiny_run['model_dir']}",
             "--dataset_name=demo",
-            "--num_images=5",
+            "--num_images=3",
             "--batch_size=2",
             "--method_panels",
             "--num_extra_images=2",
@@ -131,15 +124,14 @@ def test_vis_writes_readable_pngs_and_method_panels(tmp_path, monkeypatch):
         ]
     )
     assert len(written) == 5 and sum("extra_" in p for p in written) == 2
-    assert all(os.path.dirname(p) == str(tmp_path / "model" / "vis") for p in written)
+    assert all(os.path.dirname(p) == str(tiny_run["model_dir"] / "vis") for p in written)
 
 
 @pytest.mark.slow
-def test_vis_without_checkpoint_prints_one_error_line(tmp_path):
-    data = make_demo(tmp_path / "demo_data", num_val=2)
+def test_vis_without_checkpoint_prints_one_error_line(tiny_run, tmp_path):
+    data, gin_file = tiny_run["data"], tiny_run["gin"]
     model_dir = tmp_path / "empty_run"
     model_dir.mkdir()
-    gin_file = write_gin(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [

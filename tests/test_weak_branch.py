@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import tiny_deeplab_config
 from wss import pictures, reliability
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
-TINY = dict(
-    num_classes=6, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16
-)
+TINY = tiny_deeplab_config(num_classes=6)
 
 
 def _batches(num_classes=6, size=33):
