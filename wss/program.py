@@ -159,7 +159,11 @@ def run(main, fv):
 def _fail(message):
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USAGE_EXIT_CODE)
+    # os._exit, not sys.exit: after an error inside a tf.data pipeline, the interpreter's
+    # shutdown can wait forever on the pipeline's threads (seen with py_function maps).
+    # Everything a run keeps (checkpoints, the config) is already on disk.
+    logging.flush()
+    os._exit(USAGE_EXIT_CODE)
 
 
 def _one_line(message):
