@@ -2,7 +2,7 @@
 
     python tests/input_worker.py DEMO_DIR OUT.json
 
-Builds wss.train.make_input under a MirroredStrategy of 8 logical CPUs with the options a
+Builds wss.training.make_input under a MirroredStrategy of 8 logical CPUs with the options a
 TPU run uses (static shapes, drop_remainder, per-host shards via the input context) and
 writes what the test checks: each replica's shapes, whether replicas got different
 images, and the record ids each of 2 simulated hosts reads.
@@ -28,7 +28,7 @@ def main(demo_dir, out_path):
 
     from wss.data import pipeline
     from wss.experiment import parse_run_config
-    from wss.train import make_input
+    from wss.training import make_input
 
     config = parse_run_config(
         ["gin/demo.gin"],

@@ -47,7 +47,7 @@ def test_pretraining_lowers_the_classification_loss():
 
 def test_checkpoint_holds_the_backbone_and_initialises_a_model_like_imagenet(tmp_path):
     from wss.model import PseudoSegModel
-    from wss.train import initialize
+    from wss.training import initialize
 
     model = pretraining.build_classifier(demo.NUM_CLASSES, SMALL)
     prefix = pretraining.save_backbone(model, str(tmp_path / "model.ckpt"))

@@ -141,7 +141,7 @@ def test_demo_command_trains_evaluates_and_says_where_outputs_are(tmp_path, demo
 def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_layers(tmp_path):
     from deeplab_ext.checkpoint import save_tf1_checkpoint
     from wss.model import PseudoSegModel
-    from wss.train import initialize
+    from wss.training import initialize
 
     source = PseudoSegModel(deeplab_config=dict(num_classes=21, **TINY_MODEL))
     source.build()
@@ -180,7 +180,7 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
 def test_excluding_the_labeled_split_from_the_extra_set(demo_dir):
     from wss.data import reader
     from wss.experiment import Experiment
-    from wss.train import labeled_ids
+    from wss.training import labeled_ids
 
     gin.clear_config()
     try:

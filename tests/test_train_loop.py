@@ -1,6 +1,6 @@
 """The training loop's calls: several steps per tf.function call, XLA, exact resume.
 
-Runs wss.train.train in process on the tiny demo config (deterministic batches: the demo
+Runs wss.training.train in process on the tiny demo config (deterministic batches: the demo
 pipeline is seeded) and compares the weights different loop settings reach.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TINY_TRAIN_PARAMS
 from wss.experiment import parse_run_config
-from wss.train import crossed, steps_in_call, train
+from wss.training import crossed, steps_in_call, train
 
 
 class Stop(Exception):

@@ -14,7 +14,7 @@ from tests.data import data_test_utils as u
 from wss.experiment import Experiment
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
-from wss.train import initialize, make_input
+from wss.training import initialize, make_input
 
 
 def _model(**options):

@@ -1,11 +1,10 @@
 """The training, evaluation and calibration stages a comparison run calls.
 
-The one place the comparison library reaches the training and calibration code; when
-those move into library modules, only the two imports below change.
+The one place the comparison library reaches the training and calibration libraries.
 """
 
 from wss.reliability import VARIANTS, calibrate, save_reliability_png
-from wss.train import evaluate_final, labeled_ids, train
+from wss.training import evaluate_final, labeled_ids, train
 
 __all__ = [
     "VARIANTS",

@@ -1,0 +1,371 @@
+"""The training loop of PseudoSeg (or the supervised baseline), as a library.
+
+`train(model_dir, dataset_dir, ..., config=RunConfig)`: strategy and model, input, resume
+or initialise, then the loop (progress line, TensorBoard, checkpoints every
+`TrainLoop.checkpoint_every` steps and at the end, a clean stop on NaN/Inf that keeps the
+last good checkpoint); `evaluate_final` evaluates the final model. A killed job restarts
+with the same call and continues from its latest checkpoint: same step, learning rate and
+optimizer slots. `python -m wss.train` is its command line; `wss.comparison` calls it too.
+"""
+
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from deeplab_ext.checkpoint import load_tf1_checkpoint
+from wss import distribute, evaluation
+from wss.checkpointing import training_checkpoint
+from wss.data import class_stats, pipeline, reader
+from wss.data.augment import cutout_advice
+from wss.errors import NonFiniteLossError
+from wss.experiment import (
+    bound_run_config,
+    build_model,
+    build_optimizer,
+    resolve_dataset_dir,
+    resolve_path,
+)
+from wss.pretraining import resolve_init_checkpoint
+
+
+def labeled_ids(exp, dataset_dir):
+    """The ids of the labeled set: its id list, or every record of its split(s)."""
+    if exp.labeled_id_list:
+        return resolve_path(exp.labeled_id_list)
+    scans = reader.scan_files(reader.split_files(dataset_dir, exp.labeled_split))
+    return [image_id for scan in scans for image_id in scan.ids]
+
+
+def make_input(strategy, config, dataset_dir):
+    """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised,
+    as the RunConfig `config` describes them."""
+    exp, options, augment = config.experiment, config.method, config.augment
+    lab_fn = pipeline.make_dataset_fn(
+        pipeline.labeled_dataset,
+        exp.labeled_batch_size,
+        static_shapes=True,
+        dataset_dir=dataset_dir,
+        split=exp.labeled_split,
+        dataset_name=exp.dataset_name,
+        id_list=resolve_path(exp.labeled_id_list),
+        augment_config=augment,
+        seed=exp.seed,
+    )
+    if options.mode == "supervised":
+        fn = lab_fn
+    else:
+        exclude = labeled_ids(exp, dataset_dir) if exp.exclude_labeled_from_extra else None
+        extra_fn = pipeline.make_dataset_fn(
+            pipeline.extra_dataset,
+            exp.extra_batch_size,
+            static_shapes=True,
+            dataset_dir=dataset_dir,
+            split=exp.extra_split,
+            dataset_name=exp.dataset_name,
+            id_list=resolve_path(exp.extra_id_list),
+            exclude_ids=exclude,
+            augment_config=augment,
+            strong_config=config.strong,
+            seed=None if exp.seed is None else exp.seed + 1,
+        )
+
+        def fn(ctx):
+            return tf.data.Dataset.zip((lab_fn(ctx), extra_fn(ctx)))
+
+    return strategy.distribute_datasets_from_function(fn)
+
+
+def initialize(model, path):
+    """Loads initial weights: a TF1 DeepLab checkpoint or a .weights.h5 of DeepLabV3Plus.
+
+    As DeepLab does, the logits layers are never taken from the initial checkpoint; the
+    SGC's output conv (`pixel_normalization`) is left out too when the class count differs.
+    Weights the checkpoint lacks (the decoder of an ImageNet checkpoint) keep their init.
+    """
+    if path.endswith(".weights.h5"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"init checkpoint {path} does not exist")
+        model.deeplab.load_weights(path)
+        return f"loaded Keras weights {path}"
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    exclude = [
+        rf"^{name}$"
+        for name, var in model.sgc.tf1_variable_map().items()
+        if name in shapes and list(shapes[name]) != list(var.shape)
+    ]
+    report = load_tf1_checkpoint(model, path, skip_logits=True, allow_missing=True, exclude=exclude)
+    note = (
+        " (class count differs: the logits and the SGC output conv start fresh)" if exclude else ""
+    )
+    return f"initialised from {path}: {report.summary()}{note}"
+
+
+def format_logs(step, total, logs, rate, eta):
+    keys = (
+        "total_loss",
+        "sup_loss",
+        "unsup_loss",
+        "cls_loss",
+        "sgc_loss",
+        "acc_seg",
+        "acc_pseudo",
+        "learning_rate",
+    )
+    parts = " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in logs)
+    return f"step {step}/{total} {parts} | {rate:.2f} steps/s, ETA {eta}"
+
+
+def format_duration(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def write_images(writer, model, batch, step):
+    """TensorBoard images of one batch (first 3 images): input, label, and for the extra
+    set the weak prediction, CAM, SGC, pseudo label and strong prediction. The extra set's
+    maps come from the model's own weak branch, as the step computes them (dropout off),
+    with every batch-norm moving statistic put back afterwards."""
+    labeled, extra = (batch, None) if model.options.mode == "supervised" else batch
+    scale = 255.0 / max(1, model.num_classes - 1)
+
+    def as_image(classes):
+        return tf.cast(tf.cast(classes, tf.float32) * scale, tf.uint8)[..., tf.newaxis]
+
+    def classes(scores):
+        return as_image(tf.argmax(scores, axis=-1))
+
+    with writer.as_default(step=step):
+        tf.summary.image("labeled/image", tf.cast(labeled["image"], tf.uint8), max_outputs=3)
+        tf.summary.image(
+            "labeled/label",
+            as_image(tf.where(labeled["label"] == 255, 0, labeled["label"])[..., 0]),
+            max_outputs=3,
+        )
+        if extra is None:
+            return
+        weakly = model.options.mode == "weakly"
+        with model.frozen_statistics():
+            branch = model.pseudo_labels(
+                extra["image"],
+                extra.get("weak_valid", extra["valid"]),
+                image_labels=extra["image_labels"] if weakly else None,
+                dropout=False,
+            )
+        strong = model.deeplab.forward(extra["strong"], training=False)["logits"]
+        if "cam" in branch:
+            tf.summary.image(
+                "extra/cam_max", tf.reduce_max(branch["cam"], -1, keepdims=True), max_outputs=3
+            )
+            tf.summary.image("extra/sgc", classes(branch["sgc_logits"]), max_outputs=3)
+        tf.summary.image("extra/weak_image", tf.cast(extra["image"], tf.uint8), max_outputs=3)
+        tf.summary.image("extra/strong_image", tf.cast(extra["strong"], tf.uint8), max_outputs=3)
+        tf.summary.image("extra/weak_prediction", classes(branch["weak"]["logits"]), max_outputs=3)
+        tf.summary.image("extra/pseudo_label", classes(branch["probs"]), max_outputs=3)
+        tf.summary.image("extra/strong_prediction", classes(strong), max_outputs=3)
+
+
+def steps_in_call(step, num_steps, steps_per_execution):
+    """Steps of the next call: up to the next multiple of `steps_per_execution` (so that a
+    resumed run makes the same calls), never past `num_steps`."""
+    return min(steps_per_execution - step % steps_per_execution, num_steps - step)
+
+
+def crossed(before, after, every):
+    """Whether a multiple of `every` lies in (before, after]: the call that went from step
+    `before` to `after` reached an interval's end."""
+    return after // every > before // every
+
+
+def train(
+    model_dir,
+    dataset_dir=None,
+    strategy_name="default",
+    tpu="",
+    precision="float32",
+    log_every=None,
+    checkpoint_every=None,
+    images_every=500,
+    max_checkpoints=5,
+    print_fn=print,
+    jit_compile=None,
+    config=None,
+):
+    """Runs (or resumes) the experiment of the RunConfig `config`; returns (model, final
+    logs, dataset_dir, latest checkpoint).
+
+    `jit_compile` None takes TrainLoop.jit_compile. Each call of the compiled function runs
+    TrainLoop.steps_per_execution steps; progress lines, TensorBoard, images, checkpoints
+    and the NaN/Inf check happen between calls. Transitional: `config` None reads gin's
+    current bindings (wss.compare parses gin itself until it passes a RunConfig).
+    """
+    config = config or bound_run_config()
+    exp, options, loop = config.experiment, config.method, config.loop
+    log_every = log_every or loop.log_every
+    checkpoint_every = checkpoint_every or loop.checkpoint_every
+    jit_compile = loop.jit_compile if jit_compile is None else jit_compile
+    per_call = loop.steps_per_execution
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
+    tf.io.gfile.makedirs(model_dir)
+    init_checkpoint = exp.init_checkpoint
+    if init_checkpoint and not tf.train.latest_checkpoint(model_dir):
+        # Before the run's seed is set: a pretrained start built now or found cached
+        # leaves the run's own randomness the same.
+        init_checkpoint = resolve_init_checkpoint(
+            init_checkpoint,
+            exp.dataset_name,
+            dataset_dir,
+            config.model,
+            config.pretrain,
+            print_fn=print_fn,
+        )
+
+    # ------------------------------------------------------------ strategy and model
+    if exp.seed is not None:
+        keras.utils.set_random_seed(exp.seed)  # same seed, same initial weights and data
+    distribute.set_precision(precision)
+    strategy = distribute.make_strategy(strategy_name, tpu)
+    replicas = strategy.num_replicas_in_sync
+    for name, size in (("labeled", exp.labeled_batch_size), ("extra", exp.extra_batch_size)):
+        if size % replicas:
+            raise ValueError(f"{name} batch size {size} is not divisible by {replicas} replicas")
+    settings = config.model
+    for advice in distribute.small_batch_advice(
+        exp.labeled_batch_size,
+        replicas,
+        settings.fine_tune_batch_norm,
+        settings.sync_batch_norm,
+        exp.scale_learning_rate_with_batch,
+        exp.base_learning_rate,
+    ):
+        logging.warning(advice)
+    if options.mode != "supervised":
+        advice = cutout_advice(exp.crop_size, config.strong)
+        if advice:
+            logging.warning(advice)
+    with strategy.scope():
+        weights = (
+            class_stats.load_class_weights(
+                resolve_path(exp.class_weights), exp.descriptor.num_classes
+            )
+            if exp.class_weights
+            else None
+        )
+        model = build_model(exp.descriptor.num_classes, settings, options, class_weights=weights)
+        optimizer = build_optimizer(exp, model, precision)
+        model.compile(optimizer=optimizer)
+        checkpoint = training_checkpoint(model, optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, model_dir, max_to_keep=max_checkpoints, checkpoint_name="ckpt"
+        )
+
+    # ------------------------------------------------------------ resume or initialise
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+        print_fn(
+            f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}"
+        )
+    elif init_checkpoint:
+        print_fn(initialize(model, init_checkpoint))
+    with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+        f.write(config.gin_config)
+
+    # ------------------------------------------------------------ input and step
+    dataset = make_input(strategy, config, dataset_dir)
+    iterator = iter(dataset)
+    run_steps = distribute.make_train_function(strategy, model, jit_compile)
+
+    # ------------------------------------------------------------ loop
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    step = int(optimizer.iterations.numpy())
+    start_step, start_time = step, time.time()
+    logs = {}
+    if step >= exp.num_steps:
+        print_fn(f"already trained: step {step} >= num_steps {exp.num_steps}")
+    while step < exp.num_steps:
+        count = steps_in_call(step, exp.num_steps, per_call)
+        logs = {k: float(v) for k, v in run_steps(iterator, tf.constant(count)).items()}
+        before, step = step, int(optimizer.iterations.numpy())
+        if not math.isfinite(logs["total_loss"]):
+            kept = manager.latest_checkpoint or "none (no checkpoint was written yet)"
+            raise NonFiniteLossError(
+                f"loss became {logs['total_loss']} at step {step}; training stopped without "
+                f"saving. Last good checkpoint: {kept}. Lower the learning rate or check the "
+                "data (labels out of range, empty crops)."
+            )
+        if crossed(before, step, log_every) or step == exp.num_steps:
+            elapsed = time.time() - start_time
+            rate = (step - start_step) / elapsed if elapsed > 0 else float("nan")
+            eta = format_duration((exp.num_steps - step) / rate if rate > 0 else float("inf"))
+            print_fn(format_logs(step, exp.num_steps, logs, rate, eta))
+            with writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(name, value)
+        if images_every and crossed(before, step, images_every) and replicas == 1:
+            write_images(writer, model, next(iterator), step)
+        if crossed(before, step, checkpoint_every) or step == exp.num_steps:
+            path = manager.save(checkpoint_number=step)
+            print_fn(f"saved {path}")
+    writer.flush()
+    return model, logs, dataset_dir, manager.latest_checkpoint
+
+
+def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8, exp=None):
+    """Evaluates `checkpoint` on the Experiment `exp`'s eval_split: table, JSON and
+    summaries. Transitional: `exp` None reads gin's current bindings (wss.compare)."""
+    exp = exp or bound_run_config().experiment
+    desc = exp.descriptor
+
+    def dataset_fn():
+        return pipeline.eval_dataset(
+            dataset_dir,
+            batch_size,
+            split=exp.eval_split,
+            dataset_name=exp.dataset_name,
+            eval_crop_size=exp.eval_crop_size,
+        )
+
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    return evaluation.evaluate_checkpoint(
+        model,
+        checkpoint,
+        dataset_fn,
+        desc,
+        exp.eval_split,
+        model_dir,
+        scales=(1.0,),
+        flip=False,
+        progress_every=0,
+        writer=writer,
+    )
+
+
+def describe_run(exp, settings, options, dataset_dir, model_dir, checkpoint_every):
+    """The lines a training run starts with: what runs on which data, and where outputs go."""
+    desc = exp.descriptor
+    sets = f"labeled {exp.labeled_split!r}" + (
+        f" (ids of {exp.labeled_id_list})" if exp.labeled_id_list else ""
+    )
+    batches = f"batch {exp.labeled_batch_size} labeled"
+    if options.mode != "supervised":
+        sets += f", extra {exp.extra_split!r}" + (
+            f" (ids of {exp.extra_id_list})" if exp.extra_id_list else ""
+        )
+        batches += f" + {exp.extra_batch_size} extra"
+    width = "" if settings.width_multiplier == 1 else f", width x{settings.width_multiplier:g}"
+    return [
+        f"training {'the supervised baseline' if options.mode == 'supervised' else 'PseudoSeg'}"
+        f" (mode {options.mode}) on {desc.name} ({desc.num_classes} classes) from {dataset_dir}",
+        f"  data: {sets}; evaluation on {exp.eval_split!r}",
+        f"  model: DeepLabv3+ {settings.backbone}, output stride {settings.output_stride}"
+        f"{width}, ASPP/decoder depth {settings.aspp_depth}/{settings.decoder_depth}",
+        f"  steps: {exp.num_steps}, {batches}, crop {exp.crop_size}, "
+        f"learning rate {exp.learning_rate:g}, seed {exp.seed}",
+        f"  outputs: {os.path.abspath(model_dir)} (a checkpoint every {checkpoint_every} steps"
+        ", TensorBoard summaries, operative_config.gin)",
+    ]
