@@ -8,8 +8,6 @@ import colorsys
 
 import numpy as np
 
-IGNORE_LABEL = 255
-
 
 def pascal_colormap():
     """The PASCAL VOC palette: the bits of each label id are spread over R, G, B,

@@ -17,9 +17,7 @@ from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
 from wss import metrics, restore
-
-IGNORE_LABEL = metrics.IGNORE_LABEL
-
+from wss.data.descriptors import IGNORE_LABEL
 
 # ------------------------------------------------------------------------ prediction
 

@@ -14,7 +14,8 @@ probability) are TF functions at the end of this module.
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from wss.data.descriptors import IGNORE_LABEL
+
 NUM_ECE_BINS = 15
 
 

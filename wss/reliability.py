@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from deeplab_ext.resize import resize_nearest
 from wss import metrics
+from wss.data.descriptors import IGNORE_LABEL
 
 VARIANTS = (
     "model",
@@ -40,7 +41,6 @@ VARIANTS = (
     "fusion_nonorm",
     "fusion_nonorm_sharpened",
 )
-IGNORE_LABEL = metrics.IGNORE_LABEL
 
 
 def image_labels_from_mask(labels, num_classes):

@@ -42,11 +42,11 @@ from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute, experiment, program
+from wss.data.descriptors import IGNORE_LABEL
 from wss.method import losses
 from wss.method.options import MODES
 
 DEFAULT_GIN = os.path.join(experiment.PROJECT_ROOT, "gin", "base.gin")
-IGNORE_LABEL = 255
 
 
 FLAGS = program.flag_values()

@@ -10,7 +10,8 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from wss.data.descriptors import IGNORE_LABEL
+
 PAD_PIXEL = 127.5
 
 # Sub-seed indices: each random decision uses its own stream of the element's seed.

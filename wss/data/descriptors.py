@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from wss.errors import UserError
 
-IGNORE_LABEL = 255
+IGNORE_LABEL = 255  # the one definition of the ignore label (DeepLab, the release)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ import time
 from typing import List, Optional
 
 from wss.data import image_io
+from wss.data.descriptors import IGNORE_LABEL
 from wss.data.folder_inputs import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
@@ -76,7 +77,6 @@ __all__ = [
     "split_labeled",
 ]
 
-IGNORE_LABEL = image_io.IGNORE_LABEL
 SPLITS = ("train", "val", "unlabeled", "extra")
 
 

@@ -10,8 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from PIL import Image
 
 from wss.data import image_io
+from wss.data.descriptors import IGNORE_LABEL
 
-IGNORE_LABEL = image_io.IGNORE_LABEL
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
 _COLOR_RE = re.compile(r"^(.*?)\s+#([0-9a-fA-F]{6})$")

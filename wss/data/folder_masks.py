@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from wss.data import image_io, records
+from wss.data.descriptors import IGNORE_LABEL
 
-IGNORE_LABEL = image_io.IGNORE_LABEL
 # The VOC palette's colour of 255; RGB masks drawn in it are read as ignore.
 VOC_IGNORE_COLOR = (224, 224, 192)
 

@@ -9,9 +9,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from wss.data.descriptors import IGNORE_LABEL
 from wss.data.errors import DataError
 
-IGNORE_LABEL = 255
 # What to do with a label whose values do not fit 8 bits (said by every builder's error).
 WIDE_LABEL_FIX = (
     "save labels as 8-bit index PNGs (class ids 0..C-1, 255 = ignore), or build with "

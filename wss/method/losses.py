@@ -13,9 +13,8 @@ Callers may run mixed precision; every input is cast to float32 before any arith
 import tensorflow as tf
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
+from wss.data.descriptors import IGNORE_LABEL
 from wss.method import fusion
-
-IGNORE_LABEL = 255
 
 
 def div_maybe_zero(total, count):
