@@ -11,7 +11,14 @@ import tensorflow as tf
 
 from tests.conftest import NUM_CLASSES, tiny_deeplab_config
 from tests.data import data_test_utils as u
-from wss.experiment import Experiment
+from wss.data.augment import AugmentConfig, StrongConfig
+from wss.experiment import (
+    Experiment,
+    ModelSettings,
+    PretrainConfig,
+    RunConfig,
+    TrainLoop,
+)
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 from wss.training import initialize, make_input
@@ -127,9 +134,16 @@ def test_exclude_labeled_from_extra_through_the_training_input(tmp_path, exclude
         labeled_batch_size=2,
         extra_batch_size=2,
     )
-    dataset = make_input(
-        tf.distribute.get_strategy(), exp, MethodOptions(mode="semi"), str(tmp_path)
+    config = RunConfig(
+        experiment=exp,
+        model=ModelSettings(),
+        method=MethodOptions(mode="semi"),
+        loop=TrainLoop(),
+        augment=AugmentConfig(crop_size=exp.crop_size),
+        strong=StrongConfig(),
+        pretrain=PretrainConfig(),
     )
+    dataset = make_input(tf.distribute.get_strategy(), config, str(tmp_path))
     batches = iter(dataset)
     seen_labeled, seen_extra = set(), set()
     for _ in range(16):  # 32 images per stream: every record more than once
