@@ -19,7 +19,8 @@ SEMI_PARTS = (
 
 
 # Each test parses its own config and leaves none behind.
-pytestmark = pytest.mark.usefixtures("clear_gin")
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = [pytest.mark.usefixtures("clear_gin"), pytest.mark.slow]
 
 
 def _run(tmp_path, *extra_args):

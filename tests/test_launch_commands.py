@@ -17,6 +17,9 @@ import gin
 import pytest
 from absl import flags
 
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "launch_worker.py")
 

@@ -19,6 +19,9 @@ from wss.experiment import Experiment, bound_run_config, build_model, build_opti
 from wss.method.options import MethodOptions
 from wss.schedule import PolyWithSlowStart
 
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = pytest.mark.slow
+
 
 def command(model_dir, demo_dir, *params):
     args = [

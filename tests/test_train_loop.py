@@ -14,6 +14,9 @@ from tests.conftest import TINY_TRAIN_PARAMS
 from wss.experiment import parse_run_config
 from wss.training import crossed, steps_in_call, train
 
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = pytest.mark.slow
+
 
 class Stop(Exception):
     """Raised by the print hook: the process 'dies' right after a checkpoint."""

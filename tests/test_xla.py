@@ -30,6 +30,9 @@ from wss.distribute import make_train_function
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = pytest.mark.slow
+
 CONFIG = dict(
     num_classes=5, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8
 )

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
 from wss import colormap, evaluation
+from wss.data.descriptors import IGNORE_LABEL
 
 MIN_PANEL = 256  # shorter side of a panel after enlarging, in pixels
 SEPARATOR = 4  # white pixels between panels
@@ -73,7 +74,7 @@ def titled_row(panels, titles):
     return np.asarray(canvas)
 
 
-def legend(class_names, cmap, width, ignore_label=colormap.IGNORE_LABEL):
+def legend(class_names, cmap, width, ignore_label=IGNORE_LABEL):
     """[h, width, 3] white band of colour swatches and class names (ignore last)."""
     entries = [(name, cmap[k]) for k, name in enumerate(class_names)]
     entries.append(("ignore", cmap[ignore_label]))
@@ -169,7 +170,7 @@ def method_maps(model, batch):
     confident = tf.reduce_max(out["probs"], axis=-1, keepdims=True)
     confident = tf.cast(confident >= model.options.confidence_threshold, tf.int32)
     used = resize_nearest(confident, size)[..., 0].numpy() * batch["valid"].numpy()[..., 0]
-    pseudo = np.where(used > 0, pseudo, colormap.IGNORE_LABEL)
+    pseudo = np.where(used > 0, pseudo, IGNORE_LABEL)
     return cam, sgc, pseudo, classes(strong)
 
 
