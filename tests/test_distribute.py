@@ -9,6 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
+pytestmark = pytest.mark.slow
+
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,9 +200,6 @@ import tensorflow as tf
 cpus = tf.config.list_physical_devices('CPU')
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 from wss.distribute import check_jit_devices
-
-# Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
-pytestmark = pytest.mark.slow
 check_jit_devices(tf.distribute.get_strategy())  # one device compiles
 check_jit_devices(tf.distribute.MirroredStrategy(['/cpu:0']))
 try:
