@@ -33,6 +33,11 @@ def join_scope(scope, mapping):
     return {f"{scope}/{name}": var for name, var in mapping.items()}
 
 
+def scaled_depth(depth, width_multiplier):
+    """Channel count under a backbone's width multiplier (at least 8)."""
+    return depth if width_multiplier == 1.0 else max(8, int(round(depth * width_multiplier)))
+
+
 class FusedBatchNorm(keras.layers.BatchNormalization):
     """Keras batch norm computed with TF's fused kernel, as slim's batch norm in DeepLab.
 
