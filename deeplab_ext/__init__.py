@@ -1,7 +1,5 @@
 """DeepLabv3+ as Keras layers with DeepLab's TF1 variable names (see docs/architecture.md).
 
-Importing the package imports the backbone modules, which fills the backbone registry
-(deeplab_ext.backbone) and registers their layers for Keras serialization.
+The package import is light (no TensorFlow): the backbone registry imports the backbone
+modules on its first lookup (deeplab_ext.backbone.BUILTIN_BACKBONE_MODULES).
 """
-
-from deeplab_ext import resnet, xception  # noqa: F401  (they register themselves)

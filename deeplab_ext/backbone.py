@@ -5,8 +5,8 @@ maps ("end points", NHWC). DeepLabV3Plus feeds `feature_end_point` to ASPP and t
 classification head and `decoder_end_point(stride)` to the decoder; PseudoSeg's Grad-CAM
 differentiates `cam_end_point` and the SGC concatenates `hypercolumn_end_points`. Nothing
 else about a backbone is read, so a new one is one module that subclasses `Backbone`,
-registers a factory under its names with `register_backbone`, and is imported by
-deeplab_ext/__init__.py (see docs/architecture.md, "How to add a backbone").
+registers a factory under its names with `register_backbone`, and is named in
+BUILTIN_BACKBONE_MODULES (see docs/architecture.md, "How to add a backbone").
 
 Every factory is called as `factory(name, **options)` with the options DeepLabV3Plus
 always passes (BACKBONE_OPTIONS; a backbone may ignore those that do not apply to it,
@@ -14,9 +14,15 @@ None meaning "its default") plus whatever `DeepLabV3Plus(backbone_options=...)` 
 that backbone; it rejects options it does not know with `reject_options`.
 """
 
+import importlib
+
 import keras
 
 from deeplab_ext.errors import DeepLabError
+
+# Modules that register the project's backbones, imported on the first registry lookup
+# (so `import deeplab_ext` stays light and the registry is never found half-filled).
+BUILTIN_BACKBONE_MODULES = ("deeplab_ext.xception", "deeplab_ext.resnet")
 
 # The keywords every factory receives (DeepLabV3Plus's own arguments, forwarded).
 BACKBONE_OPTIONS = (
@@ -49,13 +55,20 @@ def register_backbone(*names):
     return register
 
 
+def _import_builtin_backbones():
+    for module in BUILTIN_BACKBONE_MODULES:
+        importlib.import_module(module)
+
+
 def registered_backbones():
     """The registered backbone names, sorted."""
+    _import_builtin_backbones()
     return tuple(sorted(_REGISTRY))
 
 
 def build_backbone(name, **options):
     """The backbone registered as `name`, built by its factory with `options`."""
+    _import_builtin_backbones()
     if name not in _REGISTRY:
         raise BackboneError(
             f"unknown backbone {name!r}; registered: {', '.join(registered_backbones())}"

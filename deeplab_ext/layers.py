@@ -38,6 +38,7 @@ def scaled_depth(depth, width_multiplier):
     return depth if width_multiplier == 1.0 else max(8, int(round(depth * width_multiplier)))
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class FusedBatchNorm(keras.layers.BatchNormalization):
     """Keras batch norm computed with TF's fused kernel, as slim's batch norm in DeepLab.
 
@@ -150,6 +151,7 @@ def synchronize_batch_norms(layer):
     return len(norms)
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class ConvBN(keras.layers.Layer):
     """A slim-style conv (regular or depthwise) with optional batch norm and ReLU.
 
@@ -286,6 +288,7 @@ class ConvBN(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class SplitSeparableConv(keras.layers.Layer):
     """DeepLab's split separable conv: depthwise conv + BN, then 1x1 conv + BN.
 

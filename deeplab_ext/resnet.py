@@ -23,6 +23,7 @@ _IMAGENET_MEAN = (123.68, 116.78, 103.94)
 VARIANTS = ("resnet_v1_50_beta", "resnet_v1_101_beta", "resnet_v1_50", "resnet_v1_101")
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class Bottleneck(keras.layers.Layer):
     """ResNet v1 bottleneck: 1x1, 3x3 (strided, atrous), 1x1, plus the shortcut; ReLU after."""
 
@@ -102,6 +103,7 @@ class Bottleneck(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class ResNetV1(Backbone):
     """A DeepLab ResNet v1 backbone; `call` maps preprocessed images (see `preprocess`) to
     named end points (`block1` ... `block4` and each unit's `blockN/unit_M/bottleneck_v1/conv3`,

@@ -68,6 +68,7 @@ def xception_blocks(variant, middle_flow_units=None):
     return entry + middle + _EXIT
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class XceptionModule(keras.layers.Layer):
     """One Xception unit: three separable convs (stride on the last) plus the shortcut."""
 
@@ -177,6 +178,7 @@ class XceptionModule(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class Xception(Backbone):
     """The Xception backbone; `call` maps preprocessed images ([-1, 1], see `preprocess`)
     to a dict of named end points.
