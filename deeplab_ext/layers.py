@@ -1,4 +1,5 @@
-"""Building blocks shared by every DeepLab part: conv + batch norm + ReLU, split separable conv.
+"""Building blocks shared by every DeepLab part: conv + batch norm + ReLU, split separable conv
+(and the channel rule of a backbone's width multiplier, `scaled_depth`).
 
 Each layer knows the TF1 (slim) names of its variables relative to its scope
 (`weights`, `depthwise_weights`, `biases`, `BatchNorm/{gamma,beta,moving_mean,
