@@ -18,6 +18,7 @@ from typing import Optional, Tuple, Union
 import gin
 import keras
 
+from deeplab_ext.backbone import registered_backbones
 from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
@@ -70,6 +71,14 @@ class ModelSettings:
     middle_flow_units: Optional[int] = None
     batch_norm_decay: Optional[float] = None  # None: DeepLab's (0.9997; ResNet 0.95)
     sync_batch_norm: bool = False  # batch statistics over all replicas' global batch
+    backbone_options: Optional[dict] = None  # backbone-specific factory keywords
+
+    def __post_init__(self):
+        if self.backbone not in registered_backbones():
+            raise ConfigError(
+                f"ModelSettings.backbone = {self.backbone!r} is not a registered backbone; "
+                f"use one of {', '.join(registered_backbones())}"
+            )
 
 
 @gin.configurable

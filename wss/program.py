@@ -35,7 +35,7 @@ import gin
 import tensorflow as tf
 from absl import app, flags, logging
 
-from deeplab_ext.checkpoint import CheckpointMismatchError
+from deeplab_ext.errors import DeepLabError
 from wss import errors
 
 TRACEBACK_ENV = "PSEUDOSEG_TRACEBACK"
@@ -46,7 +46,8 @@ _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, tf.err
 # tf.data wraps an exception raised in a py_function into an OpError whose message holds
 # the original as "<module>.<Class>: <message>" followed by TensorFlow's node names.
 _WRAPPED = re.compile(r"(?:^|\s)(?:[\w.]+\.)?(\w+): (.*?)\s*(?:\n\s*\n|\n\s*\[\[|$)", re.S)
-_USER_ERRORS = (errors.UserError, app.UsageError, CheckpointMismatchError) + _PATH_ERRORS
+# The model library's errors (deeplab_ext never imports wss) are user errors by base class.
+_USER_ERRORS = (errors.UserError, app.UsageError, DeepLabError) + _PATH_ERRORS
 _GIN_DIR = os.path.dirname(gin.__file__)
 _GIN_PARSE = ("parse_config", "bind_parameter")
 # TensorFlow's own context in an OpError message: "{{function_node ...}}", "[[{{node x}}]]",

@@ -18,6 +18,7 @@ from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
 from wss.data import demo
 from wss.evaluation import metrics
+from wss.experiment import ModelSettings
 from wss.method import losses
 
 
@@ -45,6 +46,7 @@ def upsample(data, factor):
     return images, labels
 
 
+@keras.saving.register_keras_serializable(package="wss")
 class ResizeLike(keras.layers.Layer):
     """Bilinear resize of the first input to the spatial size of the second."""
 
@@ -73,12 +75,15 @@ def plain_fcn(num_classes, width=32):
     return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(x), name="plain_fcn")
 
 
+@keras.saving.register_keras_serializable(package="wss")
 class DeepLabLogits(keras.Model):
     """The DeepLabv3+ of ModelSettings `model_settings` (no classification head) as an
     images -> logits model."""
 
     def __init__(self, num_classes, model_settings):
         super().__init__(name="demo_deeplab")
+        self.num_classes = num_classes
+        self.model_settings = model_settings
         config = dataclasses.asdict(model_settings)
         self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False, **config)
 
@@ -87,6 +92,14 @@ class DeepLabLogits(keras.Model):
 
     def call(self, images, training=False):
         return self.deeplab.forward(images, training=training)["logits"]
+
+    def get_config(self):
+        settings = dataclasses.asdict(self.model_settings)
+        return {"num_classes": self.num_classes, "model_settings": settings}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["num_classes"], ModelSettings(**config["model_settings"]))
 
 
 def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, out=sys.stdout):
