@@ -238,7 +238,7 @@ def resolve_data(fv, exp):
     split = fv.split or exp.eval_split
     crop = fv.eval_crop_size or exp.eval_crop_size
     try:
-        dataset_dir = experiment.resolve_dataset_dir(name, fv.dataset_dir)
+        dataset_dir = experiment.resolve_dataset_dir(name, fv.dataset_dir, exp.tfds_data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise RestoreError(str(e)) from e
     return name, dataset_dir, split, crop
