@@ -4,6 +4,11 @@ the same size (TFDS's default mock draws them at different sizes), with TFDS's o
 arithmetic for slices. PseudoSeg trains and evaluates on them through wss.train."""
 
 import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -242,6 +247,7 @@ def test_data_dir_resolution():
 
 def _train_args(model_dir, entry, *params):
     return [
+        "train",
         "--gin_file=gin/demo.gin",
         f"--model_dir={model_dir}",
         "--images_every=0",
@@ -261,22 +267,85 @@ def _train_args(model_dir, entry, *params):
     )
 
 
-def _train_and_evaluate(tmp_path, entry, capsys):
+def _train(model_dir, entry):
+    """wss.train on the mocked builder (2 PseudoSeg steps, final evaluation); returns its
+    logs and what it printed."""
     from wss import train
 
-    with mocked_tfds():
-        logs = train.main(_train_args(tmp_path / entry.key, entry))
-    return logs, capsys.readouterr().out
+    out = io.StringIO()
+    with mocked_tfds(), contextlib.redirect_stdout(out):
+        logs = train.main(_train_args(model_dir, entry))
+    return logs, out.getvalue()
+
+
+def _assert_trained_and_evaluated(entry, logs, out):
+    assert np.isfinite(logs["total_loss"]) and "unsup_loss" in logs, out
+    assert f"on {entry.name} ({entry.num_classes} classes)" in out
+    table = out[out.index("class ") :]
+    for name in entry.class_names:
+        assert re.search(rf"^{re.escape(name)} +(n/a|\d+\.\d\d)$", table, re.M), table
+    assert "final mIoU on " + EVAL_SPLIT[entry.key] in out
+
+
+@pytest.fixture(scope="module")
+def pet_run(tmp_path_factory):
+    """One tiny PseudoSeg run on the mocked pets, shared by the tests that read it."""
+    model_dir = tmp_path_factory.mktemp("tfds_pet") / "run"
+    logs, out = _train(model_dir, tfds_registry.OXFORD_IIIT_PET)
+    return {"model_dir": model_dir, "logs": logs, "out": out}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.key)
-def test_pseudoseg_trains_and_evaluates_with_the_registry_names(tmp_path, entry, capsys):
-    """wss.train on each builder: PseudoSeg steps (losses finite, unsupervised loss on the
-    extra slice), then the final evaluation prints every class by its registry name."""
-    logs, out = _train_and_evaluate(tmp_path, entry, capsys)
-    assert np.isfinite(logs["total_loss"]) and "unsup_loss" in logs, out
-    assert f"on {entry.name} ({entry.num_classes} classes)" in out
-    for name in entry.class_names:
-        assert name in out, out
-    assert "final mIoU on " + EVAL_SPLIT[entry.key] in out
+def test_pseudoseg_trains_on_pets_and_evaluates_with_the_registry_names(pet_run):
+    """PseudoSeg steps (finite losses, the unsupervised loss of the extra slice), then the
+    final evaluation prints every class by the registry's name."""
+    _assert_trained_and_evaluated(tfds_registry.OXFORD_IIIT_PET, pet_run["logs"], pet_run["out"])
+
+
+@pytest.mark.slow
+def test_eval_tool_restores_the_tfds_run(pet_run):
+    """wss.eval rebuilds the run from its operative config (dataset, classes, data dir)
+    and evaluates a slice of the eval split."""
+    from wss import eval as eval_tool
+
+    out = io.StringIO()
+    with mocked_tfds(), contextlib.redirect_stdout(out):
+        (result,) = eval_tool.main(
+            ["eval", f"--model_dir={pet_run['model_dir']}", "--split=test[:2]"]
+        )
+    printed = out.getvalue()
+    assert result["num_images"] == 2 and "on tfds:oxford_iiit_pet/test[:2]" in printed
+    assert re.search(r"^background +\S+$", printed, re.M) and re.search(
+        r"^pet +\S+$", printed, re.M
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRIES[1:], ids=lambda e: e.key)
+def test_pseudoseg_trains_and_evaluates_on_the_other_builders(tmp_path, entry):
+    logs, out = _train(tmp_path / "run", entry)
+    _assert_trained_and_evaluated(entry, logs, out)
+
+
+@pytest.mark.slow
+def test_train_command_prints_one_error_line_for_a_builder_without_masks(tmp_path):
+    """`python -m wss.train` with 'tfds:mnist' (a TFDS builder, no per-pixel label):
+    exit 2, no traceback, one `error:` line naming the supported datasets."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "PSEUDOSEG_TRACEBACK"}
+    env["PYTHONPATH"] = root
+    out = subprocess.run(
+        [sys.executable, "-m", "wss.train", "--gin_file=gin/demo.gin"]
+        + [f"--model_dir={tmp_path}", "--gin_param=Experiment.dataset_name = 'tfds:mnist'"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert [line for line in lines if line.startswith("error")] == lines[-1:], out.stderr
+    assert "'tfds:mnist'" in lines[-1] and "no per-pixel label" in lines[-1]
+    for supported in tfds_registry.supported_names():
+        assert supported in lines[-1]

@@ -283,6 +283,8 @@ def extra_dataset(
             out["image_labels"] = from_mask
         else:
             out["image_labels"] = tf.where(tf.size(x["class_ids"]) > 0, from_record, from_mask)
+        # Static for XLA/TPU: with 2 classes tf.where broadcasts [1] against [None].
+        out["image_labels"] = tf.ensure_shape(out["image_labels"], [c - 1])
         out["has_label"] = tf.cast(x["has_label"], tf.float32)
         return out
 
