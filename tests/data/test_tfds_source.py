@@ -349,3 +349,30 @@ def test_train_command_prints_one_error_line_for_a_builder_without_masks(tmp_pat
     assert "'tfds:mnist'" in lines[-1] and "no per-pixel label" in lines[-1]
     for supported in tfds_registry.supported_names():
         assert supported in lines[-1]
+
+
+def test_cityscapes_without_its_manual_download_says_where_the_zips_go(tmp_path):
+    """TFDS cannot download Cityscapes (no network needed to find that out): a DataError
+    names the two zips and the folder to put them in."""
+    with pytest.raises(DataError) as caught:
+        tfds_source.load_builder(tfds_registry.CITYSCAPES, str(tmp_path))
+    message = program.user_message(caught.value)
+    assert "leftImg8bit_trainvaltest.zip" in message and "gtFine_trainvaltest.zip" in message
+    assert str(tmp_path / "downloads" / "manual") in message and "\n" not in message
+
+
+def test_labeled_slice_is_left_out_of_the_extra_split():
+    """exclude_labeled_from_extra with a labeled slice: its ids, read from TFDS (here
+    ADE20K's tfds_id, as it has no file name), are what the extra stream drops."""
+    from wss.experiment import Experiment
+    from wss.training import labeled_ids
+
+    exp = Experiment(dataset_name="tfds:scene_parse150", labeled_split="train[:4]")
+    with mocked_tfds():
+        ids = labeled_ids(exp, None)
+        extra = pipeline.decoded_records(
+            None, "train", 101, False, exclude_ids=ids, dataset_name=exp.dataset_name
+        )
+        names = _ids(extra, 99)
+    assert ids == [f"scene_parse150-train.tfrecord-00000-of-00001__{i}" for i in range(4)]
+    assert names == [f"scene_parse150-train.tfrecord-00000-of-00001__{i}" for i in range(4, 12)]

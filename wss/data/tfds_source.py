@@ -63,8 +63,9 @@ def load_builder(entry: TfdsDataset, data_dir: Optional[str]):
     except AssertionError as e:  # what TFDS's Cityscapes builder raises without its zips
         if entry.manual_download is None:
             raise
+        del e  # TFDS's own text names the files too, over several lines
         raise DataError(
-            f"{entry.name}: {entry.manual_download.format(manual_dir=manual_dir)} ({e})"
+            f"{entry.name}: {entry.manual_download.format(manual_dir=manual_dir)}"
         ) from None
     except OSError as e:  # no network, a refused download, an unwritable data_dir
         raise DataError(
