@@ -209,7 +209,7 @@ def resolve_data(exp, dataset_name=None, dataset_dir=None, split=None, eval_crop
     split = split or exp.eval_split
     crop = eval_crop_size or exp.eval_crop_size
     try:
-        dataset_dir = experiment.resolve_dataset_dir(name, dataset_dir)
+        dataset_dir = experiment.resolve_dataset_dir(name, dataset_dir, exp.tfds_data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise RestoreError(str(e)) from e
     return name, dataset_dir, split, crop
