@@ -28,6 +28,7 @@ import tensorflow as tf
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import repeated_batch_norm_updates, synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
+from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import metrics
 from wss.method import fusion
 from wss.method import losses as losses_lib
@@ -365,7 +366,7 @@ class PseudoSegModel(keras.Model):
         if extra is not None:
             branch, strong_logits = outputs["branch"], outputs["strong_logits"]
             label = losses_lib.resize_mask_nearest(extra["label"], tf.shape(strong_logits)[1:3])
-            has_gt = tf.cast(tf.reduce_any(label != 255), tf.float32)
+            has_gt = tf.cast(tf.reduce_any(label != IGNORE_LABEL), tf.float32)
             for name, scores in (
                 ("acc_pseudo", branch["probs"]),
                 ("acc_weak", branch["weak"]["logits"]),

@@ -1,4 +1,5 @@
-"""The PseudoSeg method's options: one frozen record that gin fills and the model reads.
+"""The PseudoSeg method's options: one frozen record that gin fills (through
+wss.experiment.parse_run_config) and the model reads.
 
 Defaults are the release's (spec sections 3-5): fusion of decoder and SGC, batch-wide RMS
 logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss weights.
@@ -6,15 +7,12 @@ logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss we
 
 import dataclasses
 
-import gin
-
 from wss.errors import ConfigError
 
 MODES = ("supervised", "semi", "weakly")
 SOURCES = ("fusion", "decoder", "sgc")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MethodOptions:
     """How one PseudoSeg step is computed.
