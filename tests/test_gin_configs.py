@@ -62,9 +62,8 @@ def test_config_parses_and_builds(path):
 
 
 def test_a_typo_in_a_binding_fails_loudly():
-    gin.clear_config()
     with pytest.raises(ValueError, match="gamm"):
-        gin.parse_config_files_and_bindings([], ["MethodOptions.gamm = 0.3"], skip_unknown=False)
+        parse_run_config([], ["MethodOptions.gamm = 0.3"])
 
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=[os.path.basename(f) for f in GIN_FILES])

@@ -187,18 +187,12 @@ class PseudoSegModel(keras.Model):
 
     def fuse(self, branch, options=None):
         """Pass 4: the pseudo labels P (stop-gradient) of a `pseudo_labels` output, the
-        calibrated fusion of p and the upsampled m bound from `options` (default: the
-        model's MethodOptions; calibration passes one per pseudo-label source)."""
-        opts = self.options if options is None else options
-        return fusion.pseudo_label_probs(
+        fusion rule of `options` (default: the model's MethodOptions; calibration passes
+        one per variant) over p and the upsampled m."""
+        return fusion.fuse(
             branch["weak"]["logits"],
             branch.get("sgc_logits_upsampled"),
-            source=opts.source,
-            gamma=opts.gamma,
-            temperature=opts.temperature,
-            logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form,
-            soft=opts.soft_labels,
+            self.options if options is None else options,
         )
 
     @contextlib.contextmanager

@@ -8,9 +8,9 @@ logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss we
 import dataclasses
 
 from wss.errors import ConfigError
+from wss.method import fusion
 
 MODES = ("supervised", "semi", "weakly")
-SOURCES = ("fusion", "decoder", "sgc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,8 @@ class MethodOptions:
 
     mode: 'supervised' (baseline, L_s only), 'semi' (unlabeled extra set, classifier
       trained on the labeled set) or 'weakly' (extra set with image-level labels).
-    source: pseudo labels from 'fusion', 'decoder' only, or 'sgc' only (Table 5).
+    source: the pseudo-label rule, a name registered in wss.method.fusion: 'fusion',
+      'decoder' only, or 'sgc' only (Table 5).
     gamma / temperature: fusion weight of the decoder softmax and sharpening T
       (high-data setting of section 4.5: gamma 0.3, T 0.7).
     logit_norm / norm_form: the calibration norm ('release': one RMS scale over the batch;
@@ -54,11 +55,11 @@ class MethodOptions:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.source not in SOURCES:
-            raise ConfigError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if self.norm_form not in ("release", "paper", "pixel"):
+        if self.source not in fusion.RULES:
+            raise ConfigError(f"source must be one of {tuple(fusion.RULES)}, got {self.source!r}")
+        if self.norm_form not in fusion.NORM_FORMS:
             raise ConfigError(
-                f"norm_form must be 'release', 'paper' or 'pixel', got {self.norm_form!r}"
+                f"norm_form must be one of {fusion.NORM_FORMS}, got {self.norm_form!r}"
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
@@ -67,8 +68,9 @@ class MethodOptions:
 
     @property
     def uses_sgc(self):
-        """Whether Grad-CAM, the SGC and L_sa run (the release skips them for decoder-only)."""
-        return self.mode != "supervised" and self.source != "decoder"
+        """Whether Grad-CAM, the SGC and L_sa run: never when supervised, else when the
+        pseudo-label rule reads the SGC (the release skips them for decoder-only)."""
+        return self.mode != "supervised" and fusion.get_rule(self.source).needs_sgc
 
     @property
     def uses_classifier(self):
