@@ -6,7 +6,8 @@ import os
 import gin
 import pytest
 
-from wss.experiment import PROJECT_ROOT, build_model, parse_run_config, resolve_path
+from wss.experiment import PROJECT_ROOT, parse_run_config, resolve_path
+from wss.model import build_model
 
 GIN_FILES = sorted(glob.glob(os.path.join(PROJECT_ROOT, "gin", "*.gin")))
 # Lists users draw themselves (documented in the file); everything else must ship.

@@ -300,7 +300,8 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     """The CLI's flags, gin and data resolution, with the model build and restore (the
     same calls as wss.eval, covered by tests/test_eval.py) replaced by the fake teacher
     so the test stays fast."""
-    from wss import experiment, restore
+    from wss import model as model_lib
+    from wss import restore
 
     data, out = tmp_path / "data", tmp_path / "out"
     _many(data, n=5)
@@ -309,7 +310,7 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     gin_file = tmp_path / "t.gin"
     gin_file.write_text("Experiment.dataset_name = 'demo'\nExperiment.extra_split = 'train'\n")
     teacher, seen = make_teacher()
-    monkeypatch.setattr(experiment, "build_model", lambda *args, **kwargs: teacher)
+    monkeypatch.setattr(model_lib, "build_model", lambda *args, **kwargs: teacher)
     monkeypatch.setattr(restore, "restore_model", lambda model, path: os.path.join(path, "ckpt-7"))
     argv = [
         "pseudo_label",

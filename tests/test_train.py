@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags
 from wss.checkpointing import training_checkpoint
-from wss.experiment import build_model, build_optimizer, parse_run_config
+from wss.experiment import build_optimizer, parse_run_config
 from wss.method.options import MethodOptions
+from wss.model import build_model
 from wss.schedule import PolyWithSlowStart
 
 # Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).

@@ -23,7 +23,6 @@ from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
 from wss.method.options import MethodOptions
-from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart, ReleaseMomentum
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,16 +275,6 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None):
         f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
         "DeepLab-format TFRecords; see the README's Data section)"
     )
-
-
-def build_model(num_classes, model_settings, options, class_weights=None):
-    """The PseudoSeg model of these settings (a RunConfig's model and method), built (all
-    variables exist)."""
-    config = dataclasses.asdict(model_settings)
-    config["num_classes"] = num_classes
-    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
-    model.build()
-    return model
 
 
 def build_optimizer(exp, model, precision="float32"):

@@ -405,3 +405,13 @@ class PseudoSegModel(keras.Model):
         config = dict(config)
         config["options"] = MethodOptions(**config["options"])
         return cls(**config)
+
+
+def build_model(num_classes, model_settings, options, class_weights=None):
+    """The PseudoSeg model of a RunConfig's model settings (a wss.experiment.ModelSettings)
+    and method options, for `num_classes` classes, built (all variables exist)."""
+    config = dataclasses.asdict(model_settings)
+    config["num_classes"] = num_classes
+    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
+    model.build()
+    return model

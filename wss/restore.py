@@ -4,7 +4,7 @@ The training driver saves `wss.checkpointing.training_checkpoint(model, optimize
 CheckpointManager (prefix 'ckpt') and writes the effective gin config to
 `model_dir/operative_config.gin`. A model is restored by parsing the same gin files into
 a RunConfig (wss.experiment.parse_run_config), building it with
-`wss.experiment.build_model` from that config and restoring the model's part only.
+`wss.model.build_model` from that config and restoring the model's part only.
 
 Also holds the small absl-flags helpers the command-line tools share (each tool keeps
 its own FlagValues so that importing several tools in one process never clashes).
@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import flags
 
 from wss import experiment, program
+from wss import model as model_lib
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
 
@@ -147,7 +148,7 @@ def build_and_restore(
 def build_model(config, num_classes=None):
     """The (unrestored) model of the RunConfig `config` (num_classes None: the dataset's)."""
     num_classes = num_classes or config.experiment.descriptor.num_classes
-    return experiment.build_model(num_classes, config.model, config.method)
+    return model_lib.build_model(num_classes, config.model, config.method)
 
 
 # ----------------------------------------------------------------------- CLI helpers

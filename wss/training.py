@@ -25,7 +25,8 @@ from wss.data.augment import cutout_advice
 from wss.data.descriptors import IGNORE_LABEL
 from wss.errors import NonFiniteLossError
 from wss.evaluation import evaluator
-from wss.experiment import build_model, build_optimizer, resolve_dataset_dir, resolve_path
+from wss.experiment import build_optimizer, resolve_dataset_dir, resolve_path
+from wss.model import build_model
 from wss.pretraining import resolve_init_checkpoint
 
 

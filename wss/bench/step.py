@@ -42,6 +42,7 @@ from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
 from wss import distribute, experiment, program
+from wss import model as model_lib
 from wss.data.descriptors import IGNORE_LABEL
 from wss.method import losses
 from wss.method.options import MODES
@@ -381,7 +382,7 @@ def build(gin_files, gin_params, mode, precision="float32", strategy=None):
     config = experiment.parse_run_config(gin_files or [DEFAULT_GIN], params)
     exp = config.experiment
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = experiment.build_model(exp.descriptor.num_classes, config.model, config.method)
+        model = model_lib.build_model(exp.descriptor.num_classes, config.model, config.method)
         model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
     return model, exp
 
