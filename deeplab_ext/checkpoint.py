@@ -49,7 +49,10 @@ class LoadReport:
 
 def _open(path):
     """Opens a checkpoint prefix or directory, with an error that names the path."""
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+    # A prefix is not a folder even where a file system says so (ram:// calls every
+    # string prefix of a file's name a folder).
+    folder = tf.io.gfile.isdir(path) and not tf.io.gfile.exists(path + ".index")
+    prefix = tf.train.latest_checkpoint(path) if folder else path
     if prefix is None:
         raise FileNotFoundError(
             f"no checkpoint in directory {path!r}: expected a "
@@ -133,7 +136,9 @@ def load_tf1_checkpoint(
 def save_tf1_checkpoint(model, prefix):
     """Writes the model's weights under their DeepLab names (a TF1 name-based checkpoint)."""
     names, tensors = zip(*sorted(model.tf1_variable_map().items()))
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(prefix)
+    if folder:
+        tf.io.gfile.makedirs(folder)
     tf.raw_ops.SaveV2(
         prefix=prefix,
         tensor_names=list(names),

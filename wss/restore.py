@@ -17,7 +17,7 @@ import re
 import tensorflow as tf
 from absl import flags
 
-from wss import experiment, program
+from wss import experiment, files, program
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
 
@@ -34,7 +34,7 @@ def parse_gin(gin_files=(), gin_params=(), skip_unknown=False):
     cleared first, so repeated calls in one process do not mix configs)."""
     gin_files = [f for f in (gin_files or []) if f]
     for path in gin_files:
-        if not tf.io.gfile.exists(path):
+        if not files.exists(path):
             raise RestoreError(
                 f"gin file {path!r} does not exist. Fix: pass the gin files "
                 "the model was trained with (e.g. MODEL_DIR/"
@@ -48,7 +48,7 @@ def default_gin_files(model_dir, gin_files):
     if gin_files:
         return list(gin_files), False
     operative = os.path.join(model_dir, OPERATIVE_CONFIG) if model_dir else None
-    if operative and tf.io.gfile.exists(operative):
+    if operative and files.exists(operative):
         return [operative], True
     raise RestoreError(
         f"no --gin_file given and {operative!r} does not exist. Fix: pass "
@@ -63,7 +63,7 @@ def find_checkpoint(model_dir_or_ckpt):
         raise RestoreError(
             "no model directory or checkpoint given. Fix: pass --model_dir (or --checkpoint)."
         )
-    if tf.io.gfile.isdir(path):
+    if files.isdir(path) and not files.exists(path + ".index"):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise RestoreError(
@@ -73,7 +73,7 @@ def find_checkpoint(model_dir_or_ckpt):
                 "a checkpoint."
             )
         return latest
-    if not tf.io.gfile.exists(path + ".index"):
+    if not files.exists(path + ".index"):
         raise RestoreError(
             f"checkpoint {path!r} not found (expected {path}.index). Fix: "
             "pass a prefix such as MODEL_DIR/ckpt-1000, or the model "

@@ -28,7 +28,6 @@ writes them all under "runs".
 """
 
 import functools
-import json
 import math
 import os
 import resource
@@ -41,7 +40,7 @@ import tensorflow as tf
 from absl import flags
 
 from deeplab_ext.resize import resize_bilinear
-from wss import distribute, experiment, program
+from wss import distribute, experiment, files, program
 from wss.data.descriptors import IGNORE_LABEL
 from wss.method import losses
 from wss.method.options import MODES
@@ -571,8 +570,7 @@ def main(argv=None):
             jit_compile=fv.jit_compile, precision=fv.precision, print_fn=print_fn, **kwargs
         )
     if fv.json:
-        with open(fv.json, "w") as f:
-            json.dump(result, f, indent=2)
+        files.write_json(fv.json, result)
     flat = [r.items() for r in result.get("runs", [result])]
     bad = [k for items in flat for k, v in items if isinstance(v, float) and not math.isfinite(v)]
     if bad:
