@@ -1,7 +1,7 @@
 """Loading official TF1 (slim) name-based checkpoints into our Keras models, strictly.
 
 A model exposes `tf1_variable_map()`: {DeepLab variable name: Keras variable}. The loader
-reads the checkpoint with `tf.train.load_checkpoint`, assigns every weight by name, and
+reads the checkpoint (at any tf.io.gfile path), assigns every weight by name, and
 reports what it could not match. Strict by default: a model weight with no value, a
 checkpoint tensor nobody uses, or a shape mismatch is an error that lists the names.
 Training state that official checkpoints carry (global_step, optimizer slots, moving-average
@@ -47,8 +47,9 @@ class LoadReport:
         )
 
 
-def _open(path):
-    """Opens a checkpoint prefix or directory, with an error that names the path."""
+def open_checkpoint(path):
+    """A reader of a checkpoint prefix or directory (its latest checkpoint), at any
+    tf.io.gfile path; an error names the path."""
     # A prefix is not a folder even where a file system says so (ram:// calls every
     # string prefix of a file's name a folder).
     folder = tf.io.gfile.isdir(path) and not tf.io.gfile.exists(path + ".index")
@@ -59,7 +60,8 @@ def _open(path):
             "'checkpoint' file or pass the prefix (e.g. DIR/model.ckpt)"
         )
     try:
-        return tf.train.load_checkpoint(prefix)
+        # tf.train.load_checkpoint, without its own folder test (fooled by ram://).
+        return tf.compat.v1.train.NewCheckpointReader(prefix)
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
         raise FileNotFoundError(
             f"cannot read TF1 checkpoint {prefix!r} ({e.__class__.__name__}). Pass the "
@@ -86,7 +88,7 @@ def load_tf1_checkpoint(
       exclude: regular expressions of names to leave out on both sides.
     Returns a LoadReport; raises CheckpointMismatchError in strict mode.
     """
-    reader = _open(path)
+    reader = open_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
     variables = model.tf1_variable_map()
     patterns = [re.compile(p) for p in exclude] + ([_LOGITS] if skip_logits else [])

@@ -17,6 +17,7 @@ import re
 import tensorflow as tf
 from absl import flags
 
+from deeplab_ext.checkpoint import open_checkpoint
 from wss import experiment, files, program
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
@@ -98,7 +99,7 @@ def restore_model(model, model_dir_or_ckpt):
         + "/.ATTRIBUTES/VARIABLE_VALUE"
         for name in model.tf1_variable_map()
     }
-    keys = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+    keys = set(open_checkpoint(path).get_variable_to_shape_map())
     missing = sorted(expected - keys)
     if missing:
         raise RestoreError(
@@ -119,11 +120,11 @@ def restore_model(model, model_dir_or_ckpt):
 def checkpoint_step(path):
     """Training step of a checkpoint: its 'step' variable, else the prefix's number."""
     try:
-        reader = tf.train.load_checkpoint(path)
+        reader = open_checkpoint(path)
         key = "step/.ATTRIBUTES/VARIABLE_VALUE"
         if reader.has_tensor(key):
             return int(reader.get_tensor(key))
-    except (tf.errors.OpError, ValueError):
+    except (tf.errors.OpError, ValueError, FileNotFoundError):
         pass
     match = re.search(r"-(\d+)$", path)
     return int(match.group(1)) if match else 0

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_ext.checkpoint import load_tf1_checkpoint
+from deeplab_ext.checkpoint import load_tf1_checkpoint, open_checkpoint
 from wss import distribute, files
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
@@ -92,7 +92,7 @@ def initialize(model, path):
             raise FileNotFoundError(f"init checkpoint {path} does not exist")
         model.deeplab.load_weights(path)
         return f"loaded Keras weights {path}"
-    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    shapes = open_checkpoint(path).get_variable_to_shape_map()
     exclude = [
         rf"^{name}$"
         for name, var in model.sgc.tf1_variable_map().items()
