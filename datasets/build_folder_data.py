@@ -17,7 +17,7 @@ import os
 import _path  # noqa: F401
 from absl import flags
 
-from wss import program
+from wss import files, program
 from wss.data import folder
 
 FLAGS = program.flag_values()
@@ -124,7 +124,7 @@ def main(argv=None):
 
         out = class_stats.write_split_class_weights(FLAGS.output_dir, "train", desc)
         print(f"Wrote {out}")
-    path = os.path.abspath(path)
+    path = files.absolute(path)
     print(
         f"Train with: --gin_param=\"Experiment.dataset_name='{path}'\" "
         f"--dataset_dir={os.path.dirname(path)}"

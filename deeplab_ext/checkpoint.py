@@ -1,7 +1,7 @@
 """Loading official TF1 (slim) name-based checkpoints into our Keras models, strictly.
 
 A model exposes `tf1_variable_map()`: {DeepLab variable name: Keras variable}. The loader
-reads the checkpoint with `tf.train.load_checkpoint`, assigns every weight by name, and
+reads the checkpoint (at any tf.io.gfile path), assigns every weight by name, and
 reports what it could not match. Strict by default: a model weight with no value, a
 checkpoint tensor nobody uses, or a shape mismatch is an error that lists the names.
 Training state that official checkpoints carry (global_step, optimizer slots, moving-average
@@ -49,16 +49,21 @@ class LoadReport:
         )
 
 
-def _open(path):
-    """Opens a checkpoint prefix or directory, with an error that names the path."""
-    prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+def open_checkpoint(path):
+    """A reader of a checkpoint prefix or directory (its latest checkpoint), at any
+    tf.io.gfile path; an error names the path."""
+    # A prefix is not a folder even where a file system says so (ram:// calls every
+    # string prefix of a file's name a folder).
+    folder = tf.io.gfile.isdir(path) and not tf.io.gfile.exists(path + ".index")
+    prefix = tf.train.latest_checkpoint(path) if folder else path
     if prefix is None:
         raise FileNotFoundError(
             f"no checkpoint in directory {path!r}: expected a "
             "'checkpoint' file or pass the prefix (e.g. DIR/model.ckpt)"
         )
     try:
-        return tf.train.load_checkpoint(prefix)
+        # tf.train.load_checkpoint, without its own folder test (fooled by ram://).
+        return tf.compat.v1.train.NewCheckpointReader(prefix)
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
         raise FileNotFoundError(
             f"cannot read TF1 checkpoint {prefix!r} ({e.__class__.__name__}). Pass the "
@@ -85,7 +90,7 @@ def load_tf1_checkpoint(
       exclude: regular expressions of names to leave out on both sides.
     Returns a LoadReport; raises CheckpointMismatchError in strict mode.
     """
-    reader = _open(path)
+    reader = open_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
     variables = model.tf1_variable_map()
     patterns = [re.compile(p) for p in exclude] + ([_LOGITS] if skip_logits else [])
@@ -135,7 +140,9 @@ def load_tf1_checkpoint(
 def save_tf1_checkpoint(model, prefix):
     """Writes the model's weights under their DeepLab names (a TF1 name-based checkpoint)."""
     names, tensors = zip(*sorted(model.tf1_variable_map().items()))
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(prefix)
+    if folder:
+        tf.io.gfile.makedirs(folder)
     tf.raw_ops.SaveV2(
         prefix=prefix,
         tensor_names=list(names),

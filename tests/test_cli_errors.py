@@ -106,6 +106,39 @@ def test_misspelled_gin_binding_names_the_file(tmp_path):
     assert_one_error_line(out, str(gin_file), "num_stepz")
 
 
+def test_unknown_url_scheme_names_the_path(tmp_path):
+    out = run(train_command("nosuchfs://bucket/run", tmp_path))
+    assert_one_error_line(out, "nosuchfs://bucket/run", "not implemented")
+
+
+def test_bucket_path_that_does_not_exist(tmp_path):
+    # No network here: TensorFlow's GCS file system finds nothing at the path (retries
+    # off, no metadata-server probe, so the answer comes at once).
+    data = "gs://pseudoseg-no-such-bucket-0/data"
+    out = run(
+        train_command(tmp_path / "run", data),
+        NO_GCE_CHECK="true",
+        GCS_RETRY_CONFIG_MAX_RETRIES="0",
+    )
+    assert_one_error_line(out, data)
+
+
+def test_model_dir_without_write_permission(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    model_dir = locked / "run"
+    if os.access(locked, os.W_OK):  # root writes anywhere; sysfs refuses even root
+        if not os.path.isdir("/sys/kernel"):
+            pytest.skip("running as root without /sys: no folder refuses writes")
+        model_dir = "/sys/kernel/pseudoseg_run"
+    try:
+        out = run(train_command(model_dir, tmp_path))
+    finally:
+        locked.chmod(0o700)
+    assert_one_error_line(out, str(model_dir))
+
+
 def test_corrupt_record_names_file_and_record(tmp_path):
     path = _split(tmp_path, [_good("a"), _good("b"), _good("c")])
     data = bytearray(path.read_bytes())

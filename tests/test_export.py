@@ -134,9 +134,9 @@ def test_predict_cli_writes_label_pngs(exported, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="bad.png"):
-        predict.predict_files(exported["dir"], [str(bad)], str(out_dir))
+        serving.predict_files(exported["dir"], [str(bad)], str(out_dir))
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        predict.predict_files(str(tmp_path), [str(bad)], str(out_dir))
+        serving.predict_files(str(tmp_path), [str(bad)], str(out_dir))
 
 
 def test_export_requires_export_dir(tmp_path):

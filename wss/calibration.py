@@ -8,10 +8,9 @@ Writes calibration_<split>_<step>.json and the reliability diagrams (.png) to
 
 import os
 
-import tensorflow as tf
 from absl import flags
 
-from wss import program, restore
+from wss import files, program, restore
 from wss.evaluation import reliability
 
 FLAGS = program.flag_values()
@@ -64,7 +63,7 @@ def main(argv=None):
     )
     print(reliability.format_table(results), flush=True)
     out_dir = fv.output_dir or setup.model_dir
-    tf.io.gfile.makedirs(out_dir)
+    files.makedirs(out_dir)
     stem = os.path.join(out_dir, f"calibration_{split}_{step}")
     reliability.save_results_json(
         results,

@@ -25,3 +25,8 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 class UsageError(UserError, ValueError):
     """A missing or contradictory command-line flag."""
+
+
+class PathError(UserError, OSError):
+    """A path that cannot be read or written: an unknown URL scheme, no permission, a
+    bucket that cannot be reached (wss.files names the path and TensorFlow's reason)."""

@@ -18,8 +18,10 @@ from typing import Optional, Tuple, Union
 
 import gin
 import keras
+import tensorflow as tf
 
 from deeplab_ext.backbone import registered_backbones
+from wss import files
 from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
@@ -44,15 +46,18 @@ class _GinIncludeProbeFilter(logging.Filter):
 
 
 logging.getLogger().addFilter(_GinIncludeProbeFilter())
+# gin reads its files (--gin_file, a run's operative_config.gin, includes) through
+# tf.io.gfile too, so they may live in a bucket (gin's own reader is open()).
+gin.config.register_file_reader(tf.io.gfile.GFile, tf.io.gfile.exists)
 
 
 def resolve_path(path):
     """A path as given if it exists, else relative to the project root (for the split lists
     the gin files name, e.g. datasets/splits/pascal_voc_seg/8_clean.txt), else as given."""
-    if path is None or os.path.isabs(path) or os.path.exists(path):
+    if path is None or os.path.isabs(path) or files.has_scheme(path) or files.exists(path):
         return path
     candidate = os.path.join(PROJECT_ROOT, path)
-    return candidate if os.path.exists(candidate) else path
+    return candidate if files.exists(candidate) else path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +287,7 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
 
         return tfds_source.resolve_data_dir(dataset_dir or tfds_data_dir)
     if dataset_dir:
-        if not os.path.isdir(dataset_dir):
+        if not files.isdir(dataset_dir):
             raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist")
         return dataset_dir
     if dataset_name == "demo":

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from deeplab_ext.checkpoint import save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
+from wss import files
 from wss.data import demo
 from wss.experiment import PretrainConfig  # noqa: F401  (its home was here)
 
@@ -129,7 +130,7 @@ def ensure_demo_backbone(root, model_settings, config, print_fn=print):
     PretrainConfig under `root`, pretrained first when absent (or incomplete)."""
     folder = os.path.join(root, f"backbone_{settings_key(model_settings, config)}")
     prefix = os.path.join(folder, "model.ckpt")
-    if os.path.exists(os.path.join(folder, _MARKER)):
+    if files.exists(os.path.join(folder, _MARKER)):
         return prefix
     print_fn(
         f"pretraining the demo backbone into {folder} (once; {config.steps} steps of "
@@ -139,16 +140,15 @@ def ensure_demo_backbone(root, model_settings, config, print_fn=print):
     model = build_classifier(demo.NUM_CLASSES, model_settings)
     result = pretrain(model, images, targets, config, print_fn=print_fn)
     save_backbone(model, prefix)
-    with open(os.path.join(folder, _MARKER), "w") as f:
-        json.dump(
-            {
-                "model_settings": dataclasses.asdict(model_settings),
-                "pretrain": dataclasses.asdict(config),
-                "result": result,
-            },
-            f,
-            indent=1,
-        )
+    files.write_json(
+        os.path.join(folder, _MARKER),
+        {
+            "model_settings": dataclasses.asdict(model_settings),
+            "pretrain": dataclasses.asdict(config),
+            "result": result,
+        },
+        indent=1,
+    )
     return prefix
 
 

@@ -168,7 +168,8 @@ def set_verbosity(level):
 
 def user_message(exc):
     """The one-line message of a user error, or None for anything else (a bug)."""
-    if isinstance(exc, tf.errors.OpError) and not isinstance(exc, tf.errors.NotFoundError):
+    path_error = isinstance(exc, tf.errors.NotFoundError) or _is_path_op_error(exc)
+    if isinstance(exc, tf.errors.OpError) and not path_error:
         return _unwrap_op_error(exc)
     if isinstance(exc, tf.errors.OpError):
         message = _TF_NOISE.sub("", exc.message)
@@ -243,6 +244,15 @@ def _is_gin_config_error(exc):
         frame.filename.startswith(_GIN_DIR) and frame.name.startswith(_GIN_PARSE)
         for frame in traceback_lib.extract_tb(exc.__traceback__)
     )
+
+
+def _is_path_op_error(exc):
+    """A TensorFlow file-system error on a user's path, raised outside wss.files (by a
+    checkpoint, SavedModel or TFRecord op): no permission or an unknown URL scheme. Its
+    message names the path."""
+    if isinstance(exc, tf.errors.PermissionDeniedError):
+        return True
+    return isinstance(exc, tf.errors.UnimplementedError) and "File system scheme" in exc.message
 
 
 def _unwrap_op_error(exc):

@@ -17,11 +17,9 @@ split has ground truth, the pseudo labels' mIoU on the covered pixels.
 The work lives in wss.self_training.labeller.
 """
 
-import os
-
 from absl import flags
 
-from wss import experiment, program, restore
+from wss import experiment, files, program, restore
 from wss.data import reader
 from wss.self_training import labeller
 from wss.self_training.labels import DEFAULT_THRESHOLD
@@ -107,7 +105,7 @@ def main(argv=None):
             exclude_ids=experiment.resolve_path(fv.exclude_id_list),
             class_names=setup.descriptor.class_names,
             settings={
-                "checkpoint": os.path.abspath(checkpoint),
+                "checkpoint": files.absolute(checkpoint),
                 "dataset": setup.dataset_name,
                 "id_list": fv.id_list,
                 "exclude_id_list": fv.exclude_id_list,

@@ -18,7 +18,8 @@ import re
 
 import tensorflow as tf
 
-from wss import experiment
+from deeplab_ext.checkpoint import open_checkpoint
+from wss import experiment, files
 from wss import model as model_lib
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
@@ -36,7 +37,7 @@ def parse_gin(gin_files=(), gin_params=(), skip_unknown=False):
     cleared first, so repeated calls in one process do not mix configs)."""
     gin_files = [f for f in (gin_files or []) if f]
     for path in gin_files:
-        if not tf.io.gfile.exists(path):
+        if not files.exists(path):
             raise RestoreError(
                 f"gin file {path!r} does not exist. Fix: pass the gin files "
                 "the model was trained with (e.g. MODEL_DIR/"
@@ -50,7 +51,7 @@ def default_gin_files(model_dir, gin_files):
     if gin_files:
         return list(gin_files), False
     operative = os.path.join(model_dir, OPERATIVE_CONFIG) if model_dir else None
-    if operative and tf.io.gfile.exists(operative):
+    if operative and files.exists(operative):
         return [operative], True
     raise RestoreError(
         f"no --gin_file given and {operative!r} does not exist. Fix: pass "
@@ -65,7 +66,7 @@ def find_checkpoint(model_dir_or_ckpt):
         raise RestoreError(
             "no model directory or checkpoint given. Fix: pass --model_dir (or --checkpoint)."
         )
-    if tf.io.gfile.isdir(path):
+    if files.isdir(path) and not files.exists(path + ".index"):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise RestoreError(
@@ -75,7 +76,7 @@ def find_checkpoint(model_dir_or_ckpt):
                 "a checkpoint."
             )
         return latest
-    if not tf.io.gfile.exists(path + ".index"):
+    if not files.exists(path + ".index"):
         raise RestoreError(
             f"checkpoint {path!r} not found (expected {path}.index). Fix: "
             "pass a prefix such as MODEL_DIR/ckpt-1000, or the model "
@@ -100,7 +101,7 @@ def restore_model(model, model_dir_or_ckpt):
         + "/.ATTRIBUTES/VARIABLE_VALUE"
         for name in model.tf1_variable_map()
     }
-    keys = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+    keys = set(open_checkpoint(path).get_variable_to_shape_map())
     missing = sorted(expected - keys)
     if missing:
         raise RestoreError(
@@ -121,11 +122,11 @@ def restore_model(model, model_dir_or_ckpt):
 def checkpoint_step(path):
     """Training step of a checkpoint: its 'step' variable, else the prefix's number."""
     try:
-        reader = tf.train.load_checkpoint(path)
+        reader = open_checkpoint(path)
         key = "step/.ATTRIBUTES/VARIABLE_VALUE"
         if reader.has_tensor(key):
             return int(reader.get_tensor(key))
-    except (tf.errors.OpError, ValueError):
+    except (tf.errors.OpError, ValueError, FileNotFoundError):
         pass
     match = re.search(r"-(\d+)$", path)
     return int(match.group(1)) if match else 0

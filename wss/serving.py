@@ -7,16 +7,21 @@ Signatures (outputs: 'class_map' int32 [B, H, W], 'probabilities' float32 [B, H,
   serving_encoded  image_bytes string scalar (JPEG/PNG/...) -> batch of one
 Images are padded bottom/right with 127.5 to the eval crop (or kept if larger), run and
 cropped back, exactly as wss.eval does, so predictions equal evaluation predictions.
-The command lines: wss.export writes one, wss.predict runs one.
+The command lines: wss.export writes one (export), wss.predict runs one on image files
+(find_inputs, predict_files): each output is an indexed ('P' mode) PNG whose pixel values
+are class ids and whose palette is the dataset's colour map.
 """
 
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
-from wss.evaluation import evaluator
+from wss import files
+from wss.data import image_io
+from wss.errors import InputError
+from wss.evaluation import colormap, evaluator
 
 PAD_VALUE = 127.5
 METADATA_FILE = "pseudoseg_export.json"
@@ -103,15 +108,79 @@ def export_model(
             None if class_colors is None else np.asarray(class_colors)[: model.num_classes].tolist()
         ),
     }
-    with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=1)
+    files.write_json(os.path.join(export_dir, METADATA_FILE), metadata, indent=1)
     return export_dir
 
 
 def load_metadata(export_dir):
     """The export's metadata dict ({} if the file is missing)."""
     path = os.path.join(export_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return {}
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return files.read_json(path)
+
+
+def find_inputs(patterns):
+    """Sorted files matching the patterns (files or globs, any tf.io.gfile path); errors
+    name a pattern that matches nothing."""
+    found = []
+    for pattern in patterns:
+        matched = (
+            files.glob(pattern)
+            if any(c in pattern for c in "*?[")
+            else ([pattern] if files.isfile(pattern) else [])
+        )
+        if not matched:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file.")
+        found.extend(matched)
+    return found
+
+
+def load_predictor(export_dir):
+    """(encoded-image signature, metadata) of a SavedModel directory."""
+    if not files.exists(os.path.join(export_dir, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"{export_dir!r} holds no saved_model.pb. Fix: export one "
+            "with python -m wss.export --export_dir=..."
+        )
+    loaded = tf.saved_model.load(export_dir)
+    return loaded.signatures["serving_encoded"], load_metadata(export_dir)
+
+
+def write_label_png(path, class_map, cmap):
+    """Writes an indexed PNG of class ids [H, W] with the palette `cmap`."""
+    image = Image.fromarray(np.asarray(class_map, np.uint8), mode="P")
+    image.putpalette(colormap.palette_bytes(cmap))
+    image_io.save_png(image, path)
+
+
+def export_colormap(metadata):
+    """The colour map of an export: its own palette, else the dataset's (exports written
+    before the palette was kept)."""
+    if metadata.get("class_colors"):
+        cmap = colormap.generated_colormap(metadata["num_classes"])
+        cmap[: len(metadata["class_colors"])] = metadata["class_colors"]
+        return cmap
+    return colormap.colormap_for_dataset(
+        metadata.get("dataset") or "demo", metadata.get("num_classes")
+    )
+
+
+def predict_files(export_dir, paths, output_dir):
+    """Predicts every image file and writes OUTPUT_DIR/<name>.png; returns the written
+    paths."""
+    predict, metadata = load_predictor(export_dir)
+    cmap = export_colormap(metadata)
+    files.makedirs(output_dir)
+    written = []
+    for path in paths:
+        data = files.read_bytes(path)
+        try:
+            out = predict(image_bytes=tf.constant(data))
+        except tf.errors.InvalidArgumentError as e:
+            raise InputError(f"cannot decode {path!r} as an image: {e.message}") from e
+        name = os.path.splitext(os.path.basename(path))[0] + ".png"
+        target = os.path.join(output_dir, name)
+        write_label_png(target, out["class_map"].numpy()[0], cmap)
+        written.append(target)
+    return written

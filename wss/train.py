@@ -9,12 +9,11 @@ final model. With `Experiment.dataset_name = 'demo'` and no --dataset_dir, the b
 demo dataset is generated into ./demo_data when absent.
 """
 
-import os
 import time
 
 from absl import flags
 
-from wss import distribute, program
+from wss import distribute, files, program
 from wss.experiment import parse_run_config, resolve_dataset_dir
 from wss.training import describe_run, evaluate_final, format_duration, train
 
@@ -100,7 +99,7 @@ def main(argv=None):
             f"final mIoU on {exp.eval_split}: {100 * result['miou']:.2f}%  "
             f"(details: {result['json_path']})"
         )
-    out = os.path.abspath(FLAGS.model_dir)
+    out = files.absolute(FLAGS.model_dir)
     print(
         f"outputs: checkpoints, operative_config.gin and eval JSON in {out}; "
         f"TensorBoard: tensorboard --logdir {out}"

@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from deeplab_ext.checkpoint import load_tf1_checkpoint
-from wss import distribute
+from deeplab_ext.checkpoint import load_tf1_checkpoint, open_checkpoint
+from wss import distribute, files
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader, tfds_registry
 from wss.data.augment import cutout_advice
@@ -90,11 +90,11 @@ def initialize(model, path):
     Weights the checkpoint lacks (the decoder of an ImageNet checkpoint) keep their init.
     """
     if path.endswith(".weights.h5"):
-        if not os.path.exists(path):
+        if not files.exists(path):
             raise FileNotFoundError(f"init checkpoint {path} does not exist")
         model.deeplab.load_weights(path)
         return f"loaded Keras weights {path}"
-    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    shapes = open_checkpoint(path).get_variable_to_shape_map()
     exclude = [
         rf"^{name}$"
         for name, var in model.sgc.tf1_variable_map().items()
@@ -213,7 +213,7 @@ def train(
     jit_compile = loop.jit_compile if jit_compile is None else jit_compile
     per_call = loop.steps_per_execution
     dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir, exp.tfds_data_dir)
-    tf.io.gfile.makedirs(model_dir)
+    files.makedirs(model_dir)
     init_checkpoint = exp.init_checkpoint
     if init_checkpoint and not tf.train.latest_checkpoint(model_dir):
         # Before the run's seed is set: a pretrained start built now or found cached
@@ -274,8 +274,7 @@ def train(
         )
     elif init_checkpoint:
         print_fn(initialize(model, init_checkpoint))
-    with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
-        f.write(config.gin_config)
+    files.write_text(os.path.join(model_dir, "operative_config.gin"), config.gin_config)
 
     # ------------------------------------------------------------ input and step
     dataset = make_input(strategy, config, dataset_dir)
@@ -367,6 +366,6 @@ def describe_run(exp, settings, options, dataset_dir, model_dir, checkpoint_ever
         f"{width}, ASPP/decoder depth {settings.aspp_depth}/{settings.decoder_depth}",
         f"  steps: {exp.num_steps}, {batches}, crop {exp.crop_size}, "
         f"learning rate {exp.learning_rate:g}, seed {exp.seed}",
-        f"  outputs: {os.path.abspath(model_dir)} (a checkpoint every {checkpoint_every} steps"
+        f"  outputs: {files.absolute(model_dir)} (a checkpoint every {checkpoint_every} steps"
         ", TensorBoard summaries, operative_config.gin)",
     ]

@@ -30,13 +30,12 @@ writes them all under "runs". The work lives in wss.benchmarking.step_timing.
 """
 
 import functools
-import json
 import sys
 
 import tensorflow as tf
 from absl import flags
 
-from wss import program
+from wss import files, program
 from wss.benchmarking import step_timing, timing
 from wss.method.options import MODES
 
@@ -122,8 +121,7 @@ def main(argv=None):
             jit_compile=fv.jit_compile, precision=fv.precision, print_fn=print_fn, **kwargs
         )
     if fv.json:
-        with tf.io.gfile.GFile(fv.json, "w") as f:
-            json.dump(result, f, indent=2)
+        files.write_json(fv.json, result)
     bad = step_timing.non_finite_keys(result)
     if bad:
         print(f"warning: non-finite numbers: {bad}", file=sys.stderr)

@@ -7,13 +7,14 @@ compare.md and compare.png (mean mIoU per row with std error bars, drawn with nu
 PIL so the report needs no plotting library).
 """
 
-import json
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from wss import files
 from wss.comparison.rows import PAPER_NOTE, ROWS
+from wss.data import image_io
 from wss.evaluation.reliability import VARIANTS
 
 # Bar chart geometry (pixels).
@@ -200,10 +201,9 @@ def bar_chart(labels, means, stds, title=""):
 def write_outputs(summary, output_dir):
     """Writes compare.json, compare.md and compare.png; returns their paths."""
     paths = {ext: os.path.join(output_dir, f"compare.{ext}") for ext in ("json", "md", "png")}
-    with open(paths["json"], "w") as f:
-        json.dump({k: v for k, v in summary.items() if k not in ("markdown", "files")}, f, indent=1)
-    with open(paths["md"], "w") as f:
-        f.write(summary["markdown"])
+    kept = {k: v for k, v in summary.items() if k not in ("markdown", "files")}
+    files.write_json(paths["json"], kept, indent=1)
+    files.write_text(paths["md"], summary["markdown"])
     rows, s = summary["rows"], summary["settings"]
     chart = bar_chart(
         list(rows),
@@ -211,5 +211,5 @@ def write_outputs(summary, output_dir):
         [r["std"] for r in rows.values()],
         title=f"mean mIoU (%) over seeds {summary['seeds']}, {s['dataset']}/{s['eval_split']}",
     )
-    Image.fromarray(chart).save(paths["png"])
+    image_io.save_png(chart, paths["png"])
     return paths

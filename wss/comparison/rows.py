@@ -12,7 +12,7 @@ import os
 import re
 from typing import Optional, Tuple
 
-from wss import restore
+from wss import files, restore
 from wss.errors import UserError
 
 PSEUDO_SPLIT = "pseudo"
@@ -113,7 +113,7 @@ def student_labeled_split(configured, pseudo_dir):
     """The self-training student's labeled set: the configured one (a split or a tuple of
     them) plus every record of the pseudo-label folder."""
     configured = (configured,) if isinstance(configured, str) else tuple(configured)
-    return configured + (f"{os.path.abspath(pseudo_dir)}:{PSEUDO_SPLIT}",)
+    return configured + (f"{files.absolute(pseudo_dir)}:{PSEUDO_SPLIT}",)
 
 
 def run_spec(row, seed, output_dir, gin_files, gin_params=(), num_steps=None, labeled_split=None):

@@ -12,9 +12,9 @@ reference, and the ECE table) and compare.png (mean mIoU per row with std error 
 The command line is wss.compare.
 """
 
-import os
 import time
 
+from wss import files
 from wss.comparison import report
 from wss.comparison.rows import ROWS, CompareError, parse_config, run_spec
 from wss.comparison.runs import run_one
@@ -39,7 +39,7 @@ def run_comparison(
     _check_rows_and_seeds(rows, seeds)
     gin_files = [resolve_path(f) for f in gin_files]
     for path in gin_files:
-        if not os.path.exists(path):
+        if not files.exists(path):
             raise CompareError(f"gin file {path!r} does not exist")
     # The shared config, parsed once up front: a bad --gin_param fails before any run,
     # every run (and ./demo_data generation) sees the same data folder, and the
@@ -51,7 +51,7 @@ def run_comparison(
         for seed in seeds
         for row in rows
     ]
-    os.makedirs(output_dir, exist_ok=True)
+    files.makedirs(output_dir)
     runs = _run_all(specs, dataset_dir, ece_batches, log)
     summary = report.summarize(runs, rows, seeds, gin_files, gin_params)
     summary["files"] = report.write_outputs(summary, output_dir)

@@ -12,14 +12,13 @@ config, the teacher's pseudo labels of the extra split, labeled ids excluded, go
 run's `pseudo` folder (wss.self_training.labeller, resumable shards); then the student trains.
 """
 
-import json
 import os
 import time
 
 import keras
 import tensorflow as tf
 
-from wss import restore, training
+from wss import files, restore, training
 from wss.comparison.rows import PSEUDO_SPLIT, CompareError, parse_config
 from wss.data import pipeline
 from wss.evaluation import reliability
@@ -77,10 +76,9 @@ def _run(spec, dataset_dir, with_ece, ece_batches, log):
 def _train_or_reuse(run_dir, config, dataset_dir, eval_json, log):
     """(eval result, trained model): the saved result and None when `eval_json` exists,
     else trains the parsed config into run_dir and evaluates its final checkpoint."""
-    if os.path.exists(eval_json):
+    if files.exists(eval_json):
         log(f"    reusing {eval_json}")
-        with open(eval_json) as f:
-            return json.load(f), None
+        return files.read_json(eval_json), None
     _check_not_past_budget(run_dir, config.experiment.num_steps)
     model, _, dataset_dir, checkpoint = training.train(
         run_dir, dataset_dir, images_every=0, print_fn=lambda s: log(f"    {s}"), config=config
@@ -88,7 +86,7 @@ def _train_or_reuse(run_dir, config, dataset_dir, eval_json, log):
     if not checkpoint:
         raise CompareError(f"training {run_dir} wrote no checkpoint")
     result = training.evaluate_final(model, checkpoint, run_dir, dataset_dir, exp=config.experiment)
-    if not os.path.exists(eval_json):
+    if not files.exists(eval_json):
         raise CompareError(f"evaluation did not write {eval_json} (checkpoint {checkpoint})")
     result = {
         "miou": float(result["miou"]),
@@ -124,7 +122,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
         batch_size=8,
         exclude_ids=training.labeled_ids(exp, dataset_dir),
         class_names=exp.descriptor.class_names,
-        settings={"checkpoint": os.path.abspath(checkpoint)},
+        settings={"checkpoint": files.absolute(checkpoint)},
         progress_every=0,
         log=lambda s: log(f"    {s}"),
     )
@@ -135,18 +133,15 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
 def _check_run_record(run_dir, record):
     """Refuses a run directory that was started with other settings; records new ones."""
     path = os.path.join(run_dir, RUN_RECORD)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+    if files.exists(path):
+        old = files.read_json(path)
         if old != record:
             raise CompareError(
                 f"{run_dir} holds a run started with other settings:\n  before: {old}\n"
                 f"  now:    {record}\nUse another --output_dir, or delete {run_dir}."
             )
         return
-    os.makedirs(run_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
+    files.write_json(path, record, indent=1)
 
 
 def _check_not_past_budget(run_dir, num_steps):
@@ -163,9 +158,8 @@ def _run_ece(run_dir, config, dataset_dir, model, eval_result, max_batches, log)
     """Reads or computes the run's calibration JSON; returns {variant: {ece, ...}}."""
     exp, step = config.experiment, eval_result["step"]
     path = os.path.join(run_dir, f"calibration_{exp.eval_split}_{step}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+    if files.exists(path):
+        saved = files.read_json(path)
         if saved.get("max_batches") == max_batches:
             log(f"    reusing {path}")
             return saved["variants"]
@@ -196,6 +190,5 @@ def _run_ece(run_dir, config, dataset_dir, model, eval_result, max_batches, log)
         "max_batches": max_batches,
         "variants": variants,
     }
-    with open(path, "w") as f:
-        json.dump(saved, f, indent=1)
+    files.write_json(path, saved, indent=1)
     return variants

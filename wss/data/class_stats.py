@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
+from wss import files
 from wss.data import reader
 
 
@@ -117,11 +118,7 @@ def save_class_weights(
     if counts is not None:
         d["pixel_counts"] = [int(c) for c in np.asarray(counts).reshape(-1)]
     d.update(info)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(d, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_json(path, d)
     return path
 
 
@@ -129,9 +126,8 @@ def load_class_weights(path: str, num_classes: Optional[int] = None) -> List[flo
     """The weights of a class_weights.json (or a bare JSON list); checks their number and
     that they are finite and >= 0."""
     try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        d = files.read_json(path)
+    except (OSError, tf.errors.OpError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read class weights ({e})") from None
     weights = d.get("class_weights") if isinstance(d, dict) else d
     try:

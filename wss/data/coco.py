@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from wss import files
 from wss.data import image_io, records
 
 NUM_CLASSES = 81
@@ -70,11 +71,12 @@ def items_from_annotations(annotation_file: str, image_dir: str) -> List[CocoIte
         from pycocotools.coco import COCO
     except ImportError as e:
         raise ImportError(_INSTALL_HINT) from e
-    coco = COCO(annotation_file)
+    with files.local_copy(annotation_file) as local:
+        coco = COCO(local)
     cat_to_class = {c: i + 1 for i, c in enumerate(sorted(coco.getCatIds()))}
     if len(cat_to_class) != NUM_CLASSES - 1:
         raise ValueError(f"{annotation_file}: {len(cat_to_class)} categories, expected 80")
-    folder = os.path.basename(os.path.normpath(image_dir))
+    folder = os.path.basename(image_dir.rstrip("/"))
     items = []
     for img_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(img_id)[0]
@@ -102,12 +104,10 @@ def items_from_annotations(annotation_file: str, image_dir: str) -> List[CocoIte
 
 def items_from_folder(image_dir: str) -> List[CocoItem]:
     """Image-only work items for every image of a folder (e.g. unlabeled2017)."""
-    if not os.path.isdir(image_dir):
+    if not files.isdir(image_dir):
         raise FileNotFoundError(f"{image_dir} is not a folder of images")
-    folder = os.path.basename(os.path.normpath(image_dir))
-    names = sorted(
-        f for f in os.listdir(image_dir) if f.lower().endswith((".jpg", ".jpeg", ".png"))
-    )
+    folder = os.path.basename(image_dir.rstrip("/"))
+    names = [f for f in files.listdir(image_dir) if f.lower().endswith((".jpg", ".jpeg", ".png"))]
     return [
         CocoItem(f"{folder}/{os.path.splitext(n)[0]}", os.path.join(image_dir, n), 0, 0, None)
         for n in names
@@ -150,22 +150,12 @@ def build_coco(
     """Writes splits given as {name: (annotation json or None, image dir)}."""
     from wss.data import tfrecord_writer
 
-    written = {}
-    for name, (ann_file, image_dir) in splits.items():
-        items = (
-            items_from_annotations(ann_file, image_dir)
-            if ann_file
-            else items_from_folder(image_dir)
-        )
-        rep = tfrecord_writer.write_split(
-            output_dir,
-            name,
-            items,
-            encode_item,
-            num_shards,
-            num_workers,
-            skip_bad=skip_bad,
-            resume=resume,
-        )
-        written[name] = rep.written
-    return written
+    split_items = {
+        name: items_from_annotations(ann_file, image_dir)
+        if ann_file
+        else items_from_folder(image_dir)
+        for name, (ann_file, image_dir) in splits.items()
+    }
+    return tfrecord_writer.write_splits(
+        output_dir, split_items, encode_item, num_shards, num_workers, skip_bad, resume
+    )

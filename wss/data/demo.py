@@ -11,11 +11,12 @@ or, for the README's worked example of training on one's own data, as a folder o
 images, palette-PNG masks, unlabeled images and classes.txt (export_demo_folders).
 """
 
-import json
 import os
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+from wss import files
 
 NUM_CLASSES = 6
 DEMO_TRAIN = 400
@@ -237,8 +238,9 @@ def build_demo_dataset(
         splits.sample_header(sample, "demo train"),
     )
     sizes = {"train": num_train, "val": num_val, "labeled": num_labeled}
-    with open(os.path.join(dataset_dir, _MARKER), "w") as f:
-        json.dump({"version": _VERSION, "seed": seed, "sizes": sizes}, f)
+    files.write_json(
+        os.path.join(dataset_dir, _MARKER), {"version": _VERSION, "seed": seed, "sizes": sizes}
+    )
     return sizes
 
 
@@ -255,21 +257,23 @@ def export_demo_folders(
     from wss.data.descriptors import DEMO_CLASS_NAMES
 
     for sub in ("images", "masks", "unlabeled"):
-        os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
+        files.makedirs(os.path.join(output_dir, sub))
     palette = image_io.voc_colormap(256).astype(np.uint8)
     items = train_items(seed, num_labeled + num_unlabeled)
     for n, (s, i, name) in enumerate(items):
         image, label = generate_image(s, i)
         if n < num_labeled:
-            Image.fromarray(image).save(os.path.join(output_dir, "images", name + ".png"))
+            image_io.save_png(image, os.path.join(output_dir, "images", name + ".png"))
             mask = Image.fromarray(label.astype(np.uint8), mode="P")
             mask.putpalette(palette.ravel().tolist())
-            mask.save(os.path.join(output_dir, "masks", name + ".png"))
+            image_io.save_png(mask, os.path.join(output_dir, "masks", name + ".png"))
         else:
-            Image.fromarray(image).save(os.path.join(output_dir, "unlabeled", name + ".png"))
-    with open(os.path.join(output_dir, "classes.txt"), "w") as f:
-        for c, class_name in enumerate(DEMO_CLASS_NAMES):
-            f.write("{} #{:02x}{:02x}{:02x}\n".format(class_name, *palette[c]))
+            image_io.save_png(image, os.path.join(output_dir, "unlabeled", name + ".png"))
+    lines = [
+        "{} #{:02x}{:02x}{:02x}\n".format(class_name, *palette[c])
+        for c, class_name in enumerate(DEMO_CLASS_NAMES)
+    ]
+    files.write_text(os.path.join(output_dir, "classes.txt"), "".join(lines))
     return {"labeled": num_labeled, "unlabeled": num_unlabeled}
 
 
@@ -277,9 +281,8 @@ def ensure_demo_dataset(dataset_dir: str, seed: int = 0) -> str:
     """Builds the demo dataset in `dataset_dir` unless a complete one with this seed is
     there; returns dataset_dir."""
     marker = os.path.join(dataset_dir, _MARKER)
-    if os.path.exists(marker):
-        with open(marker) as f:
-            info = json.load(f)
+    if files.exists(marker):
+        info = files.read_json(marker)
         if info.get("seed") == seed and info.get("version") == _VERSION:
             return dataset_dir
     build_demo_dataset(dataset_dir, seed=seed)

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from wss import files
 from wss.errors import UserError
 
 IGNORE_LABEL = 255  # the one definition of the ignore label (DeepLab, the release)
@@ -248,28 +249,6 @@ _REQUIRED_KEYS = (
 _FILE_CACHE: Dict[tuple, DatasetDescriptor] = {}
 
 
-def _has_scheme(path: str) -> bool:
-    return "://" in path
-
-
-def _exists(path: str, isdir: bool = False) -> bool:
-    if _has_scheme(path):
-        import tensorflow as tf
-
-        return tf.io.gfile.isdir(path) if isdir else tf.io.gfile.exists(path)
-    return os.path.isdir(path) if isdir else os.path.exists(path)
-
-
-def _read_text(path: str) -> str:
-    if _has_scheme(path):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "r") as f:
-            return f.read()
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
 def looks_like_path(name: str) -> bool:
     """True for strings that can only be meant as a file path (not a registry name)."""
     return (
@@ -286,10 +265,10 @@ def descriptor_file(name: str) -> Optional[str]:
     descriptor.json), or None when there is none."""
     if not isinstance(name, str) or not name:
         return None
-    path = os.path.expanduser(name)
-    if _exists(path, isdir=True):
+    path = name if files.has_scheme(name) else os.path.expanduser(name)
+    if files.isdir(path):
         path = os.path.join(path, DESCRIPTOR_FILE)
-    return path if _exists(path) and not _exists(path, isdir=True) else None
+    return path if files.isfile(path) else None
 
 
 def descriptor_from_dict(d: Dict[str, Any], source: Optional[str] = None) -> DatasetDescriptor:
@@ -354,13 +333,9 @@ def save_descriptor(
     desc: DatasetDescriptor, path: str, extra: Optional[Dict[str, Any]] = None
 ) -> str:
     """Writes descriptor.json atomically (`path` may be a folder); returns the file path."""
-    if os.path.isdir(path):
+    if files.isdir(path):
         path = os.path.join(path, DESCRIPTOR_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(descriptor_to_dict(desc, extra), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_json(path, descriptor_to_dict(desc, extra))
     return path
 
 
@@ -372,14 +347,12 @@ def load_descriptor(path: str) -> DatasetDescriptor:
             f"Dataset descriptor {path!r} does not exist (give a "
             f"descriptor.json or a folder holding one)"
         )
-    key = (
-        os.path.abspath(found) if not _has_scheme(found) else found,
-        None if _has_scheme(found) else os.stat(found).st_mtime_ns,
-    )
+    # Local files are cached per modification time; URLs are read each time.
+    key = (files.absolute(found), None if files.has_scheme(found) else files.mtime_ns(found))
     if key[1] is not None and key in _FILE_CACHE:
         return _FILE_CACHE[key]
     try:
-        d = json.loads(_read_text(found))
+        d = files.read_json(found)
     except (OSError, UnicodeDecodeError) as e:
         raise DescriptorError(f"{found}: cannot read dataset descriptor ({e})") from None
     except json.JSONDecodeError as e:

@@ -23,12 +23,12 @@ splits); this module writes them. Kept free of TensorFlow (workers start fast);
 wss.data.tfrecord_writer is imported lazily.
 """
 
-import glob
 import os
 import sys
 import time
 from typing import List, Optional
 
+from wss import files
 from wss.data import image_io
 from wss.data.descriptors import IGNORE_LABEL
 from wss.data.folder_inputs import (
@@ -83,9 +83,9 @@ SPLITS = ("train", "val", "unlabeled", "extra")
 def _stale_files(output_dir: str) -> List[str]:
     out = []
     for s in SPLITS:
-        out += glob.glob(os.path.join(output_dir, f"{s}-*.tfrecord"))
-        out += glob.glob(os.path.join(output_dir, f"{s}.txt"))
-    out += glob.glob(os.path.join(output_dir, "descriptor.json"))
+        out += files.glob(os.path.join(output_dir, f"{s}-*.tfrecord"))
+        out += files.glob(os.path.join(output_dir, f"{s}.txt"))
+    out += files.glob(os.path.join(output_dir, "descriptor.json"))
     return sorted(out)
 
 
@@ -128,7 +128,7 @@ def build_folder(
     )
     from wss.data import tfrecord_writer  #  # (TF)
 
-    os.makedirs(output_dir, exist_ok=True)
+    files.makedirs(output_dir)
     stale = _stale_files(output_dir)
     if stale:
         if not overwrite:
@@ -137,7 +137,7 @@ def build_folder(
                 "--overwrite to replace it or choose another --output_dir"
             )
         for f in stale:
-            os.remove(f)
+            files.remove(f)
     if plan.orphan_masks:
         sys.stderr.write(
             f"Note: {len(plan.orphan_masks)} masks have no image (first: "
@@ -157,7 +157,7 @@ def build_folder(
         sizes[split] = len(items)
     train_crop, eval_crop = default_crops(plan.max_side)
     desc = descriptors.DatasetDescriptor(
-        name=name or os.path.basename(os.path.abspath(output_dir)),
+        name=name or os.path.basename(files.absolute(output_dir).rstrip("/")),
         num_classes=len(plan.class_names),
         class_names=tuple(plan.class_names),
         ignore_label=IGNORE_LABEL,
@@ -167,10 +167,10 @@ def build_folder(
         class_colors=plan.colors,
     )
     build = {
-        "images": os.path.abspath(images_dir),
-        "masks": os.path.abspath(masks_dir),
-        "unlabeled": os.path.abspath(unlabeled_dir) if unlabeled_dir else None,
-        "classes": os.path.abspath(classes_path),
+        "images": files.absolute(images_dir),
+        "masks": files.absolute(masks_dir),
+        "unlabeled": files.absolute(unlabeled_dir) if unlabeled_dir else None,
+        "classes": files.absolute(classes_path),
         "label_map": {str(k): v for k, v in sorted(plan.label_map.items())},
         "val_fraction": val_fraction,
         "seed": seed,

@@ -1,14 +1,16 @@
 """The folder builder's inputs: classes.txt, --label_map, and the files of a folder by stem.
 
-Kept free of TensorFlow (builder workers start fast).
+Files are read through wss.files (TensorFlow loads on the first read only).
 """
 
+import io
 import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from wss import files
 from wss.data import image_io
 from wss.data.descriptors import IGNORE_LABEL
 
@@ -25,12 +27,11 @@ class FolderDataError(image_io.BadPairError):
 
 def read_classes(path: str) -> Tuple[List[str], List[Optional[Colour]]]:
     """Class names (line i = class id i) and optional `#rrggbb` colours of classes.txt."""
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise FolderDataError(
             f"{path}: classes file not found; write one class name per line, background first"
         )
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\r\n").strip() for line in f]
+    lines = [line.strip() for line in files.read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     names, colors = [], []
@@ -102,13 +103,14 @@ def parse_label_map(spec, num_classes: int) -> Dict[int, int]:
 def files_by_stem(folder: str, extensions: Sequence[str], what: str) -> Dict[str, str]:
     """{stem: path} of the files of `folder` with an allowed extension (any case); raises
     on a stem used by two files."""
-    if not os.path.isdir(folder):
+    if not files.isdir(folder):
         raise FolderDataError(f"{what} folder {folder!r} does not exist")
     out: Dict[str, str] = {}
-    for name in sorted(os.listdir(folder)):
+    for name in files.listdir(folder):
         path = os.path.join(folder, name)
         stem, ext = os.path.splitext(name)
-        if name.startswith(".") or not os.path.isfile(path) or ext.lower() not in extensions:
+        # The extension test first: it spares a file-system call per name (a bucket).
+        if name.startswith(".") or ext.lower() not in extensions or files.isdir(path):
             continue
         if stem in out:
             raise FolderDataError(
@@ -122,7 +124,7 @@ def files_by_stem(folder: str, extensions: Sequence[str], what: str) -> Dict[str
 def palette_colors(mask_path: str, n: int) -> List[Optional[Colour]]:
     """The first n palette colours of a palette ('P') mask (None where it has none)."""
     try:
-        with Image.open(mask_path) as im:
+        with Image.open(io.BytesIO(files.read_bytes(mask_path))) as im:
             pal = im.getpalette() if im.mode == "P" else None
     except Exception:  # reported when the mask is encoded
         pal = None

@@ -5,6 +5,7 @@ Kept free of TensorFlow (builder workers start fast).
 """
 
 import dataclasses
+import io
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -57,7 +58,7 @@ def split_labeled(
 
 def _image_side(path: str) -> int:
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(image_io.read_file_bytes(path))) as im:
             return max(im.size)
     except Exception as e:
         raise image_io.BadPairError(

@@ -1,6 +1,7 @@
 """NumPy/PIL helpers for dataset builders: encode, decode and check image/label pairs.
 
-Kept free of TensorFlow so builder worker processes start fast.
+Files are read through wss.files (any tf.io.gfile path); TensorFlow loads on the first
+read only, so builder worker processes start fast.
 """
 
 import io
@@ -9,6 +10,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from wss import files
 from wss.data.descriptors import IGNORE_LABEL
 from wss.data.errors import DataError
 
@@ -49,6 +51,16 @@ def encode_image(array: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> byt
     else:
         raise ValueError(f"Unsupported image format {fmt!r}; use jpeg or png")
     return buf.getvalue()
+
+
+def save_png(image, path: str) -> None:
+    """Writes a PIL image or a uint8 array as a PNG file at any tf.io.gfile path (PIL
+    encodes into memory; wss.files writes the bytes)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    files.write_bytes(path, buf.getvalue())
 
 
 def encode_label(label: np.ndarray) -> bytes:
@@ -137,7 +149,7 @@ def read_label_values(
     """label_values (kwargs: its options) of the label file at `path`; an undecodable
     file raises BadPairError naming it (as `what`) and `decode_fix`."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(files.read_bytes(path))) as im:
             im.load()
             return label_values(im, path, **kwargs)
     except BadPairError:
@@ -201,9 +213,8 @@ def check_pair(
 
 
 def read_file_bytes(path: str) -> bytes:
-    """Reads a whole file."""
-    with open(path, "rb") as f:
-        return f.read()
+    """Reads a whole file (any tf.io.gfile path)."""
+    return files.read_bytes(path)
 
 
 def sniff_format(data: bytes) -> str:

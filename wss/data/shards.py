@@ -4,7 +4,6 @@ is reported by name before a pipeline runs.
 """
 
 import collections
-import glob
 import os
 import re
 from typing import Dict, List, Sequence, Tuple
@@ -12,6 +11,7 @@ from typing import Dict, List, Sequence, Tuple
 import tensorflow as tf
 from absl import logging
 
+from wss import files as file_layer
 from wss.data import schema
 from wss.data.errors import DataError
 from wss.data.record_ids import image_id
@@ -28,18 +28,18 @@ def split_files(dataset_dir: str, split) -> List[str]:
     """
     if not isinstance(split, str):
         return source_files(dataset_dir, split)[0]
-    if not os.path.isdir(dataset_dir):
+    if not file_layer.isdir(dataset_dir):
         raise DataError(
             f"Dataset folder {dataset_dir!r} does not exist; build it first "
             "(datasets/build_*_data.py) or fix --dataset_dir"
         )
     pattern = os.path.join(dataset_dir, f"{split}-*")
-    files = sorted(glob.glob(pattern))
+    files = file_layer.glob(pattern)
     if not files:
         present = sorted(
             {
                 re.sub(r"-\d{5}-of-\d{5}\.tfrecord$", "", f)
-                for f in os.listdir(dataset_dir)
+                for f in file_layer.listdir(dataset_dir)
                 if f.endswith(".tfrecord")
             }
         )
@@ -98,7 +98,7 @@ def files_from_pattern(pattern: str) -> List[str]:
     """Files matching a glob pattern (comma-separated patterns allowed); raises if none."""
     files = []
     for p in pattern.split(","):
-        files.extend(sorted(glob.glob(p.strip())))
+        files.extend(file_layer.glob(p.strip()))
     if not files:
         raise DataError(f"File pattern {pattern!r} matches no files; check the path")
     return check_shard_set(files, pattern)
@@ -111,7 +111,7 @@ def check_shard_set(files: Sequence[str], pattern: str) -> List[str]:
         m = _SHARD_RE.search(f)
         if m:
             groups[(f[: m.start()], int(m.group(2)))].add(int(m.group(1)))
-        if os.path.getsize(f) == 0:
+        if file_layer.size(f) == 0:
             raise DataError(f"{f} is empty (an interrupted build?); rebuild the split")
     for (prefix, count), seen in groups.items():
         missing = sorted(set(range(count)) - seen)
@@ -133,9 +133,9 @@ def scan_file(path: str) -> FileScan:
     `error` is None, or a message naming the file and the index of the first record that
     cannot be read; `ids` then holds the records before it. Cached per path/size/mtime.
     """
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key in _SCAN_CACHE:
+    # ram:// keeps no modification time (0): such files are scanned every time.
+    key = (file_layer.absolute(path), file_layer.size(path), file_layer.mtime_ns(path))
+    if key[2] and key in _SCAN_CACHE:
         return _SCAN_CACHE[key]
     ds = (
         tf.data.TFRecordDataset(path)

@@ -6,27 +6,26 @@ with '#' are comments (the sampler records its seed there) and blank lines are i
 """
 
 import dataclasses
-import os
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 import numpy as np
 
+from wss import files
 from wss.errors import InputError
 
 
 def read_id_list(path: str) -> List[str]:
     """Ids of an id-list file in order, skipping '#' comments and blank lines."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(
             f"Id list {path!r} does not exist; check the path (the "
             "release's split files ship in datasets/splits)"
         )
     ids = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                ids.append(line)
+    for line in files.read_text(path).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            ids.append(line)
     if not ids:
         raise InputError(f"Id list {path!r} holds no ids")
     dup = len(ids) - len(set(ids))
@@ -37,27 +36,20 @@ def read_id_list(path: str) -> List[str]:
 
 def write_id_list(path: str, ids: Sequence[str], header: Optional[str] = None) -> None:
     """Writes an id list; `header` lines are written as '# ' comments first."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for line in (header or "").splitlines():
-            f.write(f"# {line}\n")
-        for i in ids:
-            f.write(f"{i}\n")
-    os.replace(tmp, path)
+    lines = [f"# {line}\n" for line in (header or "").splitlines()]
+    files.write_text(path, "".join(lines + [f"{i}\n" for i in ids]))
 
 
 def read_header(path: str) -> Dict[str, str]:
     """The key=value pairs of an id list's '#' header (e.g. seed, draw)."""
     out = {}
-    with open(path) as f:
-        for line in f:
-            if not line.startswith("#"):
-                break
-            for tok in line[1:].split():
-                if "=" in tok:
-                    k, v = tok.split("=", 1)
-                    out[k] = v
+    for line in files.read_text(path).splitlines():
+        if not line.startswith("#"):
+            break
+        for tok in line[1:].split():
+            if "=" in tok:
+                k, v = tok.split("=", 1)
+                out[k] = v
     return out
 
 

@@ -13,10 +13,11 @@ import multiprocessing
 import os
 import sys
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import tensorflow as tf
 
+from wss import files
 from wss.data import image_io, records, schema
 
 EncodedRecord = records.EncodedRecord
@@ -78,7 +79,7 @@ def write_split(
         raise ValueError(
             f"No images to write for split {split!r}; check the input folder and id list"
         )
-    os.makedirs(output_dir, exist_ok=True)
+    files.makedirs(output_dir)
     num_shards = max(1, min(num_shards, len(items)))
     per_shard = int(math.ceil(len(items) / num_shards))
     num_workers = num_workers or os.cpu_count() or 1
@@ -94,36 +95,30 @@ def write_split(
             chunk = items[shard * per_shard : (shard + 1) * per_shard]
             path = os.path.join(output_dir, schema.shard_name(split, shard, num_shards))
             report.files.append(path)
-            if resume and os.path.exists(path):
+            if resume and files.exists(path):
                 done += len(chunk)
                 continue
-            tmp = os.path.join(output_dir, f".{os.path.basename(path)}.tmp-{os.getpid()}")
             args = [(encode_fn, item) for item in chunk]
             results = (
                 pool.imap(records.safe_call, args, chunksize=4)
                 if pool
                 else map(records.safe_call, args)
             )
-            try:
-                with tf.io.TFRecordWriter(tmp) as writer:
-                    for record, error in results:
-                        done += 1
-                        if error is not None:
-                            if not skip_bad:
-                                raise image_io.BadPairError(
-                                    f"{error}\n(split {split!r}; rerun with --skip_bad to skip and "
-                                    "report bad images instead)"
-                                )
-                            report.skipped.append(error)
-                        else:
-                            writer.write(record.to_example().SerializeToString())
-                            report.written += 1
-                        if bar:
-                            bar.update(done)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            with files.atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+                for record, error in results:
+                    done += 1
+                    if error is not None:
+                        if not skip_bad:
+                            raise image_io.BadPairError(
+                                f"{error}\n(split {split!r}; rerun with --skip_bad to skip and "
+                                "report bad images instead)"
+                            )
+                        report.skipped.append(error)
+                    else:
+                        writer.write(record.to_example().SerializeToString())
+                        report.written += 1
+                    if bar:
+                        bar.update(done)
     finally:
         if pool:
             pool.terminate()
@@ -137,3 +132,29 @@ def write_split(
             + "\n"
         )
     return report
+
+
+def write_splits(
+    output_dir: str,
+    split_items: Dict[str, Sequence],
+    encode_fn: Callable[[object], EncodedRecord],
+    num_shards: int = 4,
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    resume: bool = False,
+) -> Dict[str, int]:
+    """write_split for each {split: items} in order; returns {split: records written}."""
+    written = {}
+    for split, items in split_items.items():
+        report = write_split(
+            output_dir,
+            split,
+            items,
+            encode_fn,
+            num_shards,
+            num_workers,
+            skip_bad=skip_bad,
+            resume=resume,
+        )
+        written[split] = report.written
+    return written

@@ -8,11 +8,13 @@ annotations), else from SegmentationClassAug, else from SBD's .mat.
 """
 
 import dataclasses
+import io
 import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from wss import files
 from wss.data import image_io, records
 
 NUM_CLASSES = 21
@@ -31,7 +33,7 @@ class VocItem:
 def resolve_voc_root(path: str) -> str:
     """Accepts VOCdevkit or VOCdevkit/VOC2012; returns the folder holding JPEGImages."""
     for cand in (path, os.path.join(path, "VOC2012")):
-        if os.path.isdir(os.path.join(cand, "JPEGImages")):
+        if files.isdir(os.path.join(cand, "JPEGImages")):
             return cand
     raise FileNotFoundError(f"{path!r} holds no JPEGImages folder; pass VOCdevkit/VOC2012")
 
@@ -39,10 +41,10 @@ def resolve_voc_root(path: str) -> str:
 def read_voc_split(voc_root: str, split: str) -> List[str]:
     """Ids of ImageSets/Segmentation/{split}.txt."""
     path = os.path.join(voc_root, "ImageSets", "Segmentation", f"{split}.txt")
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(f"{path} not found; VOC splits are train, val, trainval")
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    lines = files.read_text(path).splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def load_mat_label(path: str) -> np.ndarray:
@@ -54,7 +56,8 @@ def load_mat_label(path: str) -> np.ndarray:
             "Reading SBD .mat labels needs scipy: pip install scipy (or give "
             "SegmentationClassAug PNGs with --aug_label_dir)"
         ) from e
-    mat = scipy.io.loadmat(path, mat_dtype=True, squeeze_me=True, struct_as_record=False)
+    data = io.BytesIO(files.read_bytes(path))
+    mat = scipy.io.loadmat(data, mat_dtype=True, squeeze_me=True, struct_as_record=False)
     return np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
 
 
@@ -68,7 +71,7 @@ def label_path_for(
     if sbd_dir:
         cands.append(os.path.join(sbd_dir, f"{image_id}.mat"))
     for c in cands:
-        if os.path.exists(c):
+        if files.exists(c):
             return c
     return None
 
@@ -77,8 +80,8 @@ def train_aug_ids(voc_root: str, aug_dir: Optional[str], sbd_dir: Optional[str])
     """The 10,582-image train_aug set: VOC train plus every SBD-labeled id, minus VOC val."""
     ids = set(read_voc_split(voc_root, "train"))
     for folder, ext in ((aug_dir, ".png"), (sbd_dir, ".mat")):
-        if folder and os.path.isdir(folder):
-            ids.update(f[: -len(ext)] for f in os.listdir(folder) if f.endswith(ext))
+        if folder and files.isdir(folder):
+            ids.update(f[: -len(ext)] for f in files.listdir(folder) if f.endswith(ext))
     ids -= set(read_voc_split(voc_root, "val"))
     return sorted(ids)
 
@@ -95,7 +98,7 @@ def make_items(
     for i in ids:
         image = os.path.join(voc_root, "JPEGImages", f"{i}.jpg")
         label = label_path_for(i, voc_root, aug_dir, sbd_dir)
-        if not os.path.exists(image) or (require_label and label is None):
+        if not files.exists(image) or (require_label and label is None):
             missing.append(i)
         items.append(VocItem(i, image, label))
     if missing:
@@ -155,18 +158,7 @@ def build_voc(
         )
     for name, path in (id_lists or {}).items():
         todo[name] = splits_lib.read_id_list(path)
-    written = {}
-    for name, ids in todo.items():
-        items = make_items(ids, root, aug_dir, sbd_dir)
-        rep = tfrecord_writer.write_split(
-            output_dir,
-            name,
-            items,
-            encode_item,
-            num_shards,
-            num_workers,
-            skip_bad=skip_bad,
-            resume=resume,
-        )
-        written[name] = rep.written
-    return written
+    split_items = {name: make_items(ids, root, aug_dir, sbd_dir) for name, ids in todo.items()}
+    return tfrecord_writer.write_splits(
+        output_dir, split_items, encode_item, num_shards, num_workers, skip_bad, resume
+    )

@@ -7,7 +7,6 @@ and width before the confusion matrix (label 255 ignored) is accumulated. The co
 line over it is wss.eval; training, export and pseudo-labelling use it too.
 """
 
-import json
 import os
 import time
 
@@ -16,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
-from wss import restore
+from wss import files, restore
 from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import metrics
 
@@ -241,23 +240,22 @@ def evaluate_checkpoint(
     if result["num_images"] == 0:
         raise restore.RestoreError(f"split {split!r} gave no images.")
     print(format_table(result, desc.class_names), flush=True)
-    tf.io.gfile.makedirs(output_dir)
+    files.makedirs(output_dir)
     path = os.path.join(output_dir, f"eval_{split}_{step}.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(
-            result_to_json(
-                result,
-                desc.class_names,
-                step=step,
-                checkpoint=ckpt,
-                split=split,
-                dataset=desc.name,
-                scales=list(scales),
-                flip=bool(flip),
-            ),
-            f,
-            indent=1,
-        )
+    files.write_json(
+        path,
+        result_to_json(
+            result,
+            desc.class_names,
+            step=step,
+            checkpoint=ckpt,
+            split=split,
+            dataset=desc.name,
+            scales=list(scales),
+            flip=bool(flip),
+        ),
+        indent=1,
+    )
     print(f"Wrote {path}", flush=True)
     if writer is not None:
         with writer.as_default():

@@ -16,6 +16,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
+from wss import files
+from wss.data import image_io
 from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import colormap, evaluator
 
@@ -102,7 +104,7 @@ def compose(panels, titles, class_names, cmap):
 def _save(output_dir, index, name, prefix, picture):
     stem = os.path.splitext(os.path.basename(name))[0]
     path = os.path.join(output_dir, f"{prefix}{index:04d}{'_' + stem if stem else ''}.png")
-    Image.fromarray(picture).save(path)
+    image_io.save_png(picture, path)
     return path
 
 
@@ -113,7 +115,7 @@ def _name(names, i):
 def visualize(model, dataset, output_dir, num_images, cmap, class_names):
     """Writes <output_dir>/<index>_<id>.png (image | ground truth | prediction, legend)
     for the first num_images of an eval stream; returns the paths."""
-    os.makedirs(output_dir, exist_ok=True)
+    files.makedirs(output_dir)
     step = evaluator.make_eval_step(model, model.num_classes)
     written = []
     for batch in dataset:
@@ -179,7 +181,7 @@ def visualize_method(model, dataset, output_dir, num_images, cmap, class_names):
     num_images of an extra stream (weak and strong views); returns the paths."""
     if model.options.mode == "supervised":
         raise ValueError("method panels need a PseudoSeg model; this one is supervised")
-    os.makedirs(output_dir, exist_ok=True)
+    files.makedirs(output_dir)
     written = []
     for batch in dataset:
         cam, sgc, pseudo, strong = method_maps(model, batch)

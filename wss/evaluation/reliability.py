@@ -22,13 +22,14 @@ The command line is wss.calibration.
 """
 
 import dataclasses
-import json
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from deeplab_ext.resize import resize_nearest
+from wss import files
+from wss.data import image_io
 from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import metrics
 from wss.method import fusion
@@ -171,8 +172,7 @@ def save_results_json(results, path, **fields):
     variants = {
         name: {k: v for k, v in r.items() if k != "accumulator"} for name, r in results.items()
     }
-    with open(path, "w") as f:
-        json.dump(dict(fields, variants=variants), f, indent=1)
+    files.write_json(path, dict(fields, variants=variants), indent=1)
     return path
 
 
@@ -232,5 +232,5 @@ def reliability_image(results, panel=150, margin=24):
 
 def save_reliability_png(results, path):
     """Writes the reliability diagrams of `results` to a PNG; returns the path."""
-    Image.fromarray(reliability_image(results)).save(path)
+    image_io.save_png(reliability_image(results), path)
     return path

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from wss import files
 from wss.data import image_io, records
 from wss.self_training.labels import DEFAULT_THRESHOLD, make_label_fn
 from wss.self_training.plan import inference_dataset, make_plan
@@ -34,7 +35,6 @@ from wss.self_training.shards import (
     STATS_DIR,
     ShardTarget,
     ShardWriter,
-    atomic_json,
     check_output,
     finish_shard,
     resume_state,
@@ -85,7 +85,7 @@ def generate(
     Returns the report dict (also written to output_dir/pseudo_label_report.json).
     """
     start = time.time()
-    os.makedirs(os.path.join(output_dir, STATS_DIR), exist_ok=True)
+    files.makedirs(os.path.join(output_dir, STATS_DIR))
     plan = make_plan(dataset_dir, split, num_shards, id_list, exclude_ids)
     check_output(output_dir, output_split, plan.num_shards, dataset_dir, split)
     recorded = _recorded_settings(
@@ -111,7 +111,7 @@ def generate(
         write_shards(batches, label_fn, plan, target, state.total, progress)
     report = _report(state, target, class_names, split, dataset_dir, threshold)
     report["seconds"] = time.time() - start
-    atomic_json(os.path.join(output_dir, REPORT_NAME), report)
+    files.write_json(os.path.join(output_dir, REPORT_NAME), report, indent=1)
     log(format_report(report))
     return report
 
@@ -122,7 +122,7 @@ def _recorded_settings(extra, plan, dataset_dir, **values):
     recorded = dict(extra or {})
     recorded.update(
         values,
-        dataset_dir=os.path.abspath(dataset_dir),
+        dataset_dir=files.absolute(dataset_dir),
         num_shards=plan.num_shards,
         num_images=len(plan.items),
     )

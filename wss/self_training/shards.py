@@ -8,27 +8,18 @@ and images; a rerun with other settings into the same folder is refused.
 """
 
 import dataclasses
-import glob
-import json
 import os
 import re
 from typing import List
 
 import tensorflow as tf
 
+from wss import files
 from wss.data import schema
 from wss.self_training.labels import LabelStats
 from wss.self_training.plan import PseudoLabelError
 
 STATS_DIR = ".pseudo_label_stats"
-
-
-def atomic_json(path, data):
-    """Writes `data` as JSON to `path` through a temporary file (never half written)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +49,7 @@ class ShardWriter:
     def __init__(self, target, shard):
         self.target, self.shard = target, shard
         self.path = target.path(shard)
-        self.tmp = os.path.join(
-            target.output_dir, f".{os.path.basename(self.path)}.tmp-{os.getpid()}"
-        )
+        self.tmp = files.temporary_name(self.path)
         self.writer = tf.io.TFRecordWriter(self.tmp)
         self.stats = LabelStats(target.num_classes)
         self.filenames = []
@@ -73,20 +62,21 @@ class ShardWriter:
 
     def commit(self):
         self.writer.close()
-        atomic_json(
+        files.write_json(
             self.target.stats_path(self.shard),
             {
                 "settings": self.target.settings,
                 "filenames": self.filenames,
                 "stats": self.stats.to_json(),
             },
+            indent=1,
         )
-        os.replace(self.tmp, self.path)
+        files.rename(self.tmp, self.path)
 
     def abort(self):
         self.writer.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        if files.exists(self.tmp):
+            files.remove(self.tmp)
 
 
 def finish_shard(writer, plan, total):
@@ -104,14 +94,15 @@ def finish_shard(writer, plan, total):
 
 def check_output(output_dir, output_split, num_shards, dataset_dir, split):
     """Refuses to overwrite the input split, or to mix shard counts in one folder."""
-    if os.path.abspath(output_dir) == os.path.abspath(dataset_dir) and output_split == split:
+    same_folder = files.absolute(output_dir) == files.absolute(dataset_dir)
+    if same_folder and output_split == split:
         raise PseudoLabelError(
             f"--output_split {output_split!r} in --output_dir would "
             "overwrite the input split; choose another split name or "
             "folder."
         )
     pattern = os.path.join(output_dir, f"{output_split}-*.tfrecord")
-    for path in glob.glob(pattern):
+    for path in files.glob(pattern):
         m = re.search(r"-\d{5}-of-(\d{5})\.tfrecord$", path)
         if m and int(m.group(1)) != num_shards:
             raise PseudoLabelError(
@@ -136,15 +127,14 @@ def resume_state(target, plan):
     written with target.settings and the planned images, and sums their statistics."""
     state = ResumeState([], [], [], LabelStats(target.num_classes))
     for shard in range(plan.num_shards):
-        if not os.path.exists(target.path(shard)):
+        if not files.exists(target.path(shard)):
             state.todo.append(shard)
             continue
         state.done.append(shard)
-        if not os.path.exists(target.stats_path(shard)):
+        if not files.exists(target.stats_path(shard)):
             state.missing_stats.append(shard)
             continue
-        with open(target.stats_path(shard)) as f:
-            saved = json.load(f)
+        saved = files.read_json(target.stats_path(shard))
         _check_saved(target.path(shard), saved, target.settings, plan.shard_filenames(shard))
         state.total.merge(LabelStats.from_json(target.num_classes, saved["stats"]))
     return state
