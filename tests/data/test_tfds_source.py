@@ -4,6 +4,7 @@ the same size (TFDS's default mock draws them at different sizes), with TFDS's o
 arithmetic for slices. PseudoSeg trains and evaluates on them through wss.train."""
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -159,12 +160,11 @@ def test_streams_have_the_tfrecord_sources_shapes():
     shapes, the registry's class count, padding to the eval crop."""
     name = "tfds:cityscapes"
     with mocked_tfds():
-        lab = pipeline.labeled_dataset(
-            None, 2, "train[:4]", name, augment_config=_crop(33), seed=0, shuffle_buffer=4
+        stream = pipeline.TrainingStream(
+            None, "train[:4]", 33, dataset_name=name, seed=0, shuffle_buffer=4
         )
-        extra = pipeline.extra_dataset(
-            None, 2, "train[4:]", name, augment_config=_crop(33), seed=1, shuffle_buffer=4
-        )
+        lab = pipeline.labeled_dataset(stream, 2)
+        extra = pipeline.extra_dataset(dataclasses.replace(stream, split="train[4:]", seed=1), 2)
         ev = pipeline.eval_dataset(None, 3, "validation", name, eval_crop_size=65)
         pipeline.check_static(lab.element_spec)
         pipeline.check_static(extra.element_spec)
@@ -173,12 +173,6 @@ def test_streams_have_the_tfrecord_sources_shapes():
     assert e["strong"].shape == (2, 33, 33, 3) and e["has_label"].numpy().tolist() == [1, 1]
     assert v["image"].shape == (3, 65, 65, 3) and v["height"].numpy().tolist() == [30, 33, 36]
     assert set(np.unique(x["label"])) <= set(range(19)) | {IGNORE_LABEL}
-
-
-def _crop(size):
-    from wss.data.augment import AugmentConfig
-
-    return AugmentConfig(crop_size=size)
 
 
 def test_large_images_are_resized_to_the_registry_size():
