@@ -32,7 +32,6 @@ writes them all under "runs". The work lives in wss.benchmarking.step_timing.
 import functools
 import sys
 
-import tensorflow as tf
 from absl import flags
 
 from wss import files, program
