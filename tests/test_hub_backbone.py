@@ -13,44 +13,22 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import NUM_CLASSES, gin_bindings, gin_param_flags, make_demo
+from tests.conftest import (
+    NUM_CLASSES,
+    TINY_HUB_ARCHITECTURES,
+    gin_bindings,
+    gin_param_flags,
+    make_demo,
+)
 from wss.bench.step import synthetic_batches
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
 keras_hub = pytest.importorskip("keras_hub")
 
-MIT = {
-    "class_name": "MiTBackbone",
-    "num_layers": 4,
-    "layerwise_depths": [1, 1, 1, 1],
-    "hidden_dims": [8, 8, 16, 16],
-    "layerwise_num_heads": [1, 1, 1, 1],
-    "layerwise_sr_ratios": [4, 2, 1, 1],
-    "layerwise_patch_sizes": [7, 3, 3, 3],
-    "layerwise_strides": [4, 2, 2, 2],
-    "max_drop_path_rate": 0.0,
-}
-DINOV2 = {
-    "class_name": "DINOV2Backbone",
-    "patch_size": 14,
-    "num_layers": 4,
-    "hidden_dim": 16,
-    "num_heads": 2,
-    "intermediate_dim": 32,
-    "num_register_tokens": 2,
-    "position_embedding_shape": (28, 28, 3),
-}
-RESNET = {  # keras-hub's ResNet needs 64 filters in its first stage
-    "class_name": "ResNetBackbone",
-    "input_conv_filters": [64],
-    "input_conv_kernel_sizes": [7],
-    "stackwise_num_filters": [64, 8, 8, 8],
-    "stackwise_num_blocks": [1, 1, 1, 1],
-    "stackwise_num_strides": [1, 2, 2, 2],
-    "block_type": "basic_block",
-    "use_pre_activation": False,
-}
+MIT = TINY_HUB_ARCHITECTURES["MiTBackbone"]
+DINOV2 = TINY_HUB_ARCHITECTURES["DINOV2Backbone"]
+RESNET = TINY_HUB_ARCHITECTURES["ResNetBackbone"]
 # (architecture, natural output stride, decoder level, hypercolumn levels)
 FAMILIES = {
     "resnet": (RESNET, 32, "P2", ("P5", "P4")),
@@ -155,8 +133,9 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
     keras_hub.layers.MiTImageConverter(scale=scale, offset=offset).save_to_preset(preset)
     data = make_demo(tmp_path / "demo_data")
     model_dir = str(tmp_path / "run")
+    gin_file = "gin/demo_mit.gin"  # the demo's splits and schedule; the tiny model below
     bindings = (
-        gin_bindings("Experiment", {"dataset_name": "demo", "crop_size": CROP})
+        gin_bindings("Experiment", {"crop_size": CROP})
         + gin_bindings("Experiment", {"labeled_batch_size": 2, "extra_batch_size": 2})
         + gin_bindings(
             "ModelSettings",
@@ -170,7 +149,7 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
     )
 
     # The model training builds holds the saved encoder's weights before the first step.
-    config = parse_run_config([], bindings)
+    config = parse_run_config([gin_file], bindings)
     from wss.experiment import build_model
 
     model = build_model(NUM_CLASSES, config.model, config.method)
@@ -185,15 +164,16 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
         backbone.preprocess(x)[0, 0, 0], 100.0 * np.array(scale) + offset, rtol=1e-6
     )
 
-    def run(steps):
-        argv = ["train", f"--model_dir={model_dir}", f"--dataset_dir={data}"]
-        argv += ["--images_every=0"] + gin_param_flags(
+    def run(steps, evaluate):
+        argv = ["train", f"--gin_file={gin_file}", f"--model_dir={model_dir}"]
+        argv += [f"--dataset_dir={data}"]
+        argv += ["--images_every=0", f"--eval_at_end={evaluate}"] + gin_param_flags(
             bindings + (f"Experiment.num_steps = {steps}",)
         )
         return train.main(argv)
 
-    run(2)
-    logs = run(4)  # resumes from ckpt-2, trains 2 more, evaluates
+    run(2, evaluate=False)
+    logs = run(4, evaluate=True)  # resumes from ckpt-2, trains 2 more, evaluates
     assert np.isfinite(logs["total_loss"])
     assert os.path.exists(os.path.join(model_dir, "eval_val_4.json"))
     restored = build_model(NUM_CLASSES, config.model, config.method)
