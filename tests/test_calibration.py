@@ -1,4 +1,4 @@
-"""Tests of wss.reliability (ECE per pseudo-label source, reliability PNG) and its command
+"""Tests of wss.evaluation.reliability (ECE per pseudo-label source, reliability PNG) and its command
 line wss.calibration."""
 
 import dataclasses
@@ -11,8 +11,9 @@ from PIL import Image
 
 from deeplab_ext.resize import resize_nearest
 from tests.conftest import NUM_CLASSES
-from wss import calibration, metrics, reliability
+from wss import calibration
 from wss.data import pipeline
+from wss.evaluation import metrics, reliability
 
 pytestmark = pytest.mark.usefixtures("clear_gin")
 

@@ -1,4 +1,4 @@
-"""Tests of the comparison (wss.comparison* and its command line wss.compare): a two-row,
+"""Tests of the comparison (wss.comparison and its command line wss.compare): a two-row,
 one-seed comparison end to end, then its resumption; the self-training row's three stages;
 clear errors."""
 
@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY_TRAIN_PARAMS
-from wss import compare, comparison, comparison_report
-from wss.comparison_rows import CompareError, run_bindings, run_spec
-from wss.comparison_runs import RUN_RECORD, run_one
+from wss import compare
+from wss.comparison import report, runner
+from wss.comparison.rows import CompareError, run_bindings, run_spec
+from wss.comparison.runs import RUN_RECORD, run_one
 from wss.experiment import resolve_path
 
 # 32 images instead of 100: keeps it < 60 s
@@ -67,7 +68,7 @@ def test_compare_two_rows_then_reuse(tmp_path, capsys):
 
     with Image.open(out_dir / "compare.png") as image:
         image.load()
-        assert image.size == comparison_report.chart_size(2)
+        assert image.size == report.chart_size(2)
         assert image.mode == "RGB"
 
     # Second call: every run (and the ECE) is read back, nothing is retrained.
@@ -84,16 +85,16 @@ def test_compare_two_rows_then_reuse(tmp_path, capsys):
 
 def test_errors_are_clear(tmp_path):
     with pytest.raises(CompareError, match="unknown rows"):
-        comparison.run_comparison(str(tmp_path), rows=["fusion"])
+        runner.run_comparison(str(tmp_path), rows=["fusion"])
     with pytest.raises(CompareError, match="conflicts"):
         run_bindings("semi", 0, ["MethodOptions.mode = 'weakly'"])
     with pytest.raises(CompareError, match="does not parse"):
-        comparison.run_comparison(str(tmp_path), rows=["semi"], gin_params=["Experiment.nope = 1"])
+        runner.run_comparison(str(tmp_path), rows=["semi"], gin_params=["Experiment.nope = 1"])
     # A run directory started with other settings is refused, not silently mixed.
     run_dir = tmp_path / "semi" / "seed0"
     run_dir.mkdir(parents=True)
     (run_dir / RUN_RECORD).write_text(json.dumps({"row": "semi", "seed": 0}))
-    gin_files = [resolve_path(comparison.DEFAULT_GIN)]
+    gin_files = [resolve_path(runner.DEFAULT_GIN)]
     spec = run_spec("semi", 0, str(tmp_path), gin_files, TINY, num_steps=2)
     assert spec.run_dir == str(run_dir)
     with pytest.raises(CompareError, match="other settings"):
@@ -103,7 +104,7 @@ def test_errors_are_clear(tmp_path):
 def test_run_specs_are_values_built_before_any_run(tmp_path):
     """Each row's config is a list of bindings built up front; the self-training student's
     extends the configured labeled set with its teacher's pseudo labels."""
-    gin_files = [resolve_path(comparison.DEFAULT_GIN)]
+    gin_files = [resolve_path(runner.DEFAULT_GIN)]
     semi = run_spec("semi", 3, str(tmp_path), gin_files, TINY, num_steps=5)
     assert semi.bindings == tuple(TINY) + (
         "MethodOptions.mode = 'semi'",
@@ -186,7 +187,7 @@ def test_report_of_given_runs(tmp_path):
         _fake_run("supervised", 1, 0.6),
         _fake_run("semi", 1, 0.7, {"sgc": {"ece": 0.4}, "decoder": {"ece": 0.3}}),
     ]
-    summary = comparison_report.summarize(
+    summary = report.summarize(
         runs, ["supervised", "semi"], [0, 1], ["/x/demo.gin"], ["Experiment.num_steps = 7"]
     )
     supervised = summary["rows"]["supervised"]
@@ -203,9 +204,9 @@ def test_report_of_given_runs(tmp_path):
     assert "7 steps, labeled set labeled, gin: demo.gin; Experiment.num_steps = 7." in markdown
     assert "teacher's offline pseudo labels" not in markdown
 
-    paths = comparison_report.write_outputs(summary, str(tmp_path))
+    paths = report.write_outputs(summary, str(tmp_path))
     with open(paths["json"]) as f:
         assert json.load(f)["rows"]["semi"]["mean"] == pytest.approx(0.7)
     assert open(paths["md"]).read() == markdown
     with Image.open(paths["png"]) as image:
-        assert image.size == comparison_report.chart_size(2) and image.mode == "RGB"
+        assert image.size == report.chart_size(2) and image.mode == "RGB"

@@ -10,8 +10,9 @@ import tensorflow as tf
 
 from tests.conftest import NUM_CLASSES, write_gin
 from wss import eval as wss_eval
-from wss import evaluation, experiment, metrics, restore
+from wss import experiment, restore
 from wss.data import pipeline
+from wss.evaluation import evaluator, metrics
 
 pytestmark = pytest.mark.usefixtures("clear_gin")
 
@@ -44,7 +45,7 @@ def test_perfect_predictor_gives_miou_one_and_ignores_padding():
     labels = rng.randint(0, NUM_CLASSES, (3, 20, 20))
     # Padding labels are valid classes here: only height/width may exclude them.
     ds = _encoded_dataset(labels, [20, 13, 17], [15, 20, 9], pad_label=1)
-    result = evaluation.evaluate(_one_hot_model, ds, NUM_CLASSES)
+    result = evaluator.evaluate(_one_hot_model, ds, NUM_CLASSES)
     assert result["miou"] == 1.0
     assert result["pixel_accuracy"] == 1.0
     assert result["num_images"] == 3
@@ -62,7 +63,7 @@ def test_ignore_label_and_flip_scales_keep_perfect_prediction():
         {"image": images.astype(np.float32), "label": labels[..., None]}
     ).batch(2)
     for kwargs in ({}, {"flip": True}, {"scales": [1.0, 1.0], "merge": "probs"}):
-        result = evaluation.evaluate(_one_hot_model, ds, NUM_CLASSES, **kwargs)
+        result = evaluator.evaluate(_one_hot_model, ds, NUM_CLASSES, **kwargs)
         assert result["miou"] == 1.0
         assert result["num_pixels"] == 2 * 256 - 4 * 16
 
@@ -72,14 +73,14 @@ def test_out_of_range_label_is_reported():
     ds = _encoded_dataset(np.zeros((1, 8, 8)), [8], [8], 0)
     ds = ds.map(lambda b: dict(b, label=tf.constant(labels[..., None])))
     with pytest.raises(ValueError, match="outside"):
-        evaluation.evaluate(_one_hot_model, ds, NUM_CLASSES)
+        evaluator.evaluate(_one_hot_model, ds, NUM_CLASSES)
 
 
 def test_evaluate_matches_numpy_reference(tiny_run):
     model = tiny_run["model"]
     ds = pipeline.eval_dataset(tiny_run["data"], 4, split="val", dataset_name="demo")
     seen = []
-    result = evaluation.evaluate(model, ds, NUM_CLASSES, on_batch=lambda b, p: seen.append((b, p)))
+    result = evaluator.evaluate(model, ds, NUM_CLASSES, on_batch=lambda b, p: seen.append((b, p)))
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for batch, _ in seen:
         logits = model.deeplab.predict_logits(batch["image"]).numpy()
@@ -152,7 +153,7 @@ def test_eval_cli_end_to_end(tiny_run, monkeypatch, capsys):
     assert os.listdir(os.path.join(model_dir, "eval"))  # TensorBoard events
     # Same number as evaluating the in-memory model directly.
     ds = pipeline.eval_dataset(tiny_run["data"], 4, split="val", dataset_name="demo")
-    direct = evaluation.evaluate(tiny_run["model"], ds, NUM_CLASSES)
+    direct = evaluator.evaluate(tiny_run["model"], ds, NUM_CLASSES)
     assert saved["miou"] == pytest.approx(direct["miou"])
     # Continuous mode evaluates the existing checkpoint once, then times out.
     results = wss_eval.main(

@@ -8,8 +8,9 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import NUM_CLASSES
-from wss import colormap, evaluation, export, predict, serving
+from wss import export, predict, serving
 from wss.data import pipeline
+from wss.evaluation import colormap, evaluator
 
 pytestmark = pytest.mark.usefixtures("clear_gin")
 
@@ -36,9 +37,7 @@ def _eval_batches(exported):
     """(batch, eval predictions, in-memory logits) of the demo val split."""
     out = []
     ds = pipeline.eval_dataset(exported["data"], 3, split="val", dataset_name="demo")
-    evaluation.evaluate(
-        exported["model"], ds, NUM_CLASSES, on_batch=lambda b, p: out.append((b, p))
-    )
+    evaluator.evaluate(exported["model"], ds, NUM_CLASSES, on_batch=lambda b, p: out.append((b, p)))
     return [(b, p, exported["model"].deeplab.predict_logits(b["image"]).numpy()) for b, p in out]
 
 

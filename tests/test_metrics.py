@@ -1,10 +1,10 @@
-"""Tests for wss.metrics: confusion-matrix mIoU, ECE and the training monitors."""
+"""Tests for wss.evaluation.metrics: confusion-matrix mIoU, ECE and the training monitors."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import metrics
+from wss.evaluation import metrics
 
 # Hand example, 3 classes, 255 = ignore.
 #   labels       predictions

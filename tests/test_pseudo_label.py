@@ -1,4 +1,4 @@
-"""Tests of the self-training labelling (wss.self_training*) and its command line
+"""Tests of the self-training labelling (wss.self_training) and its command line
 wss.pseudo_label: thresholding, records written and read back, the report's
 coverage / mIoU against a hand-computed case, and resume after an interruption."""
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import pseudo_label, self_training
+from wss import pseudo_label
 from wss.data import image_io, pipeline, reader, tfrecord_writer
-from wss.self_training_labels import threshold_labels
-from wss.self_training_plan import PseudoLabelError, make_plan
+from wss.self_training import labeller
+from wss.self_training.labels import threshold_labels
+from wss.self_training.plan import PseudoLabelError, make_plan
 
 C = 6  # the demo dataset's classes, so the normal pipeline reads the records back
 CROP = 12
@@ -122,7 +123,7 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     _hand_dataset(data)
     teacher, seen = make_teacher()
     lines = []
-    report = self_training.generate(
+    report = labeller.generate(
         teacher,
         str(data),
         "train",
@@ -146,13 +147,13 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     assert report["miou"] == pytest.approx((1 + 1 / 3 + 1 / 2 + 1 / 2) / 4)
     assert report["per_class_iou"]["1"] == pytest.approx(1 / 3)
     assert report["per_class_iou"]["4"] is None
-    with open(out / self_training.REPORT_NAME) as f:
+    with open(out / labeller.REPORT_NAME) as f:
         assert json.load(f)["miou"] == pytest.approx(report["miou"])
     assert any("coverage 70.00%" in s for s in lines)
     assert any("2/2 images" in s for s in lines)  # progress line
     assert set(os.listdir(out)) == {
         ".pseudo_label_stats",
-        self_training.REPORT_NAME,
+        labeller.REPORT_NAME,
         "pseudo-00000-of-00001.tfrecord",
     }
 
@@ -184,7 +185,7 @@ def test_no_ground_truth_gives_coverage_only(tmp_path):
     data = tmp_path / "data"
     _write(data, "extra", [_record("u.png", _image(A_CLS, A_CONF))])
     teacher, _ = make_teacher()
-    report = self_training.generate(
+    report = labeller.generate(
         teacher, str(data), "extra", str(tmp_path / "o"), C, CROP, log=lambda s: None
     )
     assert report["coverage"] == pytest.approx(5 / 6)
@@ -223,7 +224,7 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     kw = dict(num_shards=3, batch_size=1, log=lambda s: None)  # shards of 2, 2, 3 images
     teacher, _ = make_teacher(limit=5)  # dies on the 6th image (in the last shard)
     with pytest.raises(Exception, match="simulated crash"):
-        self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
+        labeller.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert sorted(_mtimes(out)) == [
         "pseudo-00000-of-00003.tfrecord",
         "pseudo-00001-of-00003.tfrecord",
@@ -232,7 +233,7 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     before = _mtimes(out)
 
     teacher, seen = make_teacher()
-    report = self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    report = labeller.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 3  # only the missing shard's images were predicted
     assert report["shards_written"] == [2] and report["shards_reused"] == [0, 1]
     after = _mtimes(out)
@@ -242,13 +243,13 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
     os.remove(os.path.join(out, "pseudo-00001-of-00003.tfrecord"))
     keep = {f: t for f, t in after.items() if "00001" not in f}
     teacher, seen = make_teacher()
-    report = self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    report = labeller.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 2 and report["shards_written"] == [1]
     assert all(_mtimes(out)[f] == t for f, t in keep.items())
 
     # Same bytes and report as one uninterrupted run.
     teacher, seen = make_teacher()
-    full = self_training.generate(teacher, str(data), "train", fresh, C, CROP, **kw)
+    full = labeller.generate(teacher, str(data), "train", fresh, C, CROP, **kw)
     assert seen["n"] == 7 and full["num_images"] == report["num_images"] == 7
     for name in _mtimes(fresh):
         with open(os.path.join(out, name), "rb") as a, open(os.path.join(fresh, name), "rb") as b:
@@ -258,12 +259,12 @@ def test_resume_after_crash_writes_each_shard_once(tmp_path):
 
     # Nothing left to do; other settings into the same folder are refused.
     teacher, seen = make_teacher()
-    self_training.generate(teacher, str(data), "train", out, C, CROP, **kw)
+    labeller.generate(teacher, str(data), "train", out, C, CROP, **kw)
     assert seen["n"] == 0
     with pytest.raises(PseudoLabelError, match="threshold"):
-        self_training.generate(teacher, str(data), "train", out, C, CROP, threshold=0.9, **kw)
+        labeller.generate(teacher, str(data), "train", out, C, CROP, threshold=0.9, **kw)
     with pytest.raises(PseudoLabelError, match="4 shards|3 shards"):
-        self_training.generate(
+        labeller.generate(
             teacher,
             str(data),
             "train",

@@ -1,4 +1,4 @@
-"""Tests of wss.colormap, wss.pictures (readable side-by-side PNGs with a legend) and its
+"""Tests of wss.evaluation.colormap, wss.evaluation.pictures (readable side-by-side PNGs with a legend) and its
 command line wss.vis."""
 
 import dataclasses
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wss import colormap, pictures, vis
+from wss import vis
 from wss.data import descriptors, pipeline
+from wss.evaluation import colormap, pictures
 
 pytestmark = pytest.mark.usefixtures("clear_gin")
 

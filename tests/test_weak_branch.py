@@ -1,7 +1,7 @@
 """One weak branch: calibration's and the pictures' pseudo labels are the train step's.
 
 `PseudoSegModel.pseudo_labels` is the only implementation of the weak branch (spec
-section 3); wss.reliability (calibration) and wss.pictures (vis) call it under
+section 3); wss.evaluation.reliability (calibration) and wss.evaluation.pictures (vis) call it under
 `PseudoSegModel.frozen_statistics`. For the same weights and batch their pseudo labels
 must equal those `compute_losses` (what `train_step` differentiates) supervises L_u with;
 dropout is off everywhere, the step's only random part.
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import tiny_deeplab_config
-from wss import pictures, reliability
+from wss.evaluation import pictures, reliability
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 

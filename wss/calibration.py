@@ -3,7 +3,7 @@
     python -m wss.calibration --gin_file=x.gin --model_dir=DIR --dataset_dir=DATA
 
 Writes calibration_<split>_<step>.json and the reliability diagrams (.png) to
---output_dir (default --model_dir) and prints a table. The work lives in wss.reliability.
+--output_dir (default --model_dir) and prints a table. The work lives in wss.evaluation.reliability.
 """
 
 import os
@@ -11,7 +11,8 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from wss import program, reliability, restore
+from wss import program, restore
+from wss.evaluation import reliability
 
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)

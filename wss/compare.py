@@ -21,13 +21,14 @@ and those records.
 
 Outputs in OUTPUT_DIR: compare.json (every number), compare.md (the mIoU table with the
 paper's VOC 1/8 numbers for reference, and the ECE table) and compare.png (mean mIoU per
-row with std error bars). The work lives in wss.comparison.
+row with std error bars). The work lives in wss.comparison.runner.
 """
 
 from absl import flags
 
-from wss import comparison, program
-from wss.comparison_rows import ROWS, CompareError
+from wss import program
+from wss.comparison import runner
+from wss.comparison.rows import ROWS, CompareError
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(
@@ -46,7 +47,7 @@ flags.DEFINE_integer(
     flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
-    "gin_file", [comparison.DEFAULT_GIN], "Experiment gin file(s).", flag_values=FLAGS
+    "gin_file", [runner.DEFAULT_GIN], "Experiment gin file(s).", flag_values=FLAGS
 )
 flags.DEFINE_multi_string(
     "gin_param",
@@ -75,7 +76,7 @@ def main(argv=None):
         raise CompareError(f"--seeds must be integers, got {FLAGS.seeds}") from e
     if FLAGS.num_steps is not None and FLAGS.num_steps <= 0:
         raise CompareError(f"--num_steps must be positive, got {FLAGS.num_steps}")
-    return comparison.run_comparison(
+    return runner.run_comparison(
         FLAGS.output_dir,
         seeds,
         FLAGS.rows,

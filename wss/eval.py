@@ -3,7 +3,7 @@
     python -m wss.eval --gin_file=gin/x.gin --model_dir=DIR --dataset_dir=DATA \
         [--checkpoint=DIR/ckpt-N] [--split=val] [--continuous]
 
-The evaluation itself lives in wss.evaluation.
+The evaluation itself lives in wss.evaluation.evaluator.
 """
 
 import os
@@ -11,8 +11,9 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from wss import evaluation, program, restore
+from wss import program, restore
 from wss.data import pipeline
+from wss.evaluation import evaluator
 
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
@@ -86,7 +87,7 @@ def main(argv=None):
     )
     if not fv.continuous:
         return [
-            evaluation.evaluate_checkpoint(
+            evaluator.evaluate_checkpoint(
                 ckpt=restore.find_checkpoint(fv.checkpoint or model_dir), **kwargs
             )
         ]
@@ -96,7 +97,7 @@ def main(argv=None):
     for ckpt in tf.train.checkpoints_iterator(
         model_dir, fv.eval_interval_secs, timeout=fv.eval_timeout_secs
     ):
-        results.append(evaluation.evaluate_checkpoint(ckpt=ckpt, **kwargs))
+        results.append(evaluator.evaluate_checkpoint(ckpt=ckpt, **kwargs))
         if results[-1]["step"] >= last_step:
             print(f"Reached the last training step ({last_step}); stopping.", flush=True)
             break

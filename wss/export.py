@@ -5,8 +5,9 @@ python -m wss.export --gin_file=x.gin --model_dir=DIR --export_dir=OUT
 
 from absl import flags
 
-from wss import colormap, program, restore
+from wss import program, restore
 from wss.data import descriptors
+from wss.evaluation import colormap
 from wss.serving import export_model
 
 FLAGS = program.flag_values()

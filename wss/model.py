@@ -28,7 +28,7 @@ import tensorflow as tf
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import repeated_batch_norm_updates, synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
-from wss import metrics
+from wss.evaluation import metrics
 from wss.method import fusion
 from wss.method import losses as losses_lib
 from wss.method.gradcam import grad_cam
@@ -150,7 +150,7 @@ class PseudoSegModel(keras.Model):
         it twice). Returns a dict: 'weak' (training-mode pass outputs), 'probs' (stop-gradient P),
         and, when the SGC is used, 'sgc_logits_upsampled' and the CAM/SGC outputs.
 
-        The keywords after `*` serve diagnostics (wss.reliability); their defaults are the
+        The keywords after `*` serve diagnostics (wss.evaluation.reliability); their defaults are the
         step's. `with_sgc`: run Grad-CAM and the SGC even where the options do not use
         them (default: `MethodOptions.uses_sgc`); `inference_logits`: also return the
         decoder logits of the inference-mode pass ('inference_logits'); `weak_training`

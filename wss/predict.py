@@ -14,8 +14,9 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from wss import colormap, program
+from wss import program
 from wss.errors import InputError
+from wss.evaluation import colormap
 from wss.serving import load_metadata
 
 

@@ -14,17 +14,18 @@ written, so an interrupted run resumes; a rerun with other settings into the sam
 is refused. OUT/pseudo_label_report.json (also printed) holds the coverage and, where the
 split has ground truth, the pseudo labels' mIoU on the covered pixels.
 
-The work lives in wss.self_training.
+The work lives in wss.self_training.labeller.
 """
 
 import os
 
 from absl import flags
 
-from wss import experiment, program, restore, self_training
+from wss import experiment, program, restore
 from wss.data import reader
-from wss.self_training_labels import DEFAULT_THRESHOLD
-from wss.self_training_plan import PseudoLabelError
+from wss.self_training import labeller
+from wss.self_training.labels import DEFAULT_THRESHOLD
+from wss.self_training.plan import PseudoLabelError
 
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)
@@ -39,7 +40,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string(
     "output_split",
-    self_training.DEFAULT_OUTPUT_SPLIT,
+    labeller.DEFAULT_OUTPUT_SPLIT,
     "Split name of the written shards.",
     flag_values=FLAGS,
 )
@@ -86,7 +87,7 @@ def main(argv=None):
     split = fv.split or setup.config.experiment.extra_split
     checkpoint = restore.restore_model(setup.model, fv.checkpoint or setup.model_dir)
     try:
-        return self_training.generate(
+        return labeller.generate(
             setup.model,
             setup.dataset_dir,
             split,

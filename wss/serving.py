@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from wss import evaluation
+from wss.evaluation import evaluator
 
 PAD_VALUE = 127.5
 METADATA_FILE = "pseudoseg_export.json"
@@ -40,7 +40,7 @@ class InferenceModule(tf.Module):
         # by TF's object graph, and SavedModel saves only tracked variables.
         self.model_weights = {name: v.value for name, v in model.tf1_variable_map().items()}
         self.crop_size = int(crop_size)
-        self._logits_fn = evaluation.make_logits_fn(model, scales, flip)
+        self._logits_fn = evaluator.make_logits_fn(model, scales, flip)
 
     def _predict(self, images):
         images = tf.cast(images, tf.float32)

@@ -5,7 +5,7 @@ or initialise, then the loop (progress line, TensorBoard, checkpoints every
 `TrainLoop.checkpoint_every` steps and at the end, a clean stop on NaN/Inf that keeps the
 last good checkpoint); `evaluate_final` evaluates the final model. A killed job restarts
 with the same call and continues from its latest checkpoint: same step, learning rate and
-optimizer slots. `python -m wss.train` is its command line; `wss.comparison` calls it too.
+optimizer slots. `python -m wss.train` is its command line; `wss.comparison.runner` calls it too.
 """
 
 import math
@@ -17,11 +17,12 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint
-from wss import distribute, evaluation
+from wss import distribute
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader
 from wss.data.augment import cutout_advice
 from wss.errors import NonFiniteLossError
+from wss.evaluation import evaluator
 from wss.experiment import (
     bound_run_config,
     build_model,
@@ -331,7 +332,7 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8, exp=
         )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
-    return evaluation.evaluate_checkpoint(
+    return evaluator.evaluate_checkpoint(
         model,
         checkpoint,
         dataset_fn,

@@ -5,7 +5,7 @@ of the extra set.
     python -m wss.vis --model_dir=DIR [--dataset_dir=DATA] [--num_images=8]
         [--method_panels --num_extra_images=4] [--output_dir=VIS]
 
-The drawing lives in wss.pictures.
+The drawing lives in wss.evaluation.pictures.
 """
 
 import dataclasses
@@ -13,7 +13,8 @@ import os
 
 from absl import flags
 
-from wss import colormap, errors, pictures, program, restore
+from wss import errors, program, restore
+from wss.evaluation import colormap, pictures
 
 FLAGS = program.flag_values()
 restore.define_model_flags(FLAGS)

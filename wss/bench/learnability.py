@@ -28,8 +28,9 @@ from absl import flags
 
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
-from wss import metrics, program
+from wss import program
 from wss.data import demo
+from wss.evaluation import metrics
 from wss.experiment import parse_run_config
 from wss.method import losses
 

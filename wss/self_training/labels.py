@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from wss import evaluation, metrics
-from wss.metrics import IGNORE_LABEL
+from wss.evaluation import evaluator, metrics
+from wss.evaluation.metrics import IGNORE_LABEL
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -38,13 +38,13 @@ def threshold_labels(probs, threshold=DEFAULT_THRESHOLD, ignore_label=IGNORE_LAB
 def make_label_fn(model, threshold=DEFAULT_THRESHOLD, scales=(1.0,), flip=False, merge="probs"):
     """A tf.function images [B,H,W,3] (float, [0,255]) -> pseudo labels int32 [B,H,W].
 
-    Probabilities come from wss.evaluation.make_logits_fn (same scales/flip handling as
+    Probabilities come from wss.evaluation.evaluator.make_logits_fn (same scales/flip handling as
     the evaluator); merge='probs' averages softmax probabilities over the views (DeepLab's
     multi-scale rule), merge='logits' averages logits, then takes the softmax.
     """
     if merge not in ("probs", "logits"):
         raise ValueError(f"merge must be 'probs' or 'logits', got {merge!r}")
-    out_fn = evaluation.make_logits_fn(model, scales, flip, merge)
+    out_fn = evaluator.make_logits_fn(model, scales, flip, merge)
 
     @tf.function(reduce_retracing=True)
     def label_fn(images):

@@ -1,6 +1,6 @@
 """One (row, seed) run of the comparison: train or reuse it, evaluate it, calibrate it.
 
-`run_one` parses the run's config once (wss.comparison_rows.parse_config), refuses a run
+`run_one` parses the run's config once (wss.comparison.rows.parse_config), refuses a run
 folder started with other settings, trains into it (resuming from its latest checkpoint),
 evaluates the final checkpoint on Experiment.eval_split and, when asked, measures the ECE
 of every pseudo-label source there. A run whose eval JSON exists is reused (and so is its
@@ -9,7 +9,7 @@ calibration JSON), so an interrupted comparison resumes with the same command.
 A self-training run (Table 6) is three stages with the same seed and budget: its teacher
 (the supervised run of that seed, reused when it is there) runs first; with the teacher's
 config, the teacher's pseudo labels of the extra split, labeled ids excluded, go into the
-run's `pseudo` folder (wss.self_training, resumable shards); then the student trains.
+run's `pseudo` folder (wss.self_training.labeller, resumable shards); then the student trains.
 """
 
 import json
@@ -19,11 +19,12 @@ import time
 import keras
 import tensorflow as tf
 
-from wss import comparison_stages as stages
-from wss import restore, self_training
-from wss.comparison_rows import PSEUDO_SPLIT, CompareError, parse_config
+from wss import restore, training
+from wss.comparison.rows import PSEUDO_SPLIT, CompareError, parse_config
 from wss.data import pipeline
+from wss.evaluation import reliability
 from wss.experiment import build_model, resolve_dataset_dir
+from wss.self_training import labeller
 
 RUN_RECORD = "compare_run.json"
 
@@ -80,12 +81,12 @@ def _train_or_reuse(run_dir, config, dataset_dir, eval_json, log):
         with open(eval_json) as f:
             return json.load(f), None
     _check_not_past_budget(run_dir, config.experiment.num_steps)
-    model, _, dataset_dir, checkpoint = stages.train(
+    model, _, dataset_dir, checkpoint = training.train(
         run_dir, dataset_dir, images_every=0, print_fn=lambda s: log(f"    {s}"), config=config
     )
     if not checkpoint:
         raise CompareError(f"training {run_dir} wrote no checkpoint")
-    result = stages.evaluate_final(model, checkpoint, run_dir, dataset_dir, exp=config.experiment)
+    result = training.evaluate_final(model, checkpoint, run_dir, dataset_dir, exp=config.experiment)
     if not os.path.exists(eval_json):
         raise CompareError(f"evaluation did not write {eval_json} (checkpoint {checkpoint})")
     result = {
@@ -110,7 +111,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
     model = build_model(exp.descriptor.num_classes, config.model, config.method)
     checkpoint = restore.restore_model(model, teacher.run_dir)
     log(f"    pseudo labels of {exp.extra_split} by {checkpoint} -> {spec.pseudo_dir}")
-    report = self_training.generate(
+    report = labeller.generate(
         model,
         dataset_dir,
         exp.extra_split,
@@ -120,7 +121,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
         output_split=PSEUDO_SPLIT,
         num_shards=2,
         batch_size=8,
-        exclude_ids=stages.labeled_ids(exp, dataset_dir),
+        exclude_ids=training.labeled_ids(exp, dataset_dir),
         class_names=exp.descriptor.class_names,
         settings={"checkpoint": os.path.abspath(checkpoint)},
         progress_every=0,
@@ -178,10 +179,10 @@ def _run_ece(run_dir, config, dataset_dir, model, eval_result, max_batches, log)
         dataset_name=exp.dataset_name,
         eval_crop_size=exp.eval_crop_size,
     )
-    results = stages.calibrate(
+    results = reliability.calibrate(
         model, dataset, exp.descriptor.num_classes, max_batches=max_batches, log=log
     )
-    stages.save_reliability_png(results, path[: -len(".json")] + ".png")
+    reliability.save_reliability_png(results, path[: -len(".json")] + ".png")
     variants = {
         name: {k: v for k, v in r.items() if k != "accumulator"} for name, r in results.items()
     }

@@ -27,8 +27,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from deeplab_ext.resize import resize_nearest
-from wss import metrics
 from wss.data.descriptors import IGNORE_LABEL
+from wss.evaluation import metrics
 
 VARIANTS = (
     "model",

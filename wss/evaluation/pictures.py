@@ -16,8 +16,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 from deeplab_ext.resize import resize_bilinear, resize_nearest
-from wss import colormap, evaluation
 from wss.data.descriptors import IGNORE_LABEL
+from wss.evaluation import colormap, evaluator
 
 MIN_PANEL = 256  # shorter side of a panel after enlarging, in pixels
 SEPARATOR = 4  # white pixels between panels
@@ -114,10 +114,10 @@ def visualize(model, dataset, output_dir, num_images, cmap, class_names):
     """Writes <output_dir>/<index>_<id>.png (image | ground truth | prediction, legend)
     for the first num_images of an eval stream; returns the paths."""
     os.makedirs(output_dir, exist_ok=True)
-    step = evaluation.make_eval_step(model, model.num_classes)
+    step = evaluator.make_eval_step(model, model.num_classes)
     written = []
     for batch in dataset:
-        height, width = evaluation._batch_sizes(batch)
+        height, width = evaluator._batch_sizes(batch)
         _, predictions, _ = step(batch["image"], batch["label"], height, width)
         predictions = predictions.numpy()
         images = batch["image"].numpy()

@@ -13,8 +13,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from wss.comparison_rows import PAPER_NOTE, ROWS
-from wss.comparison_stages import VARIANTS
+from wss.comparison.rows import PAPER_NOTE, ROWS
+from wss.evaluation.reliability import VARIANTS
 
 # Bar chart geometry (pixels).
 CHART_HEIGHT = 320

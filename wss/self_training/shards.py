@@ -17,8 +17,8 @@ from typing import List
 import tensorflow as tf
 
 from wss.data import schema
-from wss.self_training_labels import LabelStats
-from wss.self_training_plan import PseudoLabelError
+from wss.self_training.labels import LabelStats
+from wss.self_training.plan import PseudoLabelError
 
 STATS_DIR = ".pseudo_label_stats"
 

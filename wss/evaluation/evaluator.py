@@ -16,8 +16,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
-from wss import metrics, restore
+from wss import restore
 from wss.data.descriptors import IGNORE_LABEL
+from wss.evaluation import metrics
 
 # ------------------------------------------------------------------------ prediction
 

@@ -2,11 +2,11 @@
 
 Every (row, seed) run shares the experiment gin file(s), the user's extra bindings, the
 labeled split, the budget and the seed, and differs only in the method
-(wss.comparison_rows builds each run's config as a value). Runs go to
+(wss.comparison.rows builds each run's config as a value). Runs go to
 OUTPUT_DIR/<row>/seed<k>, are trained, evaluated and, for the 'semi' (fusion) row,
-calibrated by wss.comparison_runs, which reuses finished runs so an interrupted
+calibrated by wss.comparison.runs, which reuses finished runs so an interrupted
 comparison resumes; the 'self_training' row first has its teacher (the supervised run of
-its seed) pseudo-label the extra split. wss.comparison_report writes OUTPUT_DIR/compare.json
+its seed) pseudo-label the extra split. wss.comparison.report writes OUTPUT_DIR/compare.json
 (every number), compare.md (the mIoU table with the paper's VOC 1/8 numbers for
 reference, and the ECE table) and compare.png (mean mIoU per row with std error bars).
 The command line is wss.compare.
@@ -17,9 +17,9 @@ import time
 
 import gin
 
-from wss import comparison_report
-from wss.comparison_rows import ROWS, CompareError, parse_config, run_spec
-from wss.comparison_runs import run_one
+from wss.comparison import report
+from wss.comparison.rows import ROWS, CompareError, parse_config, run_spec
+from wss.comparison.runs import run_one
 from wss.experiment import resolve_dataset_dir, resolve_path
 
 DEFAULT_GIN = "gin/demo.gin"
@@ -58,8 +58,8 @@ def run_comparison(
         runs = _run_all(specs, dataset_dir, ece_batches, log)
     finally:
         gin.clear_config()
-    summary = comparison_report.summarize(runs, rows, seeds, gin_files, gin_params)
-    summary["files"] = comparison_report.write_outputs(summary, output_dir)
+    summary = report.summarize(runs, rows, seeds, gin_files, gin_params)
+    summary["files"] = report.write_outputs(summary, output_dir)
     log(summary["markdown"])
     log(f"Wrote {', '.join(summary['files'].values())}")
     return summary

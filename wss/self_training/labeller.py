@@ -4,7 +4,7 @@ A trained teacher (e.g. the supervised baseline) is run in inference mode over a
 exactly like the evaluator (each batch padded to the eval crop, optional multi-scale and
 flip, predictions cut back to each image's height and width). A pixel gets the teacher's
 arg-max class when its maximum softmax probability is strictly above the threshold and
-255 (ignore) elsewhere (wss.self_training_labels). The result is written as
+255 (ignore) elsewhere (wss.self_training.labels). The result is written as
 DeepLab-format TFRecords (the original encoded image passed through, filename kept) that
 the normal pipeline reads; the student then trains with the supervised step on the union
 of the labeled split and these records, e.g.
@@ -13,8 +13,8 @@ of the labeled split and these records, e.g.
 
 (see gin/voc_1_8_self_training.gin; the id list applies to 'train' only).
 
-`generate` runs the steps: plan the shards (wss.self_training_plan), find those already
-complete (wss.self_training_shards: each shard is written exactly once, a rerun resumes),
+`generate` runs the steps: plan the shards (wss.self_training.plan), find those already
+complete (wss.self_training.shards: each shard is written exactly once, a rerun resumes),
 label and write the rest, then write OUT/pseudo_label_report.json: the coverage (share of
 pixels that got a label) and, where the split has ground truth, the pseudo labels' mIoU,
 per-class IoU and pixel accuracy on the covered pixels. The command line is
@@ -28,9 +28,9 @@ import time
 import numpy as np
 
 from wss.data import image_io, records
-from wss.self_training_labels import DEFAULT_THRESHOLD, make_label_fn
-from wss.self_training_plan import inference_dataset, make_plan
-from wss.self_training_shards import (
+from wss.self_training.labels import DEFAULT_THRESHOLD, make_label_fn
+from wss.self_training.plan import inference_dataset, make_plan
+from wss.self_training.shards import (
     STATS_DIR,
     ShardTarget,
     ShardWriter,
@@ -69,7 +69,7 @@ def generate(
 
     Args:
       model: the teacher (PseudoSegModel / DeepLabV3Plus / callable images -> logits at
-        the input size, as wss.evaluation accepts), run in inference mode.
+        the input size, as wss.evaluation.evaluator accepts), run in inference mode.
       dataset_dir, split: the input records (ground truth, if present, is only used for
         the report). id_list / exclude_ids: optional id selection (file path or ids).
       output_dir, output_split: shards `{output_split}-{i:05d}-of-{k:05d}.tfrecord`.
