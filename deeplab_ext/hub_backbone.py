@@ -231,11 +231,8 @@ class HubBackbone(Backbone):
         self.levels = self._level_geometry(encoder.pyramid_outputs)
         names = list(self.levels)
         deepest = max(self.levels[n][0] for n in names)
-        self.feature_end_point = (
-            feature_level or [n for n in names if self.levels[n][0] == deepest][-1]
-        )
-        self.cam_end_point = self.feature_end_point
-        self.hypercolumn_end_points = tuple(hypercolumn_levels or (names[-1], names[-2]))
+        self.feature_level = feature_level or [n for n in names if self.levels[n][0] == deepest][-1]
+        self.hypercolumn_levels = tuple(hypercolumn_levels or (names[-1], names[-2]))
         self.vit_decoder_level = decoder_level or (
             f"stage{max(1, (len(names) - 1) // 4)}" if self.is_vit else None
         )
@@ -282,6 +279,18 @@ class HubBackbone(Backbone):
         return HUB_BACKBONE
 
     classifier_keep_prob = 0.5  # PseudoSeg's classification head dropout (as Xception's)
+
+    @property
+    def feature_end_point(self):
+        return self.feature_level
+
+    @property
+    def cam_end_point(self):
+        return self.feature_level
+
+    @property
+    def hypercolumn_end_points(self):
+        return self.hypercolumn_levels
 
     def preprocess(self, images):
         """[0, 255] images -> the preset's normalisation (x * scale + offset)."""
@@ -375,8 +384,8 @@ class HubBackbone(Backbone):
             load_weights=self.load_weights,
             output_stride=self.output_stride,
             bn_decay=self.bn_decay,
-            feature_level=self.feature_end_point,
-            hypercolumn_levels=self.hypercolumn_end_points,
+            feature_level=self.feature_level,
+            hypercolumn_levels=self.hypercolumn_levels,
             decoder_level=self.vit_decoder_level,
             input_multiple=self.input_multiple,
         )

@@ -104,16 +104,16 @@ def test_one_semi_step_reaches_the_variables_each_loss_should(family):
 
 def test_unsupported_options_are_errors():
     with pytest.raises(ValueError, match="natural output stride 32"):
-        PseudoSegModel(deeplab_config=hub_config(MIT, output_stride=16))
+        PseudoSegModel(deeplab_config=hub_config(RESNET, output_stride=16))
     with pytest.raises(ValueError, match="multi_grid"):
-        PseudoSegModel(deeplab_config=dict(hub_config(MIT), multi_grid=(1, 2, 4)))
+        PseudoSegModel(deeplab_config=dict(hub_config(RESNET), multi_grid=(1, 2, 4)))
     with pytest.raises(ValueError, match="does not take options \\['crop'\\]"):
-        PseudoSegModel(deeplab_config=hub_config(MIT, crop=3))
+        PseudoSegModel(deeplab_config=hub_config(RESNET, crop=3))
     with pytest.raises(ValueError, match="exactly one of `preset`"):
         PseudoSegModel(deeplab_config=hub_config(None))
     with pytest.raises(ValueError, match="not a keras-hub FeaturePyramidBackbone"):
         PseudoSegModel(deeplab_config=hub_config({"class_name": "BertBackbone"}))
-    model = PseudoSegModel(deeplab_config=hub_config(MIT))
+    model = PseudoSegModel(deeplab_config=hub_config(RESNET))
     model.build()
     with pytest.raises(ValueError, match="image_size'\\] >= 65"):
         model.deeplab.extract_features(tf.zeros([1, 65, 65, 3]))
