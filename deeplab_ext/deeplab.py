@@ -21,23 +21,8 @@ BACKBONES = ("xception_41", "xception_65", "xception_71") + RESNETS
 HEAD_BN_DECAY = 0.9997  # ASPP and decoder, whatever the backbone
 
 
-def build_backbone(
-    name, output_stride, multi_grid, width_multiplier, middle_flow_units, bn_decay, **extra
-):
+def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units, bn_decay):
     """Returns the backbone layer for a DeepLab model variant name (None: its BN decay)."""
-    from deeplab_ext import backbone as registry
-    from deeplab_ext import hub_backbone  # noqa: F401  (registers keras_hub)
-
-    if name in registry.registered_backbones():
-        return registry.build_backbone(
-            name,
-            output_stride=output_stride,
-            multi_grid=multi_grid,
-            width_multiplier=width_multiplier,
-            middle_flow_units=middle_flow_units,
-            bn_decay=bn_decay,
-            **extra,
-        )
     if name.startswith("xception_"):
         return Xception(
             name,
@@ -106,7 +91,6 @@ class DeepLabV3Plus(keras.Model):
         middle_flow_units=None,
         batch_norm_decay=None,
         sync_batch_norm=False,
-        backbone_options=None,
         **kwargs,
     ):
         kwargs.setdefault("name", "deeplab_v3_plus")
@@ -130,7 +114,6 @@ class DeepLabV3Plus(keras.Model):
         self.middle_flow_units = middle_flow_units
         self.batch_norm_decay = batch_norm_decay
         self.sync_batch_norm = sync_batch_norm
-        self.backbone_options = dict(backbone_options or {})
 
         self.backbone = build_backbone(
             backbone,
@@ -139,7 +122,6 @@ class DeepLabV3Plus(keras.Model):
             width_multiplier,
             middle_flow_units,
             batch_norm_decay,
-            **self.backbone_options,
         )
         self.aspp = ASPP(
             self.atrous_rates,
@@ -184,8 +166,7 @@ class DeepLabV3Plus(keras.Model):
     # ---------------------------------------------------------------- building
     def build(self, input_shape=(None, None, None, 3)):
         self.backbone.build(input_shape)
-        out_channels = self.backbone.end_point_channels(self.backbone.feature_end_point)
-        feat = (None, None, None, out_channels)
+        feat = (None, None, None, self.backbone.out_channels)
         self.aspp.build(feat)
         head_channels = self.aspp_depth
         if self.decoder is not None:
@@ -194,7 +175,7 @@ class DeepLabV3Plus(keras.Model):
             head_channels = self.decoder_depth
         self.semantic_logits.build((None, None, None, head_channels))
         if self.classification_head:
-            self.cls_logits.build((1, 1, 1, out_channels))
+            self.cls_logits.build((1, 1, 1, self.backbone.out_channels))
         self.built = True
 
     def _low_level_channels(self):
@@ -206,10 +187,6 @@ class DeepLabV3Plus(keras.Model):
 
     def extract_features(self, images, training=False):
         """Backbone end points ({name: tensor}) of [0, 255] images."""
-        from deeplab_ext.backbone import Backbone
-
-        if isinstance(self.backbone, Backbone):
-            images = self.backbone.preprocess(images)
         return self.backbone(images, training=self._bn_training(training))
 
     def segmentation_logits(self, end_points, training=False, dropout=None):
@@ -323,5 +300,4 @@ class DeepLabV3Plus(keras.Model):
             middle_flow_units=self.middle_flow_units,
             batch_norm_decay=self.batch_norm_decay,
             sync_batch_norm=self.sync_batch_norm,
-            backbone_options=self.backbone_options,
         )

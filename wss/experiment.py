@@ -70,7 +70,6 @@ class ModelSettings:
     middle_flow_units: Optional[int] = None
     batch_norm_decay: Optional[float] = None  # None: DeepLab's (0.9997; ResNet 0.95)
     sync_batch_norm: bool = False  # batch statistics over all replicas' global batch
-    backbone_options: Optional[dict] = None  # backbone-specific options (TEMP stand-in)
 
 
 @gin.configurable
