@@ -18,6 +18,8 @@ setup(
         "keras>=3.10,<4",
         "tensorboard>=2.20,<2.22",
         "tensorflow-datasets>=4.9,<5",
+        # TFDS 4.9 imports it to prepare a dataset but declares it for Python < 3.9 only.
+        "importlib_resources>=5,<8",
         "numpy>=1.26,<3",
         "absl-py>=2.0,<3",
         "gin-config>=0.5,<0.6",

@@ -16,6 +16,7 @@ from deeplab_ext.resize import resize_bilinear
 ASPP_BN_EPSILON = 1e-5
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class ASPP(keras.layers.Layer):
     """ASPP head; `call(features, training, dropout)` returns the projected features."""
 

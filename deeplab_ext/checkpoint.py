@@ -15,6 +15,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from deeplab_ext.errors import DeepLabError
+
 # Tensors of a training checkpoint that are not model weights.
 _TRAINING_STATE = re.compile(
     r"(^global_step$|/Momentum$|/Adam(_1)?$|/ExponentialMovingAverage$|^beta[12]_power$"
@@ -25,7 +27,7 @@ _TRAINING_STATE = re.compile(
 _LOGITS = re.compile(r"(^logits/|^[^/]+/logits/)")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(DeepLabError):
     """Raised when a checkpoint and a model do not match under the chosen options."""
 
 

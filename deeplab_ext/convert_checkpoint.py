@@ -5,14 +5,28 @@
 
 Builds the model the flags describe, loads the checkpoint through the strict loader,
 optionally runs one forward pass as a sanity check, saves `.weights.h5`, and prints how
-many tensors were loaded, skipped, missing and unused.
+many tensors were loaded, skipped, missing and unused. Bad input (a missing flag, an
+unreadable or mismatching checkpoint, an unknown backbone) prints one line `error: ...` and
+exits with code 2; --traceback shows the full trace instead. The prologue is this module's
+own, since deeplab_ext does not import wss.
 """
+
+import os
+import sys
 
 from absl import flags
 
-from wss import program
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
 
-FLAGS = program.flag_values()
+from deeplab_ext.errors import DeepLabError
+
+USAGE_EXIT_CODE = 2
+HELP_FLAGS = ("-h", "--help", "-?", "--helpfull", "--helpshort")
+# Errors that name the user's input: the library's own and those of a bad path.
+_USER_ERRORS = (DeepLabError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_bool("traceback", False, "On an error, show the full Python trace.", flag_values=FLAGS)
 flags.DEFINE_string(
     "tf1_checkpoint", None, "TF1 checkpoint prefix or directory.", flag_values=FLAGS
 )
@@ -46,6 +60,8 @@ def convert(tf1_checkpoint, output, **model_kwargs):
     from deeplab_ext.checkpoint import load_tf1_checkpoint
     from deeplab_ext.deeplab import DeepLabV3Plus
 
+    if not output.endswith(".weights.h5"):
+        raise DeepLabError(f"--output must end in .weights.h5, got {output!r}")
     load_opts = {k: model_kwargs.pop(k) for k in ("skip_logits", "allow_missing", "allow_unused")}
     check_crop = model_kwargs.pop("check_crop", 0)
     model = DeepLabV3Plus(**model_kwargs)
@@ -54,18 +70,27 @@ def convert(tf1_checkpoint, output, **model_kwargs):
     if check_crop:
         logits = model.forward(tf.fill([1, check_crop, check_crop, 3], 127.5))["logits"]
         if not np.isfinite(logits.numpy()).all():
-            raise ValueError(f"{tf1_checkpoint}: forward pass gives non-finite logits")
-    if not output.endswith(".weights.h5"):
-        raise ValueError(f"--output must end in .weights.h5, got {output!r}")
+            raise DeepLabError(f"{tf1_checkpoint}: forward pass gives non-finite logits")
     model.save_weights(output)
     return report
 
 
+def parse_flags(argv):
+    """Parses argv into FLAGS; prints the help and returns False for -h/--help."""
+    if any(a in HELP_FLAGS for a in argv[1:]):
+        print(__doc__.strip() + "\n\n" + FLAGS.get_help())
+        return False
+    FLAGS.unparse_flags()
+    FLAGS(argv)
+    return True
+
+
 def main(argv=None):
-    if not program.parse_flags(FLAGS, argv):
+    """Converts the checkpoint the flags name (tests call main([...]))."""
+    if not parse_flags(list(sys.argv if argv is None else argv)):
         return None
     if not FLAGS.tf1_checkpoint or not FLAGS.output:
-        raise program.UsageError("both --tf1_checkpoint and --output are required")
+        raise DeepLabError("both --tf1_checkpoint and --output are required")
     report = convert(
         FLAGS.tf1_checkpoint,
         FLAGS.output,
@@ -84,7 +109,35 @@ def main(argv=None):
         print(f"  skipped {name}")
     for name in report.missing:
         print(f"  missing {name}")
+    return report
+
+
+def run():
+    """main() with bad input reported as one line `error: ...` and exit code 2."""
+    try:
+        main()
+    except flags.Error as e:
+        fail(f"{e} (see --help)")
+    except Exception as e:
+        if FLAGS.is_parsed() and FLAGS.traceback or not _is_user_error(e):
+            raise
+        fail(str(e))
+
+
+def _is_user_error(exc):
+    tf = sys.modules.get("tensorflow")  # not imported for a flag error
+    return isinstance(exc, _USER_ERRORS) or (
+        tf is not None and isinstance(exc, tf.errors.NotFoundError)
+    )
+
+
+def fail(message):
+    """Prints `error: <message>` on one line and exits with code 2."""
+    sys.stdout.flush()
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_EXIT_CODE)
 
 
 if __name__ == "__main__":
-    program.run(main, FLAGS)
+    run()

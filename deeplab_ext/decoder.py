@@ -14,6 +14,7 @@ from deeplab_ext.layers import ConvBN, SplitSeparableConv, join_scope
 from deeplab_ext.resize import resize_bilinear
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class Decoder(keras.layers.Layer):
     """`call(features, low_level, training)` returns refined features at the low-level size."""
 

@@ -11,46 +11,23 @@ import keras
 import tensorflow as tf
 
 from deeplab_ext.aspp import ASPP
+from deeplab_ext.backbone import BACKBONE_OPTIONS, BackboneError, build_backbone
 from deeplab_ext.decoder import Decoder
 from deeplab_ext.layers import join_scope, synchronize_batch_norms
-from deeplab_ext.resnet import VARIANTS as RESNETS
-from deeplab_ext.resnet import ResNetV1
-from deeplab_ext.xception import Xception
 
-BACKBONES = ("xception_41", "xception_65", "xception_71") + RESNETS
 HEAD_BN_DECAY = 0.9997  # ASPP and decoder, whatever the backbone
 
 
-def build_backbone(name, output_stride, multi_grid, width_multiplier, middle_flow_units, bn_decay):
-    """Returns the backbone layer for a DeepLab model variant name (None: its BN decay)."""
-    if name.startswith("xception_"):
-        return Xception(
-            name,
-            output_stride=output_stride,
-            multi_grid=multi_grid,
-            width_multiplier=width_multiplier,
-            middle_flow_units=middle_flow_units,
-            bn_decay=bn_decay or 0.9997,
-        )
-    if name in RESNETS:
-        return ResNetV1(
-            name,
-            output_stride=output_stride,
-            multi_grid=multi_grid,
-            width_multiplier=width_multiplier,
-            bn_decay=bn_decay,
-        )
-    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-
-
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class DeepLabV3Plus(keras.Model):
     """DeepLabv3+ with DeepLab's variable layout; defaults are the paper's Xception-65 model.
 
     Args:
       num_classes: segmentation classes including background; the classification head
         predicts the `num_classes - 1` foreground classes.
-      backbone: 'xception_65' (paper default), 'xception_41', 'xception_71',
-        'resnet_v1_50_beta', 'resnet_v1_101_beta' (or the plain 'resnet_v1_50/101').
+      backbone: a registered backbone name (deeplab_ext.backbone.registered_backbones()):
+        'xception_65' (paper default), 'xception_41', 'xception_71', 'resnet_v1_50_beta',
+        'resnet_v1_101_beta' (or the plain 'resnet_v1_50/101').
       output_stride: 8, 16 or 32; later strides become atrous rates.
       atrous_rates: ASPP rates (DeepLab: 6/12/18 at stride 16, 12/24/36 at stride 8).
       multi_grid: unit rates of the last block, e.g. (1, 2, 4); None = (1, 1, 1).
@@ -66,6 +43,8 @@ class DeepLabV3Plus(keras.Model):
       batch_norm_decay: moving-average decay of every batch norm; None = DeepLab's
         (0.9997, ResNet backbones 0.95), tuned for 30k+ steps: short runs need less, or the
         moving statistics that evaluation uses stay near their initial values.
+      backbone_options: further keywords for the backbone's factory (backbone-specific,
+        e.g. a keras-hub preset), forwarded untouched; None = none.
       sync_batch_norm: batch statistics over the global batch of all replicas (slower:
         one all-reduce per batch norm); the math of one device with the global batch.
     """
@@ -91,6 +70,7 @@ class DeepLabV3Plus(keras.Model):
         middle_flow_units=None,
         batch_norm_decay=None,
         sync_batch_norm=False,
+        backbone_options=None,
         **kwargs,
     ):
         kwargs.setdefault("name", "deeplab_v3_plus")
@@ -114,14 +94,21 @@ class DeepLabV3Plus(keras.Model):
         self.middle_flow_units = middle_flow_units
         self.batch_norm_decay = batch_norm_decay
         self.sync_batch_norm = sync_batch_norm
+        self.backbone_options = dict(backbone_options or {})
+        repeated = sorted(set(self.backbone_options) & set(BACKBONE_OPTIONS))
+        if repeated:
+            raise BackboneError(
+                f"backbone_options {repeated} are DeepLabV3Plus arguments; pass them directly"
+            )
 
         self.backbone = build_backbone(
             backbone,
-            output_stride,
-            multi_grid,
-            width_multiplier,
-            middle_flow_units,
-            batch_norm_decay,
+            output_stride=output_stride,
+            multi_grid=multi_grid,
+            width_multiplier=width_multiplier,
+            middle_flow_units=middle_flow_units,
+            bn_decay=batch_norm_decay,
+            **self.backbone_options,
         )
         self.aspp = ASPP(
             self.atrous_rates,
@@ -166,7 +153,8 @@ class DeepLabV3Plus(keras.Model):
     # ---------------------------------------------------------------- building
     def build(self, input_shape=(None, None, None, 3)):
         self.backbone.build(input_shape)
-        feat = (None, None, None, self.backbone.out_channels)
+        feature_channels = self.backbone.end_point_channels(self.backbone.feature_end_point)
+        feat = (None, None, None, feature_channels)
         self.aspp.build(feat)
         head_channels = self.aspp_depth
         if self.decoder is not None:
@@ -175,7 +163,7 @@ class DeepLabV3Plus(keras.Model):
             head_channels = self.decoder_depth
         self.semantic_logits.build((None, None, None, head_channels))
         if self.classification_head:
-            self.cls_logits.build((1, 1, 1, self.backbone.out_channels))
+            self.cls_logits.build((1, 1, 1, feature_channels))
         self.built = True
 
     def _low_level_channels(self):
@@ -187,7 +175,8 @@ class DeepLabV3Plus(keras.Model):
 
     def extract_features(self, images, training=False):
         """Backbone end points ({name: tensor}) of [0, 255] images."""
-        return self.backbone(images, training=self._bn_training(training))
+        backbone = self.backbone
+        return backbone(backbone.preprocess(images), training=self._bn_training(training))
 
     def segmentation_logits(self, end_points, training=False, dropout=None):
         """Decoder logits (output stride 4 by default) from backbone end points."""
@@ -300,4 +289,5 @@ class DeepLabV3Plus(keras.Model):
             middle_flow_units=self.middle_flow_units,
             batch_norm_decay=self.batch_norm_decay,
             sync_batch_norm=self.sync_batch_norm,
+            backbone_options=self.backbone_options or None,
         )

@@ -1,4 +1,5 @@
-"""Building blocks shared by every DeepLab part: conv + batch norm + ReLU, split separable conv.
+"""Building blocks shared by every DeepLab part: conv + batch norm + ReLU, split separable conv
+(and the channel rule of a backbone's width multiplier, `scaled_depth`).
 
 Each layer knows the TF1 (slim) names of its variables relative to its scope
 (`weights`, `depthwise_weights`, `biases`, `BatchNorm/{gamma,beta,moving_mean,
@@ -33,6 +34,12 @@ def join_scope(scope, mapping):
     return {f"{scope}/{name}": var for name, var in mapping.items()}
 
 
+def scaled_depth(depth, width_multiplier):
+    """Channel count under a backbone's width multiplier (at least 8)."""
+    return depth if width_multiplier == 1.0 else max(8, int(round(depth * width_multiplier)))
+
+
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class FusedBatchNorm(keras.layers.BatchNormalization):
     """Keras batch norm computed with TF's fused kernel, as slim's batch norm in DeepLab.
 
@@ -145,6 +152,7 @@ def synchronize_batch_norms(layer):
     return len(norms)
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class ConvBN(keras.layers.Layer):
     """A slim-style conv (regular or depthwise) with optional batch norm and ReLU.
 
@@ -281,6 +289,7 @@ class ConvBN(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class SplitSeparableConv(keras.layers.Layer):
     """DeepLab's split separable conv: depthwise conv + BN, then 1x1 conv + BN.
 

@@ -6,14 +6,15 @@ pool with stride 2, then four blocks of bottleneck units whose stride sits in th
 unit of a block; block4 has one unit per multi-grid rate. Later strides become atrous
 rates once the output stride is reached (`stack_blocks_dense`). Batch norm: decay 0.95,
 epsilon 1e-5, as DeepLab's feature extractor sets it for ResNets. The beta variants take
-inputs mapped to [-1, 1]; the plain ones subtract the ImageNet mean.
+inputs mapped to [-1, 1]; the plain ones subtract the ImageNet mean. Registers the four
+variants as backbones.
 """
 
 import keras
 import tensorflow as tf
 
-from deeplab_ext.layers import ConvBN, join_scope
-from deeplab_ext.xception import scaled_depth
+from deeplab_ext.backbone import Backbone, register_backbone, reject_options
+from deeplab_ext.layers import ConvBN, join_scope, scaled_depth
 
 RESNET_BN_DECAY = 0.95
 RESNET_BN_EPSILON = 1e-5
@@ -22,6 +23,7 @@ _IMAGENET_MEAN = (123.68, 116.78, 103.94)
 VARIANTS = ("resnet_v1_50_beta", "resnet_v1_101_beta", "resnet_v1_50", "resnet_v1_101")
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class Bottleneck(keras.layers.Layer):
     """ResNet v1 bottleneck: 1x1, 3x3 (strided, atrous), 1x1, plus the shortcut; ReLU after."""
 
@@ -101,9 +103,11 @@ class Bottleneck(keras.layers.Layer):
         return config
 
 
-class ResNetV1(keras.layers.Layer):
-    """A DeepLab ResNet v1 backbone; `call` maps [0, 255] images to named end points
-    (`block1` ... `block4` and each unit's `blockN/unit_M/bottleneck_v1/conv3`)."""
+@keras.saving.register_keras_serializable(package="deeplab_ext")
+class ResNetV1(Backbone):
+    """A DeepLab ResNet v1 backbone; `call` maps preprocessed images (see `preprocess`) to
+    named end points (`block1` ... `block4` and each unit's `blockN/unit_M/bottleneck_v1/conv3`,
+    the unit's residual before the shortcut is added)."""
 
     def __init__(
         self,
@@ -117,7 +121,6 @@ class ResNetV1(keras.layers.Layer):
         if variant not in VARIANTS:
             raise ValueError(f"unknown ResNet variant {variant!r}; use one of {VARIANTS}")
         self.variant = variant
-        self.scope = variant.replace("_beta", "")  # DeepLab's variable scope
         kwargs.setdefault("name", self.scope)
         super().__init__(**kwargs)
         self.output_stride = output_stride
@@ -146,6 +149,7 @@ class ResNetV1(keras.layers.Layer):
         grid = self.multi_grid or (1, 1, 1)
         target = None if output_stride is None else output_stride // 4
         current, rate = 1, 1
+        root_stride = 4  # the root's strided conv and the max pool
         in_depth = self.root[-1].filters
         self.units = []  # [(block, unit scope, Bottleneck)]
         plan = [
@@ -174,9 +178,11 @@ class ResNetV1(keras.layers.Layer):
             )
             self.units.append((block, f"unit_{u + 1}", module))
             in_depth = module.depth
+            unit_end_point = f"{block}/unit_{u + 1}/bottleneck_v1/conv3"
+            self.declare_end_point(unit_end_point, module.depth, root_stride * current)
+            self.declare_end_point(block, module.depth, root_stride * current)
         if target is not None and current != target:
             raise ValueError(f"output_stride {output_stride} cannot be reached")
-        self.out_channels = in_depth
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -186,12 +192,20 @@ class ResNetV1(keras.layers.Layer):
         for _, _, module in self.units:
             module.build((None, None, None, module.in_depth))
 
-    def call(self, images, training=False):
+    @property
+    def scope(self):
+        """DeepLab's variable scope: the variant without '_beta'."""
+        return self.variant.replace("_beta", "")
+
+    def preprocess(self, images):
+        """[0, 255] images -> [-1, 1] (beta variants) or minus the ImageNet mean (plain)."""
         x = tf.cast(images, self.compute_dtype)
         if self.beta:
-            x = x * (2.0 / 255.0) - 1.0
-        else:
-            x = x - tf.constant(_IMAGENET_MEAN, dtype=x.dtype)
+            return x * (2.0 / 255.0) - 1.0
+        return x - tf.constant(_IMAGENET_MEAN, dtype=x.dtype)
+
+    def call(self, images, training=False):
+        x = images
         for conv in self.root:
             x = conv(x, training=training)
         x = self.pool(x)
@@ -202,7 +216,7 @@ class ResNetV1(keras.layers.Layer):
             end_points[block] = x
         return end_points
 
-    # The interface DeepLabV3Plus and PseudoSeg use (shared with Xception).
+    # The backbone contract (deeplab_ext.backbone).
     feature_end_point = "block4"
     cam_end_point = "block4"
     hypercolumn_end_points = ("block4", "block3")
@@ -216,10 +230,6 @@ class ResNetV1(keras.layers.Layer):
                 f"{decoder_output_stride}; use 4 or 8"
             )
         return names[decoder_output_stride]
-
-    def end_point_channels(self, name):
-        block = name.split("/")[0]
-        return [m.depth for b, _, m in self.units if b == block][-1]
 
     def tf1_variable_map(self):
         out = {}
@@ -245,3 +255,28 @@ class ResNetV1(keras.layers.Layer):
             )
         )
         return config
+
+
+@register_backbone(*VARIANTS)
+def build_resnet(
+    name,
+    output_stride=16,
+    multi_grid=None,
+    width_multiplier=1.0,
+    middle_flow_units=None,
+    bn_decay=None,
+    **unsupported,
+):
+    """The registry's factory of the ResNet variants (bn_decay None: DeepLab's 0.95).
+
+    `middle_flow_units` (an Xception option DeepLabV3Plus always passes) does not apply.
+    """
+    del middle_flow_units
+    reject_options(name, unsupported)
+    return ResNetV1(
+        name,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        width_multiplier=width_multiplier,
+        bn_decay=bn_decay,
+    )

@@ -6,12 +6,16 @@ When the requested output stride is reached, later strides become atrous rates, 
 DeepLab's `stack_blocks_dense` does. In all blocks but the last, ReLU is applied to each
 separable conv's input and the convs themselves have none; the last block
 (`activation_fn_in_separable_conv`) puts ReLU after each batch norm instead.
+Registers 'xception_41', 'xception_65' and 'xception_71' as backbones.
 """
 
 import keras
 import tensorflow as tf
 
-from deeplab_ext.layers import ConvBN, SplitSeparableConv, join_scope
+from deeplab_ext.backbone import Backbone, register_backbone, reject_options
+from deeplab_ext.layers import ConvBN, SplitSeparableConv, join_scope, scaled_depth
+
+XCEPTION_BN_DECAY = 0.9997
 
 # (scope, depth_list, skip_connection, activation_in_separable_conv, num_units, stride)
 _ENTRY_65 = [
@@ -64,11 +68,7 @@ def xception_blocks(variant, middle_flow_units=None):
     return entry + middle + _EXIT
 
 
-def scaled_depth(depth, width_multiplier):
-    """Channel count under a width multiplier (at least 8)."""
-    return depth if width_multiplier == 1.0 else max(8, int(round(depth * width_multiplier)))
-
-
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class XceptionModule(keras.layers.Layer):
     """One Xception unit: three separable convs (stride on the last) plus the shortcut."""
 
@@ -178,8 +178,10 @@ class XceptionModule(keras.layers.Layer):
         return config
 
 
-class Xception(keras.layers.Layer):
-    """The Xception backbone; `call` maps [0, 255] images to a dict of named end points.
+@keras.saving.register_keras_serializable(package="deeplab_ext")
+class Xception(Backbone):
+    """The Xception backbone; `call` maps preprocessed images ([-1, 1], see `preprocess`)
+    to a dict of named end points.
 
     End point names are DeepLab's without the `xception_65/` prefix: every block
     (`entry_flow/block1` ... `exit_flow/block2`) and every separable conv's pointwise
@@ -193,7 +195,7 @@ class Xception(keras.layers.Layer):
         multi_grid=None,
         width_multiplier=1.0,
         middle_flow_units=None,
-        bn_decay=0.9997,
+        bn_decay=XCEPTION_BN_DECAY,
         bn_epsilon=1e-3,
         **kwargs,
     ):
@@ -215,6 +217,7 @@ class Xception(keras.layers.Layer):
         # DeepLab halves the target because the root already has stride 2.
         target = None if output_stride is None else output_stride // 2
         current, rate = 1, 1
+        root_stride = 2
         self.units = []  # [(block scope, unit scope, XceptionModule)]
         for scope, depths, skip, act, num_units, stride in xception_blocks(
             variant, middle_flow_units
@@ -225,6 +228,7 @@ class Xception(keras.layers.Layer):
                 unit_rates = (
                     (self.multi_grid or (1, 1, 1)) if scope == "exit_flow/block2" else (1, 1, 1)
                 )
+                in_stride = root_stride * current
                 if target is not None and current == target:
                     unit_stride, unit_rate = 1, rate
                     rate *= stride
@@ -243,9 +247,16 @@ class Xception(keras.layers.Layer):
                     name=f"{scope.replace('/', '_')}_unit_{u + 1}",
                 )
                 self.units.append((scope, f"unit_{u + 1}", module))
+                # The stride sits in the unit's last separable conv.
+                for i, depth in enumerate(module.depth_list):
+                    self.declare_end_point(
+                        f"{scope}/unit_{u + 1}/xception_module/separable_conv{i + 1}_pointwise",
+                        depth,
+                        in_stride * (unit_stride if i == 2 else 1),
+                    )
+                self.declare_end_point(scope, module.depth_list[-1], root_stride * current)
         if target is not None and current != target:
             raise ValueError(f"output_stride {output_stride} cannot be reached")
-        self.out_channels = w(2048)
 
     def build(self, input_shape):
         self.conv1_1.build(input_shape)
@@ -255,9 +266,12 @@ class Xception(keras.layers.Layer):
             module.build((None, None, None, channels))
             channels = module.depth_list[-1]
 
+    def preprocess(self, images):
+        """[0, 255] images -> DeepLab's Xception input in [-1, 1]."""
+        return tf.cast(images, self.compute_dtype) * (2.0 / 255.0) - 1.0
+
     def call(self, images, training=False):
-        x = tf.cast(images, self.compute_dtype) * (2.0 / 255.0) - 1.0
-        x = self.conv1_1(x, training=training)
+        x = self.conv1_1(images, training=training)
         x = self.conv1_2(x, training=training)
         end_points = {}
         for scope, unit, module in self.units:
@@ -278,7 +292,7 @@ class Xception(keras.layers.Layer):
         kernels = self.conv1_1.regularized_kernels() + self.conv1_2.regularized_kernels()
         return kernels + [k for _, _, m in self.units for k in m.regularized_kernels()]
 
-    # The interface DeepLabV3Plus and PseudoSeg use (shared with ResNetV1).
+    # The backbone contract (deeplab_ext.backbone).
     feature_end_point = "exit_flow/block2"
     cam_end_point = CAM_END_POINT
     hypercolumn_end_points = HYPERCOLUMN_END_POINTS
@@ -287,17 +301,6 @@ class Xception(keras.layers.Layer):
     @property
     def scope(self):
         return self.variant
-
-    def end_point_channels(self, name):
-        """Channels of an end point: a block's output or a unit's separable conv tap."""
-        for scope, unit, module in self.units:
-            prefix = f"{scope}/{unit}/xception_module/separable_conv"
-            if name.startswith(prefix):
-                return module.depth_list[int(name[len(prefix)]) - 1]
-        depths = [m.depth_list[-1] for scope, _, m in self.units if scope == name]
-        if not depths:
-            raise KeyError(f"no end point {name!r} in {self.variant}")
-        return depths[-1]
 
     def decoder_end_point(self, decoder_output_stride):
         try:
@@ -322,3 +325,25 @@ class Xception(keras.layers.Layer):
             )
         )
         return config
+
+
+@register_backbone(*sorted(_MIDDLE_UNITS))
+def build_xception(
+    name,
+    output_stride=16,
+    multi_grid=None,
+    width_multiplier=1.0,
+    middle_flow_units=None,
+    bn_decay=None,
+    **unsupported,
+):
+    """The registry's factory of the Xception variants (bn_decay None: DeepLab's 0.9997)."""
+    reject_options(name, unsupported)
+    return Xception(
+        name,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        width_multiplier=width_multiplier,
+        middle_flow_units=middle_flow_units,
+        bn_decay=bn_decay or XCEPTION_BN_DECAY,
+    )

@@ -9,6 +9,7 @@ import pytest
 from absl import flags
 
 from wss.bench import learnability
+from wss.benchmarking import probe
 from wss.data import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +38,8 @@ def test_labeled_sample_is_the_built_split(tmp_path):
 def test_plain_fcn_fits_four_images():
     data = demo.padded_arrays(demo.train_items(0, 4))
     out = io.StringIO()
-    result = learnability.train_and_evaluate(
-        learnability.plain_fcn(demo.NUM_CLASSES),
+    result = probe.train_and_evaluate(
+        probe.plain_fcn(demo.NUM_CLASSES),
         data,
         data,
         steps=60,
@@ -58,9 +59,9 @@ def test_demo_deeplab_is_the_gin_model():
 
     config = parse_gin([os.path.join(REPO, "gin", "demo.gin")])
     try:
-        model = learnability.DeepLabLogits(demo.NUM_CLASSES, config.model)
+        model = probe.DeepLabLogits(demo.NUM_CLASSES, config.model)
         data = demo.padded_arrays(demo.train_items(0, 2))
-        result = learnability.train_and_evaluate(
+        result = probe.train_and_evaluate(
             model, data, data, steps=2, batch=2, log_every=1, out=io.StringIO()
         )
     finally:
@@ -95,12 +96,12 @@ def test_command_line_runs_and_rejects_bad_flags():
 
 def test_upsample_keeps_corners_and_classes():
     images, labels = demo.padded_arrays(demo.train_items(0, 2))
-    big_images, big_labels = learnability.upsample((images, labels), 2)
+    big_images, big_labels = probe.upsample((images, labels), 2)
     size = 2 * (demo.MAX_SIZE + 1) - 1
     assert big_images.shape == (2, size, size, 3) and big_labels.shape == (2, size, size)
     # aligned corners: every original pixel lands on an even position unchanged
     np.testing.assert_allclose(big_images[:, ::2, ::2], images, atol=1e-3)
     np.testing.assert_array_equal(big_labels[:, ::2, ::2], labels)
     assert set(np.unique(big_labels)) == set(np.unique(labels))
-    same = learnability.upsample((images, labels), 1)
+    same = probe.upsample((images, labels), 1)
     assert same[0] is images and same[1] is labels

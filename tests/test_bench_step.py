@@ -7,12 +7,13 @@ import pytest
 
 from tests.conftest import TINY_MODEL_PARAMS, gin_param_flags
 from wss.bench import step
+from wss.benchmarking import step_parts, step_timing
 
 SEMI_PARTS = (
     "labeled_pass",
+    "pseudo_labels",
     "cam_backbone_pass",
     "gradcam_sgc",
-    "weak_pass",
     "strong_pass",
     "optimizer",
 )
@@ -51,6 +52,10 @@ def test_semi_train_step_and_split(tmp_path):
         part = out["split"][name]
         assert _positive(part["median_s"]), name
         assert 0 < part["share"] <= 1.5, (name, part["share"])
+    # The pieces of the weak branch are inside its time, not added to the step's.
+    assert out["split"]["gradcam_sgc"]["within"] == "pseudo_labels"
+    summed = sum(out["split"][name]["median_s"] for name in step_parts.SUMMED)
+    assert out["split"]["sum_of_parts"]["median_s"] == pytest.approx(summed)
 
 
 def test_forward(tmp_path):
@@ -91,7 +96,7 @@ def test_sweep_under_mirrored_writes_every_setting(tmp_path):
     if not gpus:
         assert out["device_note"] == "no GPU visible: running on the CPU"
     settings = [(r["precision"], r["jit_compile"]) for r in out["runs"]]
-    assert settings == list(step.SWEEP)
+    assert settings == list(step_timing.SWEEP)
     for r in out["runs"]:
         assert _positive(r["median_s"]) and _positive(r["images_per_s"]), r
         assert r["images_per_step"] == 2 * out["replicas"]

@@ -155,6 +155,35 @@ def test_flag_error_is_one_line(tmp_path):
     assert_one_error_line(out, "num_draws")
 
 
+def test_model_library_errors_are_one_line_user_errors():
+    """wss.program knows deeplab_ext's errors by their base class (DeepLabError)."""
+    from deeplab_ext.checkpoint import CheckpointMismatchError
+    from wss import program
+
+    error = CheckpointMismatchError("checkpoint 'm.ckpt' does not match the model:\n  a/weights")
+    assert program.user_message(error) == "checkpoint 'm.ckpt' does not match the model: a/weights"
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--output=m.weights.h5"], "--tf1_checkpoint and --output are required"),
+        (["--tf1_checkpoint=m.ckpt", "--output=m.weights.h5", "--backbone=x"], "'x'"),
+        (["--num_classes=two"], "num_classes"),
+    ],
+)
+def test_convert_checkpoint_reports_bad_input_in_one_line(args, fragment, monkeypatch, capsys):
+    """deeplab_ext's own command line (it does not import wss.program): `error: ...`, exit 2."""
+    from deeplab_ext import convert_checkpoint
+
+    monkeypatch.setattr(sys, "argv", ["convert_checkpoint"] + args)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_checkpoint.run()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
 @pytest.mark.slow
 def test_train_starts_quiet_and_says_what_runs(tmp_path, demo_dir):
     model_dir = tmp_path / "run"

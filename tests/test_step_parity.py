@@ -14,11 +14,15 @@ arithmetic, round-off in the files) are held to |grad| <= 1e-6 x the largest gra
 norm of the same loss instead. An unknown key, flag or file kind fails, and so does a
 variable on one side only, unless it is ours and the step leaves it untouched.
 
-Known: the backbone / ASPP / decoder gradients of a training-mode step amplify float32
-round-off far beyond the files' tolerances (sampled from the release's own runs). Here,
-the L_s gradient norm of `entry_flow/conv1_1/weights` (semi file, ref 99.93) is 86.10,
-98.65, 99.74, 99.98, 99.93, 100.43 with 1, 2, 4, 6, 8, 16 intra-op threads, 100.67 with
-oneDNN off and 100.12 in float64; the failing keys are of that kind.
+Every setting comes from the file (mode, crop and batch by the inputs' shapes, backbone,
+output stride, ASPP rates, decoder stride, number of classes, checkpoint seed, release
+flags), so references made with other settings pass through the same code. Files made
+with the release's `--fine_tune_batch_norm=False` (`flag/fine_tune_batch_norm` False;
+absent means True) build the model with `fine_tune_batch_norm=False`: every batch norm
+but the SGC's `pixel_normalization` then uses its moving statistics and is not updated.
+Every key of every file must be within its stored tolerance, with one measured exception:
+the frozen-batch-norm supervised and weakly files on CPUs without AVX-512 (see
+KERNEL_BOUND_FILES and README "One training step against the release's training graph").
 """
 
 import glob
@@ -42,6 +46,26 @@ STEP_DIR = (
 )
 FILES = sorted(glob.glob(os.path.join(STEP_DIR, "**", "*.npz"), recursive=True))
 MODES = ("semi", "weakly", "supervised")
+
+# Frozen-batch-norm references whose 1e-4 tolerances were sampled on the release machine's
+# (AVX-512, oneDNN) kernels only. On CPUs without AVX-512, 10 gradients per file that are
+# 1e3-1e5 times smaller than the rest of their unit come out 3.5-12.4 x their tolerance
+# although our float32 step agrees with our float64 step to 1.1e-5 on every key (the stored
+# values are the ones off exact arithmetic there). There, and only for gradient keys within
+# KERNEL_BOUND_FACTOR of their tolerance, the file is an expected failure naming the keys;
+# any other failing key fails the test. Everywhere else these files must pass outright.
+KERNEL_BOUND_FILES = ("supervised_frozenbn_os16_crop65.npz", "weakly_frozenbn_os16_crop65.npz")
+KERNEL_BOUND_FACTOR = 20.0
+
+
+def _has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:  # a fixed system file, not a user path
+            return "avx512f" in f.read()
+    except OSError:
+        return True  # not Linux: no known kernel mismatch, so the strict check applies
+
+
 SETTINGS = {
     "mode",
     "crop",
@@ -72,9 +96,6 @@ INPUTS = {
 OUTPUT_KINDS = ("grad", "grad_norm", "bn_delta", "bn_after")
 INDEX_KINDS = ("grad_idx", "bn_idx", "bn_before")
 ZERO_GRAD_BOUND = 1e-6  # x the largest gradient norm of the same loss
-# Round-off-amplified gradient keys may exceed their tolerance (then the test xfails, naming
-# the worst); beyond this many times it, the difference is a bug, not round-off.
-AMPLIFIED_GUARD = 30.0
 # The release's soft pseudo-label sources; this project implements 'avg' as 'fusion'.
 PSEUDO_SOURCES = {"avg": "fusion"}
 DEFAULT_ATT_STRIDES = ("15", "16")  # the hypercolumn the SGC reads (exit flow blocks 1, 2)
@@ -84,14 +105,20 @@ def _scalar(ref, key):
     return ref[key].item() if ref[key].shape == () else ref[key]
 
 
+def release_flags(ref):
+    """{flag: value} of the file's `flag/<release flag>` keys."""
+    return {k[len("flag/") :]: _scalar(ref, k) for k in ref if k.startswith("flag/")}
+
+
 def options_from_flags(ref):
     """MethodOptions for the file's mode and release flags; an unknown flag fails."""
     mode = str(ref["mode"])
     assert mode in MODES, f"unknown step file kind (mode) {mode!r}"
-    flags = {k[len("flag/") :]: _scalar(ref, k) for k in ref if k.startswith("flag/")}
+    flags = release_flags(ref)
     known = {
         "weakly",
         "weight_decay",
+        "fine_tune_batch_norm",
         "soft_pseudo_label",
         "pseudo_label_threshold",
         "unlabeled_weight",
@@ -109,7 +136,7 @@ def options_from_flags(ref):
     assert bool(flags["weakly"]) == (mode == "weakly"), "flag/weakly contradicts the mode"
     kwargs = dict(mode=mode, weight_decay=float(flags["weight_decay"]))
     if mode == "supervised":
-        extra_flags = set(flags) - {"weakly", "weight_decay"}
+        extra_flags = set(flags) - {"weakly", "weight_decay", "fine_tune_batch_norm"}
         assert not extra_flags, f"supervised file with PseudoSeg flags {sorted(extra_flags)}"
         return MethodOptions(**kwargs)
     # Release variants this project does not implement fail rather than pass silently.
@@ -130,13 +157,16 @@ def options_from_flags(ref):
 
 
 def model_for(ref):
+    """The model of the file's settings (the release's default for an absent flag)."""
     return PseudoSegModel(
         deeplab_config=dict(
-            num_classes=21,
+            # The release's image labels have a column per class but the background.
+            num_classes=ref["image_labels"].shape[-1] + 1,
             backbone=str(ref["model_variant"]),
             output_stride=int(ref["output_stride"]),
             atrous_rates=tuple(int(r) for r in ref["atrous_rates"]),
             decoder_output_stride=int(ref["decoder_output_stride"]),
+            fine_tune_batch_norm=bool(release_flags(ref).get("fine_tune_batch_norm", True)),
         ),
         options=options_from_flags(ref),
     )
@@ -144,6 +174,10 @@ def model_for(ref):
 
 def batches(ref, mode):
     """The two iterators' batches as the train step takes them (as the release feeds)."""
+    batch, crop = int(ref["batch"]), int(ref["crop"])
+    images = ("image",) if mode == "supervised" else ("image", "weak_image", "strong_image")
+    for key in images:  # the inputs' shapes carry the file's crop and batch to the model
+        assert ref[key].shape == (batch, crop, crop, 3), f"{key}: shape {ref[key].shape}"
     labeled = {
         "image": tf.constant(ref["image"]),
         "label": tf.constant(ref["label"]),
@@ -210,7 +244,7 @@ def run_step(ref, prefix):
     return out, norms, set(trainable), set(stats)
 
 
-def compare(ref, ours, norms, our_vars, our_stats):
+def compare(ref, ours, norms, our_vars, our_stats, factors=None):
     """Failures and {key family: (worst rel error, its tol, key)} of one file."""
     mode = str(ref["mode"])
     var_names = [str(n) for n in ref["var_names"]]
@@ -246,14 +280,10 @@ def compare(ref, ours, norms, our_vars, our_stats):
     for n in sorted(our_vars - set(var_names)):
         touched = {t: norms[t][n] for t in ("total",) + LOSS_TERMS if norms[t][n] != 0.0}
         if touched:
-            failures.append(
-                (f"{n}: not in the release's graph, but trained by {touched}", np.inf, False)
-            )
+            failures.append(f"{n}: not in the release's graph, but trained by {touched}")
     for n in sorted(our_stats - set(bn_names)):
         if ours[f"bn_update_count/{n}"] or np.any(ours[f"bn_delta_full/{n}"] != 0):
-            failures.append(
-                (f"{n}: not in the release's graph, but updated by the step", np.inf, False)
-            )
+            failures.append(f"{n}: not in the release's graph, but updated by the step")
 
     largest = {
         t: max(v for n, v in norms[t].items() if n not in zero_vars) for t in ("total",) + terms
@@ -270,10 +300,14 @@ def compare(ref, ours, norms, our_vars, our_stats):
         if key.startswith("grad_norm/") and (np.all(got == 0) != np.all(want == 0)):
             # Which variables a loss trains is exact: 0 in the release's graph means the
             # loss does not reach the variable there.
-            failures.append((f"{key}: ours {got} vs ref {want} (reach differs)", np.inf, False))
+            failures.append(f"{key}: ours {got} vs ref {want} (reach differs)")
         elif rel > tol:
-            message = f"{key}: max|ours-ref| {err:.3g} > tol {tol:.3g} x max|ref| {scale:.3g}"
-            failures.append((message, rel / tol, amplified(key, family)))
+            if factors is not None:
+                factors[key] = rel / tol
+            failures.append(
+                f"{key}: max|ours-ref| {err:.3g} > tol {tol:.3g} x max|ref| {scale:.3g} "
+                f"({rel / tol:.2g} x tol)"
+            )
         if family not in worst or rel / tol > worst[family][0] / worst[family][1]:
             worst[family] = (rel, tol, key)
 
@@ -285,9 +319,7 @@ def compare(ref, ours, norms, our_vars, our_stats):
         family = "grad_zero_vars (|x| / largest norm)"
         rel = got / largest[term]
         if got > bound:
-            failures.append(
-                (f"{key}: {got:.3g} > bound {bound:.3g} (grad_zero_vars)", np.inf, False)
-            )
+            failures.append(f"{key}: {got:.3g} > bound {bound:.3g} (grad_zero_vars)")
         if family not in worst or rel > worst[family][0]:
             worst[family] = (rel, ZERO_GRAD_BOUND, key)
 
@@ -321,13 +353,6 @@ def compare(ref, ours, norms, our_vars, our_stats):
     return failures, worst
 
 
-def amplified(key, family):
-    """Whether a key is one of the gradients whose float32 round-off training-mode batch norm
-    amplifies beyond the files' tolerances: gradient values and norms of every part but the
-    classification head (whose pass has no ASPP or decoder) and weight decay (exact)."""
-    return key.startswith("grad") and "classifier" not in family and "/regularization/" not in key
-
-
 def part_of(name):
     """The network part of a TF1 variable name, for the printed summary."""
     if name.startswith(("hyper_column/", "pixel_normalization/")):
@@ -352,24 +377,22 @@ def test_step_parity_with_official_graph(path, parity_checkpoints):
     ref = dict(np.load(path))
     prefix = parity_checkpoints(str(ref["model_variant"]), int(ref["checkpoint_seed"]))
     ours, norms, our_vars, our_stats = run_step(ref, prefix)
-    failures, worst = compare(ref, ours, norms, our_vars, our_stats)
+    factors = {}  # failing key -> its error in units of its tolerance
+    failures, worst = compare(ref, ours, norms, our_vars, our_stats, factors)
     print(f"\n{os.path.basename(path)}: worst relative error per key family (and its tol)")
     for family in sorted(worst):
         rel, tol, key = worst[family]
         print(f"  {family:44s} {rel:9.2e}  (tol {tol:.1e})  {key}")
     name = os.path.basename(path)
-    exact = [m for m, _, amp in failures if not amp]
-    assert not exact, f"{name}: {len(exact)} keys fail:\n" + "\n".join(exact[:60])
-    amplified_failures = sorted(((ratio, m) for m, ratio, amp in failures if amp), reverse=True)
-    beyond = [m for ratio, m in amplified_failures if ratio > AMPLIFIED_GUARD]
-    assert not beyond, (
-        f"{name}: {len(beyond)} gradient keys off by more than {AMPLIFIED_GUARD} x their "
-        "tolerance (more than round-off):\n" + "\n".join(beyond[:60])
-    )
-    if amplified_failures:
-        pytest.xfail(
-            f"{name}: {len(amplified_failures)} gradient keys of the training-mode trunk exceed "
-            f"their tolerance (at most {amplified_failures[0][0]:.1f} x; worst "
-            f"{amplified_failures[0][1]}): float32 round-off amplified by training-mode batch "
-            "norm on a batch of 2, as the module docstring measures; every other key passes"
+    if failures and name in KERNEL_BOUND_FILES and not _has_avx512():
+        bounded = all(
+            key.startswith("grad") and factors.get(key, np.inf) <= KERNEL_BOUND_FACTOR
+            for key in (f.split(":")[0] for f in failures)
         )
+        if bounded:
+            pytest.xfail(
+                f"{name}: {len(failures)} gradient keys over their tolerance on a CPU without "
+                f"AVX-512 (at most {max(factors.values()):.1f} x; reference tolerances sampled "
+                f"on AVX-512 kernels only): " + "; ".join(f.split(":")[0] for f in failures)
+            )
+    assert not failures, f"{name}: {len(failures)} keys fail:\n" + "\n".join(failures[:60])

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.bench.step import synthetic_batches
+from wss.benchmarking.synthetic import synthetic_batches
 from wss.distribute import make_train_function
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel

@@ -15,8 +15,8 @@ from wss import program, restore
 from wss.evaluation import reliability
 
 FLAGS = program.flag_values()
-restore.define_model_flags(FLAGS)
-restore.define_data_flags(FLAGS)
+program.define_model_flags(FLAGS)
+program.define_data_flags(FLAGS)
 flags.DEFINE_string(
     "output_dir",
     None,
@@ -41,7 +41,7 @@ def main(argv=None):
     if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
-    setup = restore.setup_from_flags(fv)
+    setup = restore.setup_tool(**program.model_flag_values(fv), **program.data_flag_values(fv))
     model, split = setup.model, setup.split
     ckpt = restore.restore_model(model, fv.checkpoint or setup.model_dir)
     step = restore.checkpoint_step(ckpt)

@@ -16,8 +16,8 @@ from wss.data import pipeline
 from wss.evaluation import evaluator
 
 FLAGS = program.flag_values()
-restore.define_model_flags(FLAGS)
-restore.define_data_flags(FLAGS)
+program.define_model_flags(FLAGS)
+program.define_data_flags(FLAGS)
 flags.DEFINE_multi_float(
     "scales", [1.0], "Eval scales (multi-scale: e.g. 0.75 1 1.25).", flag_values=FLAGS
 )
@@ -58,7 +58,7 @@ def main(argv=None):
     if not program.parse_flags(FLAGS, argv):
         return []
     fv = FLAGS
-    setup = restore.setup_from_flags(fv)
+    setup = restore.setup_tool(**program.model_flag_values(fv), **program.data_flag_values(fv))
     model, model_dir, desc = setup.model, setup.model_dir, setup.descriptor
     name, dataset_dir, split, crop = (
         setup.dataset_name,

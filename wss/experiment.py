@@ -18,6 +18,7 @@ from typing import Optional, Tuple, Union
 import gin
 import keras
 
+from deeplab_ext.backbone import registered_backbones
 from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
@@ -70,6 +71,14 @@ class ModelSettings:
     middle_flow_units: Optional[int] = None
     batch_norm_decay: Optional[float] = None  # None: DeepLab's (0.9997; ResNet 0.95)
     sync_batch_norm: bool = False  # batch statistics over all replicas' global batch
+    backbone_options: Optional[dict] = None  # backbone-specific factory keywords
+
+    def __post_init__(self):
+        if self.backbone not in registered_backbones():
+            raise ConfigError(
+                f"ModelSettings.backbone = {self.backbone!r} is not a registered backbone; "
+                f"use one of {', '.join(registered_backbones())}"
+            )
 
 
 @gin.configurable
@@ -95,7 +104,10 @@ class Experiment:
       pretrained on demo image-level labels (wss.pretrain, built on first use).
     class_weights: a class_weights.json (datasets/build_folder_data.py --class_weights, or
       wss.data.class_stats) weighting L_s and L_sa per class; None = unweighted (paper).
-    dataset_name may also be the path of a descriptor.json written by the folder builder.
+    dataset_name may also be the path of a descriptor.json written by the folder builder,
+      or 'tfds:<builder>' (wss.data.tfds_registry), read from TensorFlow Datasets in
+      tfds_data_dir (a folder or gs:// URL; None: TFDS's default; --dataset_dir wins);
+      its splits are TFDS split strings ('train[:10%]').
     """
 
     dataset_name: str = "pascal_voc_seg"
@@ -120,6 +132,7 @@ class Experiment:
     init_checkpoint: Optional[str] = None
     class_weights: Optional[str] = None
     seed: Optional[int] = 0
+    tfds_data_dir: Optional[str] = None
 
     @property
     def descriptor(self):
@@ -260,11 +273,17 @@ def bound_run_config():
     )
 
 
-def resolve_dataset_dir(dataset_name, dataset_dir=None):
+def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
     """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
-    ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path."""
-    from wss.data import demo
+    ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path.
+    For a 'tfds:' name, the TFDS data directory: `dataset_dir`, else `tfds_data_dir`
+    (Experiment.tfds_data_dir), else TFDS's default."""
+    from wss.data import demo, tfds_registry
 
+    if tfds_registry.is_tfds_name(dataset_name):
+        from wss.data import tfds_source
+
+        return tfds_source.resolve_data_dir(dataset_dir or tfds_data_dir)
     if dataset_dir:
         if not os.path.isdir(dataset_dir):
             raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist")

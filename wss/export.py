@@ -11,7 +11,7 @@ from wss.evaluation import colormap
 from wss.serving import export_model
 
 FLAGS = program.flag_values()
-restore.define_model_flags(FLAGS)
+program.define_model_flags(FLAGS)
 flags.DEFINE_string("export_dir", None, "Output directory of the SavedModel.", flag_values=FLAGS)
 flags.DEFINE_string(
     "dataset_name", None, "Dataset (default: Experiment.dataset_name).", flag_values=FLAGS
@@ -37,7 +37,7 @@ def main(argv=None):
     fv = FLAGS
     if not fv.export_dir:
         raise restore.RestoreError("pass --export_dir (where the SavedModel goes).")
-    model_dir, config = restore.parse_tool_config(fv)
+    model_dir, config = restore.parse_run(**program.model_flag_values(fv))
     exp = config.experiment
     dataset = fv.dataset_name or exp.dataset_name
     desc = descriptors.get_descriptor(dataset)

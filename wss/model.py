@@ -50,6 +50,7 @@ MONITOR_NAMES = (
 )
 
 
+@keras.saving.register_keras_serializable(package="wss")
 class PseudoSegModel(keras.Model):
     """DeepLabv3+ (`self.deeplab`) and the SGC (`self.sgc`) trained the PseudoSeg way."""
 

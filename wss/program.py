@@ -3,7 +3,8 @@
 One convention for all programs:
 
     FLAGS = program.flag_values()          # the tool's own flags, plus --traceback/--verbosity
-    flags.DEFINE_string("model_dir", None, "...", flag_values=FLAGS)
+    program.define_model_flags(FLAGS)      # flag groups tools share are defined here
+    flags.DEFINE_string("output_dir", None, "...", flag_values=FLAGS)
 
     def main(argv=None):                   # tests call main([...]) and get its result
         if not program.parse_flags(FLAGS, argv):
@@ -34,7 +35,7 @@ import gin
 import tensorflow as tf
 from absl import app, flags, logging
 
-from deeplab_ext.checkpoint import CheckpointMismatchError
+from deeplab_ext.errors import DeepLabError
 from wss import errors
 
 TRACEBACK_ENV = "PSEUDOSEG_TRACEBACK"
@@ -45,7 +46,8 @@ _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, tf.err
 # tf.data wraps an exception raised in a py_function into an OpError whose message holds
 # the original as "<module>.<Class>: <message>" followed by TensorFlow's node names.
 _WRAPPED = re.compile(r"(?:^|\s)(?:[\w.]+\.)?(\w+): (.*?)\s*(?:\n\s*\n|\n\s*\[\[|$)", re.S)
-_USER_ERRORS = (errors.UserError, app.UsageError, CheckpointMismatchError) + _PATH_ERRORS
+# The model library's errors (deeplab_ext never imports wss) are user errors by base class.
+_USER_ERRORS = (errors.UserError, app.UsageError, DeepLabError) + _PATH_ERRORS
 _GIN_DIR = os.path.dirname(gin.__file__)
 _GIN_PARSE = ("parse_config", "bind_parameter")
 # TensorFlow's own context in an OpError message: "{{function_node ...}}", "[[{{node x}}]]",
@@ -73,6 +75,69 @@ def flag_values():
         flag_values=fv,
     )
     return fv
+
+
+def define_model_flags(fv):
+    """The flags of a tool that reads a trained run: --gin_file, --gin_param, --model_dir,
+    --checkpoint (their values, as wss.restore takes them: `model_flag_values`)."""
+    flags.DEFINE_multi_string(
+        "gin_file",
+        [],
+        "Gin file(s) of the experiment (default: MODEL_DIR/operative_config.gin).",
+        flag_values=fv,
+    )
+    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
+    flags.DEFINE_string(
+        "model_dir", None, "Training directory holding the checkpoints.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "checkpoint", None, "Checkpoint prefix (default: latest in --model_dir).", flag_values=fv
+    )
+
+
+def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_split)."):
+    """The dataset flags of such a tool: --dataset_dir, --dataset_name, --split,
+    --eval_crop_size, --batch_size (values: `data_flag_values` and fv.batch_size)."""
+    flags.DEFINE_string(
+        "dataset_dir",
+        None,
+        "Directory of the TFRecords (with "
+        "--dataset_name=demo and no directory: ./demo_data, generated).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "dataset_name", None, "Dataset (default: Experiment.dataset_name).", flag_values=fv
+    )
+    flags.DEFINE_string("split", None, split_help, flag_values=fv)
+    flags.DEFINE_integer(
+        "eval_crop_size",
+        None,
+        "Pad size (default: the experiment's or the dataset's eval crop).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("batch_size", 4, "Images per batch.", flag_values=fv)
+
+
+def model_flag_values(fv):
+    """define_model_flags' values as the keyword arguments of wss.restore.parse_run and
+    setup_tool."""
+    return dict(
+        model_dir=fv.model_dir,
+        checkpoint=fv.checkpoint,
+        gin_files=fv.gin_file,
+        gin_params=fv.gin_param,
+    )
+
+
+def data_flag_values(fv):
+    """define_data_flags' values (batch size aside) as the keyword arguments of
+    wss.restore.setup_tool."""
+    return dict(
+        dataset_name=fv.dataset_name,
+        dataset_dir=fv.dataset_dir,
+        split=fv.split,
+        eval_crop_size=fv.eval_crop_size,
+    )
 
 
 def parse_flags(fv, argv=None):

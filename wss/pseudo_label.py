@@ -28,8 +28,8 @@ from wss.self_training.labels import DEFAULT_THRESHOLD
 from wss.self_training.plan import PseudoLabelError
 
 FLAGS = program.flag_values()
-restore.define_model_flags(FLAGS)
-restore.define_data_flags(
+program.define_model_flags(FLAGS)
+program.define_data_flags(
     FLAGS, split_help="Split to pseudo-label (default: Experiment.extra_split)."
 )
 flags.DEFINE_string(
@@ -83,7 +83,9 @@ def main(argv=None):
     fv = FLAGS
     if not fv.output_dir:
         raise restore.RestoreError("pass --output_dir (where the pseudo labels go).")
-    setup = restore.setup_from_flags(fv, what="the teacher")
+    setup = restore.setup_tool(
+        **program.model_flag_values(fv), **program.data_flag_values(fv), what="the teacher"
+    )
     split = fv.split or setup.config.experiment.extra_split
     checkpoint = restore.restore_model(setup.model, fv.checkpoint or setup.model_dir)
     try:

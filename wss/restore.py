@@ -6,8 +6,10 @@ CheckpointManager (prefix 'ckpt') and writes the effective gin config to
 a RunConfig (wss.experiment.parse_run_config), building it with
 `wss.experiment.build_model` from that config and restoring the model's part only.
 
-Also holds the small absl-flags helpers the command-line tools share (each tool keeps
-its own FlagValues so that importing several tools in one process never clashes).
+`setup_tool` is what the tools that read a trained run (wss.eval, wss.calibration,
+wss.vis, wss.pseudo_label) rebuild before they start; it takes the values of the flags
+wss.program.define_model_flags / define_data_flags define (wss.program.model_flag_values
+and data_flag_values), never the flags themselves.
 """
 
 import dataclasses
@@ -15,9 +17,8 @@ import os
 import re
 
 import tensorflow as tf
-from absl import flags
 
-from wss import experiment, program
+from wss import experiment
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
 
@@ -150,51 +151,7 @@ def build_model(config, num_classes=None):
     return experiment.build_model(num_classes, config.model, config.method)
 
 
-# ----------------------------------------------------------------------- CLI helpers
-
-
-def define_model_flags(fv):
-    """Flags every tool needs to rebuild a model: gin files/params, model dir, checkpoint."""
-    flags.DEFINE_multi_string(
-        "gin_file",
-        [],
-        "Gin file(s) of the experiment (default: MODEL_DIR/operative_config.gin).",
-        flag_values=fv,
-    )
-    flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.", flag_values=fv)
-    flags.DEFINE_string(
-        "model_dir", None, "Training directory holding the checkpoints.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "checkpoint", None, "Checkpoint prefix (default: latest in --model_dir).", flag_values=fv
-    )
-
-
-def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_split)."):
-    """Dataset flags: directory, name, split, crop and batch size."""
-    flags.DEFINE_string(
-        "dataset_dir",
-        None,
-        "Directory of the TFRecords (with "
-        "--dataset_name=demo and no directory: ./demo_data, generated).",
-        flag_values=fv,
-    )
-    flags.DEFINE_string(
-        "dataset_name", None, "Dataset (default: Experiment.dataset_name).", flag_values=fv
-    )
-    flags.DEFINE_string("split", None, split_help, flag_values=fv)
-    flags.DEFINE_integer(
-        "eval_crop_size",
-        None,
-        "Pad size (default: the experiment's or the dataset's eval crop).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer("batch_size", 4, "Images per batch.", flag_values=fv)
-
-
-def parse_flags(fv, argv):
-    """Parses argv into `fv` (wss.program.parse_flags; kept for wss.vis)."""
-    return program.parse_flags(fv, argv)
+# ----------------------------------------------------------------------- a tool's setup
 
 
 @dataclasses.dataclass
@@ -211,34 +168,48 @@ class ToolSetup:
     config: object = None  # the run's wss.experiment.RunConfig
 
 
-def parse_tool_config(fv, what="the run"):
-    """Parses the gin config of the run named by --model_dir / --checkpoint (its
-    operative config unless --gin_file is given); returns (model directory, RunConfig)."""
-    if not fv.model_dir and not fv.checkpoint:
+def parse_run(model_dir=None, checkpoint=None, gin_files=(), gin_params=(), what="the run"):
+    """Parses the gin config of the run in `model_dir` (or the directory of `checkpoint`):
+    its operative config unless `gin_files` are given. Returns (model directory, RunConfig)."""
+    if not model_dir and not checkpoint:
         raise RestoreError(f"pass --model_dir of {what} (and optionally --checkpoint).")
-    model_dir = fv.model_dir or os.path.dirname(fv.checkpoint)
-    gin_files, operative = default_gin_files(model_dir, fv.gin_file)
-    return model_dir, parse_gin(gin_files, fv.gin_param, skip_unknown=operative)
+    model_dir = model_dir or os.path.dirname(checkpoint)
+    files, operative = default_gin_files(model_dir, gin_files)
+    return model_dir, parse_gin(files, gin_params, skip_unknown=operative)
 
 
-def setup_from_flags(fv, what="the run"):
-    """Parses the run's gin config, resolves the data and builds the (unrestored) model."""
+def setup_tool(
+    model_dir=None,
+    checkpoint=None,
+    gin_files=(),
+    gin_params=(),
+    dataset_name=None,
+    dataset_dir=None,
+    split=None,
+    eval_crop_size=None,
+    what="the run",
+):
+    """Parses the run's gin config, resolves the data (each value None: the run's
+    Experiment's) and builds the (unrestored) model; returns a ToolSetup."""
     from wss.data import descriptors
 
-    model_dir, config = parse_tool_config(fv, what)
-    name, dataset_dir, split, crop = resolve_data(fv, config.experiment)
+    model_dir, config = parse_run(model_dir, checkpoint, gin_files, gin_params, what)
+    name, dataset_dir, split, crop = resolve_data(
+        config.experiment, dataset_name, dataset_dir, split, eval_crop_size
+    )
     desc = descriptors.get_descriptor(name)
     model = build_model(config, desc.num_classes)
     return ToolSetup(model, model_dir, desc, name, dataset_dir, split, crop, config)
 
 
-def resolve_data(fv, exp):
-    """(dataset_name, dataset_dir, split, eval_crop_size) from flags and the Experiment."""
-    name = fv.dataset_name or exp.dataset_name
-    split = fv.split or exp.eval_split
-    crop = fv.eval_crop_size or exp.eval_crop_size
+def resolve_data(exp, dataset_name=None, dataset_dir=None, split=None, eval_crop_size=None):
+    """(dataset_name, dataset_dir, split, eval_crop_size): each given value, else the
+    Experiment `exp`'s."""
+    name = dataset_name or exp.dataset_name
+    split = split or exp.eval_split
+    crop = eval_crop_size or exp.eval_crop_size
     try:
-        dataset_dir = experiment.resolve_dataset_dir(name, fv.dataset_dir)
+        dataset_dir = experiment.resolve_dataset_dir(name, dataset_dir, exp.tfds_data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise RestoreError(str(e)) from e
     return name, dataset_dir, split, crop

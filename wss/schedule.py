@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="wss")
 class PolyWithSlowStart(keras.optimizers.schedules.LearningRateSchedule):
     """DeepLab's 'poly' policy with slow start (`get_model_learning_rate`).
 

@@ -75,7 +75,7 @@ def main(argv=None):
         raise program.UsageError("--model_dir is required")
     config = parse_run_config(FLAGS.gin_file, FLAGS.gin_param)
     exp = config.experiment
-    dataset_dir = resolve_dataset_dir(exp.dataset_name, FLAGS.dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, FLAGS.dataset_dir, exp.tfds_data_dir)
     every = FLAGS.checkpoint_every or config.loop.checkpoint_every
     for line in describe_run(exp, config.model, config.method, dataset_dir, FLAGS.model_dir, every):
         print(line, flush=True)

@@ -19,7 +19,7 @@ from absl import logging
 from deeplab_ext.checkpoint import load_tf1_checkpoint
 from wss import distribute
 from wss.checkpointing import training_checkpoint
-from wss.data import class_stats, pipeline, reader
+from wss.data import class_stats, pipeline, reader, tfds_registry
 from wss.data.augment import cutout_advice
 from wss.errors import NonFiniteLossError
 from wss.evaluation import evaluator
@@ -37,6 +37,10 @@ def labeled_ids(exp, dataset_dir):
     """The ids of the labeled set: its id list, or every record of its split(s)."""
     if exp.labeled_id_list:
         return resolve_path(exp.labeled_id_list)
+    if tfds_registry.is_tfds_name(exp.dataset_name):
+        from wss.data import tfds_source
+
+        return tfds_source.split_ids(exp.dataset_name, dataset_dir, exp.labeled_split)
     scans = reader.scan_files(reader.split_files(dataset_dir, exp.labeled_split))
     return [image_id for scan in scans for image_id in scan.ids]
 
@@ -211,7 +215,7 @@ def train(
     checkpoint_every = checkpoint_every or loop.checkpoint_every
     jit_compile = loop.jit_compile if jit_compile is None else jit_compile
     per_call = loop.steps_per_execution
-    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir, exp.tfds_data_dir)
     tf.io.gfile.makedirs(model_dir)
     init_checkpoint = exp.init_checkpoint
     if init_checkpoint and not tf.train.latest_checkpoint(model_dir):

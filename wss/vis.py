@@ -17,8 +17,8 @@ from wss import errors, program, restore
 from wss.evaluation import colormap, pictures
 
 FLAGS = program.flag_values()
-restore.define_model_flags(FLAGS)
-restore.define_data_flags(FLAGS)
+program.define_model_flags(FLAGS)
+program.define_data_flags(FLAGS)
 flags.DEFINE_integer("num_images", 8, "How many images of --split to draw.", flag_values=FLAGS)
 flags.DEFINE_string(
     "output_dir", None, "Where the PNGs go (default: MODEL_DIR/vis).", flag_values=FLAGS
@@ -45,7 +45,7 @@ def main(argv=None):
     if not program.parse_flags(FLAGS, argv):
         return None
     fv = FLAGS
-    setup = restore.setup_from_flags(fv)
+    setup = restore.setup_tool(**program.model_flag_values(fv), **program.data_flag_values(fv))
     model, desc, name = setup.model, setup.descriptor, setup.dataset_name
     if fv.method_panels and model.options.mode == "supervised":
         raise errors.UsageError(

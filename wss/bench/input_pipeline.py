@@ -3,17 +3,18 @@
   python -m wss.bench.input_pipeline [--dataset_dir=... --dataset=demo --split=train
       --crop=513 --batch_size=8 --steps=20]
 
-Without --dataset_dir the demo dataset is built in a temporary folder.
+Without --dataset_dir the demo dataset is built in a temporary folder. The streams are
+wss.data.pipeline's, timed by wss.benchmarking.timing.images_per_second.
 """
 
 import os
 import tempfile
-import time
 
 import tensorflow as tf
 from absl import flags
 
 from wss import program
+from wss.benchmarking import timing
 from wss.data import augment, demo, pipeline
 
 FLAGS = program.flag_values()
@@ -30,18 +31,8 @@ flags.DEFINE_integer(
 )
 
 
-def images_per_second(ds: tf.data.Dataset, batch_size: int, steps: int) -> float:
-    """Images/s over `steps` batches after a short warm-up."""
-    it = iter(ds)
-    for _ in range(3):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(it)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
 def main(argv=None):
+    """Command line entry: prints the labeled and the extra stream's images/s."""
     if not program.parse_flags(FLAGS, argv):
         return None
     tmp = None
@@ -65,11 +56,13 @@ def main(argv=None):
         f"batch={FLAGS.batch_size} parallel calls={label}"
     )
     labeled = pipeline.labeled_dataset(data_dir, FLAGS.batch_size, **common)
-    print(f"labeled: {images_per_second(labeled, FLAGS.batch_size, FLAGS.steps):.1f} images/s")
+    print(
+        f"labeled: {timing.images_per_second(labeled, FLAGS.batch_size, FLAGS.steps):.1f} images/s"
+    )
     extra = pipeline.extra_dataset(data_dir, FLAGS.batch_size, **common)
     print(
         f"extra (weak+strong): "
-        f"{images_per_second(extra, FLAGS.batch_size, FLAGS.steps):.1f} images/s"
+        f"{timing.images_per_second(extra, FLAGS.batch_size, FLAGS.steps):.1f} images/s"
     )
     if tmp:
         tmp.cleanup()

@@ -13,134 +13,16 @@ data allows within the same budget. `--labeled=all` uses every train mask, `bala
 demo's 32 labeled images. `--input_scale=2` enlarges images and masks twice (as DeepLab's
 resizing: bilinear / nearest, corners aligned), evaluated at that size. The loss is the
 project's L_s (wss.method.losses.supervised_ce).
-This tells a model or schedule limit from a data limit (README, "Demo results on this
-machine": the demo's model, not its data, is the limit).
+This tells a model or schedule limit from a data limit (docs/demo_findings.md: the demo's
+model, not its data, is the limit). The models and the loop live in wss.benchmarking.probe.
 """
 
-import dataclasses
-import sys
-import time
-
-import keras
-import numpy as np
-import tensorflow as tf
 from absl import flags
 
-from deeplab_ext.deeplab import DeepLabV3Plus
-from deeplab_ext.resize import resize_bilinear
 from wss import program
+from wss.benchmarking import probe
 from wss.data import demo
-from wss.evaluation import metrics
 from wss.experiment import parse_run_config
-from wss.method import losses
-
-
-def upsample(data, factor):
-    """(images, labels) enlarged `factor` times as DeepLab's resizing does (image bilinear,
-    label nearest, corners aligned): size (S - 1) * factor + 1 stays odd."""
-    images, labels = data
-    if factor == 1:
-        return data
-    size = (images.shape[1] - 1) * factor + 1
-    images = resize_bilinear(tf.constant(images), [size, size]).numpy()
-    labels = tf.compat.v1.image.resize_nearest_neighbor(
-        tf.constant(labels)[..., None], [size, size], align_corners=True
-    )[..., 0].numpy()
-    return images, labels
-
-
-class ResizeLike(keras.layers.Layer):
-    """Bilinear resize of the first input to the spatial size of the second."""
-
-    def call(self, inputs):
-        x, like = inputs
-        return resize_bilinear(x, tf.shape(like)[1:3])
-
-
-def plain_fcn(num_classes, width=32):
-    """A small U-Net-like net: two poolings, a dilated bottleneck, skips at full and 1/2
-    resolution. Takes [0, 255] images, returns full-resolution logits."""
-
-    def conv(x, filters, rate=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, use_bias=False)(x)
-        return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
-    full = conv(conv(x, width), width)
-    half = conv(conv(keras.layers.MaxPool2D()(full), 2 * width), 2 * width)
-    x = keras.layers.MaxPool2D()(half)
-    for rate in (1, 2, 4):
-        x = conv(x, 4 * width, rate)
-    x = conv(keras.layers.Concatenate()([ResizeLike()([x, half]), half]), 2 * width)
-    x = conv(keras.layers.Concatenate()([ResizeLike()([x, full]), full]), width)
-    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(x), name="plain_fcn")
-
-
-class DeepLabLogits(keras.Model):
-    """The DeepLabv3+ of ModelSettings `model_settings` (no classification head) as an
-    images -> logits model."""
-
-    def __init__(self, num_classes, model_settings):
-        super().__init__(name="demo_deeplab")
-        config = dataclasses.asdict(model_settings)
-        self.deeplab = DeepLabV3Plus(num_classes=num_classes, classification_head=False, **config)
-
-    def build(self, input_shape):
-        self.deeplab.build(input_shape)
-
-    def call(self, images, training=False):
-        return self.deeplab.forward(images, training=training)["logits"]
-
-
-def train_and_evaluate(model, train, val, steps, batch, seed=0, log_every=250, out=sys.stdout):
-    """Trains `model` on (images, labels) `train` and returns its results on `val`:
-    {'miou', 'per_class_iou', 'first_loss', 'final_loss', 'seconds'} (losses are means
-    over the first and last `log_every` steps)."""
-    tf.random.set_seed(seed)
-    images, labels = train
-    optimizer = keras.optimizers.Adam(1e-3)
-    size = images.shape[1]
-    model(tf.zeros((1, size, size, 3)), training=True)  # build before the optimizer
-
-    @tf.function
-    def step(x, y):
-        flip = tf.random.uniform([tf.shape(x)[0], 1, 1]) < 0.5
-        x = tf.where(flip[..., None], tf.reverse(x, [2]), x)
-        y = tf.where(flip, tf.reverse(y, [2]), y)
-        with tf.GradientTape() as tape:
-            loss = losses.supervised_ce(model(x, training=True), y)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    rng = np.random.RandomState(seed)
-    window, first, start = [], None, time.time()
-    for n in range(1, steps + 1):
-        pick = rng.choice(len(images), batch, replace=len(images) < batch)
-        window.append(float(step(images[pick], labels[pick])))
-        if n % log_every == 0 or n == steps:
-            mean = float(np.mean(window))
-            first = mean if first is None else first
-            print(
-                f"step {n}/{steps} loss={mean:.4f} ({time.time() - start:.0f}s)",
-                file=out,
-                flush=True,
-            )
-            final, window = mean, []
-    cm = 0
-    for i in range(0, len(val[0]), 20):
-        logits = model(val[0][i : i + 20], training=False)
-        pred = tf.argmax(resize_bilinear(logits, [size, size]), -1).numpy()
-        cm = cm + metrics.confusion_matrix(val[1][i : i + 20], pred, logits.shape[-1])
-    return {
-        "miou": float(metrics.mean_iou(cm)),
-        "per_class_iou": [float(v) for v in metrics.per_class_iou(cm)],
-        "first_loss": first,
-        "final_loss": final,
-        "seconds": time.time() - start,
-    }
-
 
 FLAGS = program.flag_values()
 flags.DEFINE_enum(
@@ -182,26 +64,21 @@ def main(argv=None):
     for name in ("steps", "batch", "num_train", "num_val", "input_scale"):
         if fv[name].value < 1:
             raise program.UsageError(f"--{name}={fv[name].value}: must be at least 1.")
-    train_items = demo.train_items(fv.seed, fv.num_train)
-    if fv.labeled == "balanced":
-        chosen = set(
-            demo.labeled_sample(fv.seed, fv.num_train, min(demo.DEMO_LABELED, fv.num_train)).ids
-        )
-        train_items = [t for t in train_items if t[2] in chosen]
+    train_items = probe.probe_train_items(fv.seed, fv.num_train, fv.labeled)
     if fv.model == "demo_deeplab":
         config = parse_run_config(fv.gin_file, fv.gin_param)
-        model = DeepLabLogits(demo.NUM_CLASSES, config.model)
+        model = probe.DeepLabLogits(demo.NUM_CLASSES, config.model)
     else:
-        model = plain_fcn(demo.NUM_CLASSES)
+        model = probe.plain_fcn(demo.NUM_CLASSES)
     print(
         f"{fv.model}: {len(train_items)} train masks, {fv.steps} steps of "
         f"{fv.batch} images, input scale {fv.input_scale}",
         flush=True,
     )
-    result = train_and_evaluate(
+    result = probe.train_and_evaluate(
         model,
-        upsample(demo.padded_arrays(train_items), fv.input_scale),
-        upsample(demo.padded_arrays(demo.val_items(fv.seed, fv.num_val)), fv.input_scale),
+        probe.upsample(demo.padded_arrays(train_items), fv.input_scale),
+        probe.upsample(demo.padded_arrays(demo.val_items(fv.seed, fv.num_val)), fv.input_scale),
         fv.steps,
         fv.batch,
         seed=fv.seed,

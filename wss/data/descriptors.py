@@ -393,13 +393,18 @@ def load_descriptor(path: str) -> DatasetDescriptor:
 
 
 def get_descriptor(name) -> DatasetDescriptor:
-    """The descriptor registered under `name`, else the one in descriptor.json at path
-    `name` (a file or a folder holding descriptor.json); raises DescriptorError (a
-    ValueError) naming the known datasets otherwise."""
+    """The descriptor registered under `name`, the TFDS registry's for 'tfds:<builder>'
+    (wss.data.tfds_registry), else the one in descriptor.json at path `name` (a file or a
+    folder holding descriptor.json); raises DescriptorError (a ValueError) naming the
+    known datasets otherwise."""
     if isinstance(name, DatasetDescriptor):
         return name
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if isinstance(name, str) and name.startswith("tfds:"):
+        from wss.data import tfds_registry  # it imports this module
+
+        return tfds_registry.lookup(name).descriptor()
     if isinstance(name, str) and descriptor_file(name) is not None:
         return load_descriptor(name)
     if isinstance(name, str) and looks_like_path(name):

@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from wss.data import augment, descriptors, reader, splits
+from wss.data import augment, descriptors, reader, splits, tfds_registry
 
 AUTOTUNE = tf.data.AUTOTUNE
 IdList = Union[None, str, Sequence[str]]
@@ -60,6 +60,7 @@ def decoded_records(
     seed: Optional[int] = None,
     num_parallel_calls=AUTOTUNE,
     input_context=None,
+    dataset_name: Optional[str] = None,
 ) -> tf.data.Dataset:
     """Checked, decoded records of a split or a union of splits (optionally by id list).
 
@@ -69,7 +70,27 @@ def decoded_records(
     and `exclude_ids` select records of the plain-name sources only; 'DIR:name' sources
     are always read whole. Files are scanned first (record framing, ids), so a corrupt
     file or an id missing from the split is reported by name before training starts.
+    A 'tfds:' `dataset_name` reads TensorFlow Datasets instead (wss.data.tfds_source:
+    `dataset_dir` is the TFDS data directory, `split` a TFDS split string), giving the
+    same elements.
     """
+    if tfds_registry.is_tfds_name(dataset_name):
+        from wss.data import tfds_source  # imports tensorflow_datasets: TFDS names only
+
+        return tfds_source.decoded_examples(
+            dataset_name,
+            dataset_dir,
+            split,
+            id_list=_ids(id_list),
+            exclude_ids=_ids(exclude_ids),
+            skip_bad_records=skip_bad_records,
+            skip_counter=skip_counter,
+            shuffle_buffer=shuffle_buffer,
+            repeat=repeat,
+            seed=seed,
+            num_parallel_calls=num_parallel_calls,
+            input_context=input_context,
+        )
     files, plain_files = reader.source_files(dataset_dir, split)
     scans = reader.scan_files(files, skip_bad=skip_bad_records)
     plain_set = set(plain_files)
@@ -183,6 +204,7 @@ def labeled_dataset(
         seed=seed,
         num_parallel_calls=num_parallel_calls,
         input_context=input_context,
+        dataset_name=dataset_name,
     )
 
     def prep(x, s):
@@ -247,6 +269,7 @@ def extra_dataset(
         seed=seed,
         num_parallel_calls=num_parallel_calls,
         input_context=input_context,
+        dataset_name=dataset_name,
     )
     c = desc.num_classes
 
@@ -260,6 +283,8 @@ def extra_dataset(
             out["image_labels"] = from_mask
         else:
             out["image_labels"] = tf.where(tf.size(x["class_ids"]) > 0, from_record, from_mask)
+        # Static for XLA/TPU: with 2 classes tf.where broadcasts [1] against [None].
+        out["image_labels"] = tf.ensure_shape(out["image_labels"], [c - 1])
         out["has_label"] = tf.cast(x["has_label"], tf.float32)
         return out
 
@@ -300,6 +325,7 @@ def eval_dataset(
         skip_counter=skip_counter,
         num_parallel_calls=num_parallel_calls,
         input_context=input_context,
+        dataset_name=dataset_name,
     )
 
     def prep(x):

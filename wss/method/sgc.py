@@ -26,6 +26,7 @@ def attention_valid_mask(valid, decoder_size, cam_size):
     return resize_nearest(mask, cam_size)
 
 
+@keras.saving.register_keras_serializable(package="wss")
 class SelfAttentionGradCAM(keras.layers.Layer):
     """`call(hypercolumn, cam, valid=None, training=False)` -> SGC logits [B, h, w, C].
 
