@@ -44,7 +44,7 @@ import math
 import keras
 import tensorflow as tf
 
-from deeplab_ext.backbone import Backbone, register_backbone
+from deeplab_ext.backbone import Backbone, BackboneError, register_backbone, reject_options
 
 HUB_BACKBONE = "keras_hub"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,39 +78,26 @@ def build_hub_backbone(
     name,
     output_stride=None,
     multi_grid=None,
-    width_multiplier=1.0,
+    width_multiplier=None,
     middle_flow_units=None,
     bn_decay=None,
     **options,
 ):
-    """Factory of the `keras_hub` backbone: standard options plus the adapter's own
-    (`_OPTIONS`); DeepLab options an encoder cannot honour are a ValueError."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"backbone {name!r} does not take options {unknown}; it takes {list(_OPTIONS)}"
-        )
-    unsupported = {
-        key: value
-        for key, value, ok in (
-            ("multi_grid", multi_grid, not multi_grid),
-            ("width_multiplier", width_multiplier, width_multiplier == 1.0),
-            ("middle_flow_units", middle_flow_units, middle_flow_units is None),
-        )
-        if not ok
-    }
-    if unsupported:
-        raise ValueError(
-            f"backbone {name!r} does not support {unsupported} (DeepLab Xception/ResNet "
-            "options); size a keras-hub encoder with its preset or `architecture`"
-        )
+    """Factory of the `keras_hub` backbone: the contract's options plus the adapter's own
+    (`_OPTIONS`). `width_multiplier` and `middle_flow_units` size DeepLab's Xception and
+    do not apply (a preset or `architecture` sizes the encoder; the contract lets a
+    backbone ignore them); a multi-grid, an output stride other than the encoder's and an
+    unknown option are errors."""
+    del width_multiplier, middle_flow_units
+    reject_options(name, {key: options[key] for key in options if key not in _OPTIONS})
+    reject_options(name, {"multi_grid": multi_grid} if multi_grid else {})
     return HubBackbone(output_stride=output_stride, bn_decay=bn_decay, **options)
 
 
 def _encoder_config(keras_hub, preset, architecture):
     """(class, constructor config) of the encoder a preset or an architecture describes."""
     if (preset is None) == (architecture is None):
-        raise ValueError(
+        raise BackboneError(
             f"backbone {HUB_BACKBONE!r} needs exactly one of `preset` (a keras-hub handle "
             "or preset directory) and `architecture` ({'class_name': ..., **arguments})"
         )
@@ -125,7 +112,7 @@ def _encoder_config(keras_hub, preset, architecture):
         config = architecture
     cls = getattr(keras_hub.models, str(class_name), None)
     if cls is None or not issubclass(cls, keras_hub.models.FeaturePyramidBackbone):
-        raise ValueError(
+        raise BackboneError(
             f"{class_name!r} is not a keras-hub FeaturePyramidBackbone (e.g. 'MiTBackbone', "
             "'DINOV2Backbone', 'ResNetBackbone')"
         )
@@ -202,7 +189,7 @@ class HubBackbone(Backbone):
             shape = config.get("image_shape") or (None,)
             image_size = shape[0]
         if image_size is None:
-            raise ValueError(
+            raise BackboneError(
                 f"backbone {HUB_BACKBONE!r} ({self.encoder_class}) needs `image_size`: the "
                 "largest crop it is fed (training and evaluation), e.g. 513"
             )
@@ -240,7 +227,7 @@ class HubBackbone(Backbone):
             self._check_level(level)
         natural = self.levels[self.feature_end_point][0]
         if output_stride is not None and int(output_stride) != natural:
-            raise ValueError(
+            raise BackboneError(
                 f"backbone {HUB_BACKBONE!r} ({self.encoder_class}) runs at its natural output "
                 f"stride {natural} (no atrous mode): set ModelSettings.output_stride = {natural}"
                 f" (got {output_stride})"

@@ -20,7 +20,7 @@ from tests.conftest import (
     gin_param_flags,
     make_demo,
 )
-from wss.bench.step import synthetic_batches
+from wss.benchmarking.synthetic import synthetic_batches
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
@@ -107,7 +107,7 @@ def test_unsupported_options_are_errors():
         PseudoSegModel(deeplab_config=hub_config(RESNET, output_stride=16))
     with pytest.raises(ValueError, match="multi_grid"):
         PseudoSegModel(deeplab_config=dict(hub_config(RESNET), multi_grid=(1, 2, 4)))
-    with pytest.raises(ValueError, match="does not take options \\['crop'\\]"):
+    with pytest.raises(ValueError, match="does not support the options \\['crop'\\]"):
         PseudoSegModel(deeplab_config=hub_config(RESNET, crop=3))
     with pytest.raises(ValueError, match="exactly one of `preset`"):
         PseudoSegModel(deeplab_config=hub_config(None))
