@@ -296,6 +296,12 @@ class HubBackbone(Backbone):
                 f"set ModelSettings.backbone_options['image_size'] >= {max(static)}"
             )
         height, width = tf.shape(images)[1], tf.shape(images)[2]
+        tf.debugging.assert_less_equal(  # sizes unknown until run (an exported model)
+            tf.maximum(height, width),
+            size,
+            message=f"input larger than the encoder's image_size {self.image_size}: raise "
+            "ModelSettings.backbone_options['image_size']",
+        )
         x = tf.pad(images, [[0, 0], [0, size - height], [0, size - width], [0, 0]])
         x = tf.ensure_shape(x, [None, size, size, images.shape[-1]])
         outputs = self.pyramid(
