@@ -130,13 +130,12 @@ def write_gin(directory):
 def make_checkpoint(model_dir, step=5, gin_file=None):
     """Builds the tiny model from gin, perturbs its weights, saves it the driver's way
     (training_checkpoint in a CheckpointManager, prefix 'ckpt') with its
-    operative_config.gin; returns (model, prefix). Leaves the tiny config parsed."""
-    from wss import experiment, restore
+    operative_config.gin; returns (model, prefix)."""
+    from wss import restore
     from wss.checkpointing import training_checkpoint
 
     gin_file = gin_file or write_gin(os.path.dirname(str(model_dir)))
-    restore.parse_gin([gin_file])
-    model = experiment.build_model(NUM_CLASSES)
+    model = restore.build_model(restore.parse_gin([gin_file]), NUM_CLASSES)
     rng = np.random.RandomState(step)
     for w in model.weights:  # non-trivial weights, so restoring really matters
         if "moving_variance" in w.path:

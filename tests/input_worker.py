@@ -63,9 +63,9 @@ def main(demo_dir, out_path):
             pipeline.extra_dataset,
             GLOBAL_BATCH,
             static_shapes=True,
-            dataset_dir=demo_dir,
-            split=exp.extra_split,
-            dataset_name=exp.dataset_name,
+            stream=pipeline.TrainingStream(
+                demo_dir, exp.extra_split, exp.crop_size, dataset_name=exp.dataset_name
+            ),
         )
         batch = next(iter(fn(ctx)))
         hosts.append({"ids": ids, "batch": int(np.shape(batch["image"])[0])})

@@ -25,7 +25,8 @@ def main(precision, gin_files, gin_params):
     )
 
     from wss import distribute
-    from wss.experiment import build_model, build_optimizer, parse_run_config
+    from wss.experiment import build_optimizer, parse_run_config
+    from wss.model import build_model
 
     config = parse_run_config(gin_files, gin_params)
     exp = config.experiment

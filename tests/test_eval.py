@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests.conftest import NUM_CLASSES, write_gin
 from wss import eval as wss_eval
-from wss import experiment, restore
+from wss import restore
 from wss.data import pipeline
 from wss.evaluation import evaluator, metrics
 
@@ -101,8 +101,7 @@ def test_evaluate_matches_numpy_reference(tiny_run):
 
 
 def test_restore_roundtrip_and_errors(tiny_run, tmp_path):
-    restore.parse_gin([tiny_run["gin"]])
-    model = experiment.build_model(NUM_CLASSES)
+    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
     assert restore.restore_model(model, str(tiny_run["model_dir"])) == tiny_run["prefix"]
     for a, b in zip(model.weights, tiny_run["model"].weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -111,18 +110,18 @@ def test_restore_roundtrip_and_errors(tiny_run, tmp_path):
         restore.restore_model(model, str(tmp_path))
     with pytest.raises(restore.RestoreError, match="nothing.gin"):
         restore.parse_gin([str(tmp_path / "nothing.gin")])
-    restore.parse_gin([tiny_run["gin"]], ["ModelSettings.aspp_depth = 16"])
+    deeper = restore.parse_gin([tiny_run["gin"]], ["ModelSettings.aspp_depth = 16"])
     with pytest.raises(restore.RestoreError, match="does not fit"):
-        restore.restore_model(experiment.build_model(NUM_CLASSES), tiny_run["prefix"])
+        restore.restore_model(restore.build_model(deeper, NUM_CLASSES), tiny_run["prefix"])
 
 
 def test_checkpoint_of_another_model_fails_loudly(tiny_run, tmp_path):
     """A checkpoint without this model's weights raises, naming what is missing: never a
     silently half-initialised model."""
-    restore.parse_gin([tiny_run["gin"]])
+    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
     prefix = tf.train.Checkpoint(step=tf.Variable(1)).save(str(tmp_path / "ckpt"))
     with pytest.raises(restore.RestoreError, match="no value for"):
-        restore.restore_model(experiment.build_model(NUM_CLASSES), prefix)
+        restore.restore_model(model, prefix)
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wss.errors import ConfigError
 from wss.method import fusion
+from wss.method.options import MethodOptions
 
 
 def np_softmax(x, axis=-1):
@@ -67,7 +69,7 @@ def test_fusion_with_release_norm_and_sharpening(logits):
     p, m = logits
     s = np_release_scale(p, m)
     fused = 0.5 * np_softmax(s * p) + 0.5 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, source="fusion", gamma=0.5, temperature=0.5)
+    out = fusion.fuse(p, m, MethodOptions(source="fusion", gamma=0.5, temperature=0.5))
     assert out.dtype == tf.float32 and out.shape == p.shape
     np.testing.assert_allclose(out.numpy(), np_sharpen(fused, 0.5), atol=1e-6)
     np.testing.assert_allclose(out.numpy().sum(-1), 1.0, atol=1e-6)
@@ -77,14 +79,14 @@ def test_fusion_gamma_weights_decoder(logits):
     p, m = logits
     s = np_release_scale(p, m)
     fused = 0.3 * np_softmax(s * p) + 0.7 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, gamma=0.3, temperature=0.7)
+    out = fusion.fuse(p, m, MethodOptions(gamma=0.3, temperature=0.7))
     np.testing.assert_allclose(out.numpy(), np_sharpen(fused, 0.7), atol=1e-6)
 
 
 def test_fusion_without_norm_is_plain_average(logits):
     p, m = logits
     fused = 0.5 * np_softmax(p) + 0.5 * np_softmax(m)
-    out = fusion.pseudo_label_probs(p, m, logit_norm=False, temperature=1.0)
+    out = fusion.fuse(p, m, MethodOptions(logit_norm=False, temperature=1.0))
     np.testing.assert_allclose(out.numpy(), fused, atol=1e-6)
 
 
@@ -92,29 +94,29 @@ def test_fusion_paper_norm_flattens(logits):
     p, m = logits
     s = 1.0 / np.sqrt(np.sum(np.concatenate([p, m]).astype(np.float64) ** 2) + 1e-8)
     fused = 0.5 * np_softmax(s * p) + 0.5 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, norm_form="paper", temperature=1.0)
+    out = fusion.fuse(p, m, MethodOptions(norm_form="paper", temperature=1.0))
     np.testing.assert_allclose(out.numpy(), fused, atol=1e-6)
 
 
 def test_release_norm_is_scale_invariant(logits):
     p, m = logits
-    a = fusion.pseudo_label_probs(p, m)
-    b = fusion.pseudo_label_probs(7.0 * p, 7.0 * m)
+    a = fusion.fuse(p, m, MethodOptions())
+    b = fusion.fuse(7.0 * p, 7.0 * m, MethodOptions())
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
 def test_decoder_only_source_has_no_norm(logits):
     p, _ = logits
-    out = fusion.pseudo_label_probs(p, None, source="decoder", temperature=0.5)
+    out = fusion.fuse(p, None, MethodOptions(source="decoder", temperature=0.5))
     np.testing.assert_allclose(out.numpy(), np_sharpen(np_softmax(p), 0.5), atol=1e-6)
     # logit_norm must not change a single-source label.
-    off = fusion.pseudo_label_probs(p, None, source="decoder", logit_norm=False)
+    off = fusion.fuse(p, None, MethodOptions(source="decoder", logit_norm=False))
     np.testing.assert_allclose(out.numpy(), off.numpy(), atol=0)
 
 
 def test_sgc_only_source_has_no_norm(logits):
     p, m = logits
-    out = fusion.pseudo_label_probs(p, m, source="sgc", temperature=0.5)
+    out = fusion.fuse(p, m, MethodOptions(source="sgc", temperature=0.5))
     np.testing.assert_allclose(out.numpy(), np_sharpen(np_softmax(m), 0.5), atol=1e-6)
 
 
@@ -122,7 +124,7 @@ def test_hard_labels_skip_sharpening(logits):
     p, m = logits
     s = np_release_scale(p, m)
     fused = 0.5 * np_softmax(s * p) + 0.5 * np_softmax(s * m)
-    out = fusion.pseudo_label_probs(p, m, soft=False, temperature=0.5)
+    out = fusion.fuse(p, m, MethodOptions(soft_labels=False, temperature=0.5))
     np.testing.assert_allclose(out.numpy(), fused, atol=1e-6)
     np.testing.assert_array_equal(out.numpy().argmax(-1), fused.argmax(-1))
 
@@ -149,7 +151,7 @@ def test_no_gradient_flows_into_pseudo_labels(logits):
     for source in ("fusion", "decoder", "sgc"):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([p, m])
-            out = fusion.pseudo_label_probs(p, m, source=source)
+            out = fusion.fuse(p, m, MethodOptions(source=source))
             loss = tf.reduce_sum(out * weights)
         for g in tape.gradient(loss, [p, m]):
             assert g is None or np.all(g.numpy() == 0)
@@ -157,23 +159,61 @@ def test_no_gradient_flows_into_pseudo_labels(logits):
 
 def test_mixed_precision_inputs_give_float32(logits):
     p, m = logits
-    out = fusion.pseudo_label_probs(tf.constant(p, tf.float16), tf.constant(m, tf.bfloat16))
+    out = fusion.fuse(tf.constant(p, tf.float16), tf.constant(m, tf.bfloat16), MethodOptions())
     assert out.dtype == tf.float32
-    ref = fusion.pseudo_label_probs(p, m)
+    ref = fusion.fuse(p, m, MethodOptions())
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=2e-2)
 
 
 def test_input_validation(logits):
     p, m = logits
     with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, None, source="fusion")
+        fusion.fuse(p, None, MethodOptions(source="fusion"))
     with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, m[:, :2], source="fusion")
-    with pytest.raises(ValueError):
-        fusion.pseudo_label_probs(p, m, source="cam")
+        fusion.fuse(p, m[:, :2], MethodOptions(source="fusion"))
+    with pytest.raises(ValueError, match="'cam'"):
+        fusion.get_rule("cam")
+    with pytest.raises(ConfigError, match="'cam'"):
+        MethodOptions(source="cam")
 
 
 def test_confidence_mask(logits):
     probs = np.array([[0.6, 0.4], [0.5, 0.5], [0.2, 0.8]], np.float32)
     np.testing.assert_array_equal(fusion.confidence_mask(probs, 0.6).numpy(), [1, 0, 1])
     np.testing.assert_array_equal(fusion.confidence_mask(probs, 0.0).numpy(), [1, 1, 1])
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """fusion.RULES as a copy the test may register into (restored afterwards)."""
+    monkeypatch.setattr(fusion, "RULES", dict(fusion.RULES))
+    return fusion.RULES
+
+
+def test_a_new_rule_is_one_registered_function(registry, logits):
+    """Adding a pseudo-label source: one function and its registry line; options
+    validation, the model's fusion and the calibration's variants pick it up."""
+    from tests.conftest import tiny_deeplab_config
+    from wss.evaluation import reliability
+    from wss.model import PseudoSegModel
+
+    @fusion.register_fusion("max")
+    def max_rule(decoder_logits, sgc_logits, options):
+        """The larger of the two softmaxes, renormalised over the classes."""
+        most = tf.maximum(tf.nn.softmax(decoder_logits), tf.nn.softmax(sgc_logits))
+        return most / tf.reduce_sum(most, axis=-1, keepdims=True)
+
+    p, m = logits
+    most = np.maximum(np_softmax(p), np_softmax(m))
+    expected = np_sharpen(most / most.sum(-1, keepdims=True), 0.5)
+    options = MethodOptions(source="max", temperature=0.5)
+    assert options.uses_sgc and options.uses_classifier
+    np.testing.assert_allclose(fusion.fuse(p, m, options).numpy(), expected, atol=1e-6)
+    model = PseudoSegModel(deeplab_config=tiny_deeplab_config(), options=options)
+    branch = {"weak": {"logits": tf.constant(p)}, "sgc_logits_upsampled": tf.constant(m)}
+    np.testing.assert_allclose(model.fuse(branch).numpy(), expected, atol=1e-6)
+    assert {"max", "max_sharpened"} <= set(reliability.pseudo_label_variants())
+    plain = reliability.variant_options(options, "max")
+    assert (plain.source, plain.temperature) == ("max", 1.0)
+    with pytest.raises(ValueError, match="already registered"):
+        fusion.register_fusion("max")(max_rule)

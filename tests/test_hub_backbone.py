@@ -124,6 +124,7 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
     from wss import export, predict, train
     from wss.checkpointing import training_checkpoint
     from wss.experiment import Experiment, build_optimizer, parse_run_config
+    from wss.model import build_model
 
     preset = str(tmp_path / "preset")
     arch = {k: v for k, v in MIT.items() if k != "class_name"}
@@ -150,8 +151,6 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
 
     # The model training builds holds the saved encoder's weights before the first step.
     config = parse_run_config([gin_file], bindings)
-    from wss.experiment import build_model
-
     model = build_model(NUM_CLASSES, config.model, config.method)
     backbone = model.deeplab.backbone
     loaded = [v.numpy() for v in backbone.pyramid.weights]

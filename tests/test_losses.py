@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from wss.method import fusion, losses
+from wss.method.options import MethodOptions
 
 
 def np_log_softmax(x):
@@ -157,7 +158,7 @@ def unlabeled_batch():
     valid = np.ones((2, 4, 5), np.float32)
     valid[0, :, -2:] = 0.0
     valid[1, -1] = 0.0
-    probs = fusion.pseudo_label_probs(weak_p, weak_m).numpy()
+    probs = fusion.fuse(weak_p, weak_m, MethodOptions()).numpy()
     return probs, strong, valid, weak_p, weak_m
 
 
@@ -220,7 +221,7 @@ def test_unlabeled_gradient_only_reaches_strong_logits(unlabeled_batch):
     for soft in (True, False):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch([p, m, z])
-            probs = fusion.pseudo_label_probs(p, m, soft=soft)
+            probs = fusion.fuse(p, m, MethodOptions(soft_labels=soft))
             loss = losses.unlabeled_ce(probs, z, valid, confidence_threshold=0.3, soft=soft)
         gp, gm, gz = tape.gradient(loss, [p, m, z])
         for g in (gp, gm):

@@ -1,5 +1,7 @@
 """The PseudoSeg model: variable layout, the shared labeled pass, and real training steps."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -60,17 +62,11 @@ def test_shared_labeled_pass_equals_two_separate_passes():
     ],
 )
 def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source, backbone):
-    cfg = augment.AugmentConfig(crop_size=33)
-    labeled = pipeline.labeled_dataset(
-        demo_dir, 2, split="labeled", dataset_name="demo", augment_config=cfg, seed=0
-    )
+    stream = pipeline.TrainingStream(demo_dir, "labeled", 33, dataset_name="demo", seed=0)
+    labeled = pipeline.labeled_dataset(stream, 2)
     extra = pipeline.extra_dataset(
-        demo_dir,
+        dataclasses.replace(stream, split="train", seed=1),
         2,
-        split="train",
-        dataset_name="demo",
-        augment_config=cfg,
-        seed=1,
         strong_config=augment.StrongConfig(cutout_half_size=8),
     )
     data = labeled if mode == "supervised" else tf.data.Dataset.zip((labeled, extra))

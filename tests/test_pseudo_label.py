@@ -5,7 +5,6 @@ coverage / mIoU against a hand-computed case, and resume after an interruption."
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -174,7 +173,10 @@ def test_report_coverage_and_miou_by_hand_and_records_read_back(tmp_path):
     )
     # ... and as a labeled (training) split.
     lab = pipeline.labeled_dataset(
-        str(out), 2, split="pseudo", dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+        pipeline.TrainingStream(
+            str(out), "pseudo", 65, dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+        ),
+        2,
     )
     labels = np.concatenate([b["label"].numpy().ravel() for b in lab])
     assert labels.size == 2 * 65 * 65  # both records, at the demo's train crop
@@ -298,7 +300,8 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     """The CLI's flags, gin and data resolution, with the model build and restore (the
     same calls as wss.eval, covered by tests/test_eval.py) replaced by the fake teacher
     so the test stays fast."""
-    from wss import experiment, restore
+    from wss import model as model_lib
+    from wss import restore
 
     data, out = tmp_path / "data", tmp_path / "out"
     _many(data, n=5)
@@ -307,7 +310,7 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     gin_file = tmp_path / "t.gin"
     gin_file.write_text("Experiment.dataset_name = 'demo'\nExperiment.extra_split = 'train'\n")
     teacher, seen = make_teacher()
-    monkeypatch.setattr(experiment, "build_model", lambda *args, **kwargs: teacher)
+    monkeypatch.setattr(model_lib, "build_model", lambda *args, **kwargs: teacher)
     monkeypatch.setattr(restore, "restore_model", lambda model, path: os.path.join(path, "ckpt-7"))
     argv = [
         "pseudo_label",
@@ -353,21 +356,17 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("ratio", [4, 8, 16])
 def test_self_training_gin_binds_the_union(ratio):
-    from wss.experiment import Experiment
-    from wss.method.options import MethodOptions
+    from wss.experiment import parse_run_config
 
-    gin.parse_config_files_and_bindings(
-        [f"voc_1_{ratio}_self_training.gin"], [], skip_unknown=False
-    )
-    exp = Experiment()
+    config = parse_run_config([f"voc_1_{ratio}_self_training.gin"])
+    exp = config.experiment
     assert exp.labeled_split == ("train", f"runs/voc_1_{ratio}_teacher/pseudo:pseudo")
     assert exp.labeled_id_list.startswith(f"datasets/splits/pascal_voc_seg/{ratio}_clean")
-    assert MethodOptions().mode == "supervised"
+    assert config.method.mode == "supervised"
     sources = reader.parse_sources("/voc", exp.labeled_split)
     assert [(s.directory, s.split, s.plain) for s in sources] == [
         ("/voc", "train", True),
         (f"runs/voc_1_{ratio}_teacher/pseudo", "pseudo", False),
     ]
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(["demo_self_training.gin"], [], skip_unknown=False)
-    assert Experiment().labeled_split == ("labeled", "runs/demo_teacher/pseudo:pseudo")
+    demo = parse_run_config(["demo_self_training.gin"]).experiment
+    assert demo.labeled_split == ("labeled", "runs/demo_teacher/pseudo:pseudo")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import gin
 import keras
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ import tensorflow as tf
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags
 from wss.checkpointing import training_checkpoint
-from wss.experiment import Experiment, bound_run_config, build_model, build_optimizer
+from wss.experiment import build_optimizer, parse_run_config
 from wss.method.options import MethodOptions
+from wss.model import build_model
 from wss.schedule import PolyWithSlowStart
 
 # Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
@@ -39,15 +39,11 @@ def command(model_dir, demo_dir, *params):
 
 def restore_latest(model_dir):
     """Restores the latest checkpoint into a fresh tiny model + optimizer (all consumed)."""
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(
-        ["gin/demo.gin"], list(TINY_TRAIN_PARAMS), skip_unknown=False
-    )
-    model = build_model(6, bound_run_config().model)
-    optimizer = build_optimizer(Experiment(), model)
+    config = parse_run_config(["gin/demo.gin"], TINY_TRAIN_PARAMS)
+    model = build_model(6, config.model, config.method)
+    optimizer = build_optimizer(config.experiment, model)
     path = tf.train.latest_checkpoint(model_dir)
     training_checkpoint(model, optimizer).restore(path).assert_consumed()
-    gin.clear_config()
     return model, optimizer, path
 
 
@@ -83,10 +79,7 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, demo_dir):
     steps = [int(s) for s in re.findall(r"^step (\d+)/8", text, re.M)]
     assert steps and steps[0] == saved_step + 1 and steps[-1] == 8
     first = re.search(rf"^step {saved_step + 1}/8 .*learning_rate=([0-9.e-]+)", text, re.M)
-    gin.clear_config()
-    gin.parse_config_files_and_bindings(["gin/demo.gin"], [], skip_unknown=False)
-    base_rate = Experiment().learning_rate
-    gin.clear_config()
+    base_rate = parse_run_config(["gin/demo.gin"]).experiment.learning_rate
     expected = PolyWithSlowStart(base_rate, 8)(saved_step).numpy()
     assert float(first.group(1)) == pytest.approx(expected, rel=1e-3)
     assert (model_dir / "ckpt-8.index").exists()
@@ -182,15 +175,9 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
 
 def test_excluding_the_labeled_split_from_the_extra_set(demo_dir):
     from wss.data import reader
-    from wss.experiment import Experiment
     from wss.training import labeled_ids
 
-    gin.clear_config()
-    try:
-        gin.parse_config_files_and_bindings(["gin/demo.gin"], [], skip_unknown=False)
-        ids = labeled_ids(Experiment(), demo_dir)
-    finally:
-        gin.clear_config()
+    ids = labeled_ids(parse_run_config(["gin/demo.gin"]).experiment, demo_dir)
     all_labeled = [
         i for s in reader.scan_files(reader.split_files(demo_dir, "labeled")) for i in s.ids
     ]

@@ -139,7 +139,7 @@ def test_exclude_labeled_from_extra_through_the_training_input(tmp_path, exclude
         model=ModelSettings(),
         method=MethodOptions(mode="semi"),
         loop=TrainLoop(),
-        augment=AugmentConfig(crop_size=exp.crop_size),
+        augment=AugmentConfig(),
         strong=StrongConfig(),
         pretrain=PretrainConfig(),
     )

@@ -94,12 +94,15 @@ def test_vis_writes_readable_pngs_and_method_panels(tiny_run, tmp_path, monkeypa
         legend = _legend_colours(picture, pictures.TITLE_HEIGHT + h * factor)
         assert all(tuple(cmap[k].tolist()) in legend for k in list(range(6)) + [255])
     before = [w.numpy() for w in model.weights]
+    crop = desc.train_crop_size
     extra = pipeline.extra_dataset(
-        data, 2, split="train", dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+        pipeline.TrainingStream(
+            data, "train", crop, dataset_name="demo", shuffle_buffer=0, repeat=False, seed=0
+        ),
+        2,
     )
     method = pictures.visualize_method(model, extra, str(tmp_path / "v"), 3, cmap, desc.class_names)
     assert len(method) == 3 and all(os.path.basename(p).startswith("extra_") for p in method)
-    crop = desc.train_crop_size
     factor = pictures.scale_factor(crop, crop)
     for path in method:
         picture = np.asarray(Image.open(path))

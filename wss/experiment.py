@@ -7,7 +7,8 @@ was trained. Batch sizes are global (split across replicas by tf.distribute).
 Config flow: a program's main calls parse_run_config(gin files, bindings) once (the tools
 that restore a run go through wss.restore.parse_gin, which adds a hint for a missing
 file) and passes the RunConfig it returns, or its parts, down; library functions take
-values and do not read gin.
+values and do not read gin. parse_run_config is the only function that reads gin's
+bindings, and it leaves gin cleared (tests/test_config_reads.py checks both).
 """
 
 import dataclasses
@@ -23,7 +24,6 @@ from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
 from wss.method.options import MethodOptions
-from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart, ReleaseMomentum
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,6 @@ class ModelSettings:
             )
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """What to train on and for how long.
@@ -94,7 +93,9 @@ class Experiment:
       labels for the self-training baseline, read whole).
     extra_split / extra_id_list / exclude_labeled_from_extra: the extra set D_u (the
       release feeds all of train_aug, labeled ids included).
-    crop_size: training crop; eval_split / eval_crop_size: evaluation (None = dataset's).
+    crop_size: side of the square training crop (None = the dataset's train_crop_size;
+      parse_run_config resolves it, so a parsed Experiment always holds the number).
+    eval_split / eval_crop_size: evaluation (eval_crop_size None = the dataset's).
     labeled_batch_size / extra_batch_size: GLOBAL batch sizes (paper: 64 + 64).
     num_steps, base_learning_rate, learning_power, momentum, slow_start_*: DeepLab's poly
       schedule and SGD; scale_learning_rate_with_batch multiplies the base rate by
@@ -116,7 +117,7 @@ class Experiment:
     extra_split: str = "train_aug"
     extra_id_list: Optional[str] = None
     exclude_labeled_from_extra: bool = False
-    crop_size: int = 513
+    crop_size: Optional[int] = None
     eval_split: str = "val"
     eval_crop_size: Optional[int] = None
     labeled_batch_size: int = 64
@@ -198,21 +199,26 @@ class PretrainConfig:
             raise ConfigError(f"PretrainConfig.learning_rate = {self.learning_rate}: must be > 0")
 
 
-# How gin reaches the config classes. ModelSettings, TrainLoop, PretrainConfig,
-# AugmentConfig and StrongConfig are plain dataclasses: gin binds subclasses registered
-# under their names, which only bound_run_config instantiates, so building one anywhere
-# else gives its documented defaults, never gin's bindings. Experiment and MethodOptions
-# are still gin-configurable themselves while wss.compare, wss.pseudo_label and
-# wss.model.PseudoSegModel (its `options` default) construct them after parsing gin.
+# How gin reaches the config classes: they are plain dataclasses, and gin binds
+# subclasses registered under their names, which only parse_run_config instantiates, so
+# building one anywhere else gives its documented defaults, never gin's bindings.
 _GIN_BOUND = {
     cls: gin.external_configurable(cls, cls.__name__)
-    for cls in (ModelSettings, TrainLoop, PretrainConfig, AugmentConfig, StrongConfig)
+    for cls in (
+        Experiment,
+        ModelSettings,
+        MethodOptions,
+        TrainLoop,
+        PretrainConfig,
+        AugmentConfig,
+        StrongConfig,
+    )
 }
 
 
-def _from_gin(cls, **values):
-    """A plain `cls` holding gin's bindings (and `values`, which win)."""
-    bound = _GIN_BOUND[cls](**values)
+def _from_gin(cls):
+    """A plain `cls` holding gin's bindings (called by parse_run_config only)."""
+    bound = _GIN_BOUND[cls]()
     return cls(**{field.name: getattr(bound, field.name) for field in dataclasses.fields(cls)})
 
 
@@ -220,10 +226,7 @@ def _from_gin(cls, **values):
 class RunConfig:
     """Everything one program run is configured with: built once from gin by
     parse_run_config in a program's main and passed down as a value (library functions
-    take it, or its parts, and never read gin themselves).
-
-    augment.crop_size is experiment.crop_size (bind Experiment.crop_size).
-    """
+    take it, or its parts, and never read gin themselves)."""
 
     experiment: Experiment
     model: ModelSettings
@@ -236,41 +239,35 @@ class RunConfig:
 
 
 def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
-    """Parses gin files and bindings afresh (gin is cleared first) into the RunConfig.
+    """Parses gin files and bindings into the RunConfig, the one place a program turns
+    gin into config values.
 
-    The one place a program turns gin into config values. A binding of something no
-    program reads is an error (unless `skip_unknown`, for an operative config written by
-    another program).
+    gin is cleared before and after, so no other code can read these bindings and
+    repeated calls in one process do not mix configs. Defaults that depend on the
+    dataset are resolved here (Experiment.crop_size None: the dataset's training crop).
+    A binding of something no program reads is an error (unless `skip_unknown`, for an
+    operative config written by another program).
     """
     gin.clear_config()
-    gin.parse_config_files_and_bindings(
-        [f for f in (gin_files or []) if f], list(gin_params or []), skip_unknown=skip_unknown
-    )
-    return bound_run_config()
-
-
-def bound_run_config():
-    """The RunConfig of gin's current bindings (what parse_run_config returns; the only
-    place the config classes are built from gin)."""
-    exp = Experiment()
     try:
-        gin.query_parameter("AugmentConfig.crop_size")
-    except ValueError:
-        pass  # not bound: the training crop is Experiment.crop_size
-    else:
-        raise ConfigError(
-            "AugmentConfig.crop_size is not used: the training crop is Experiment.crop_size"
+        gin.parse_config_files_and_bindings(
+            [f for f in (gin_files or []) if f], list(gin_params or []), skip_unknown=skip_unknown
         )
-    return RunConfig(
-        experiment=exp,
-        model=_from_gin(ModelSettings),
-        method=MethodOptions(),
-        loop=_from_gin(TrainLoop),
-        augment=_from_gin(AugmentConfig, crop_size=exp.crop_size),
-        strong=_from_gin(StrongConfig),
-        pretrain=_from_gin(PretrainConfig),
-        gin_config=gin.config_str(),
-    )
+        exp = _from_gin(Experiment)
+        if exp.crop_size is None:
+            exp = dataclasses.replace(exp, crop_size=exp.descriptor.train_crop_size)
+        return RunConfig(
+            experiment=exp,
+            model=_from_gin(ModelSettings),
+            method=_from_gin(MethodOptions),
+            loop=_from_gin(TrainLoop),
+            augment=_from_gin(AugmentConfig),
+            strong=_from_gin(StrongConfig),
+            pretrain=_from_gin(PretrainConfig),
+            gin_config=gin.config_str(),
+        )
+    finally:
+        gin.clear_config()
 
 
 def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
@@ -297,26 +294,6 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
         f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
         "DeepLab-format TFRecords; see the README's Data section)"
     )
-
-
-def build_model(num_classes=None, model_settings=None, options=None, class_weights=None):
-    """The PseudoSeg model of these settings, built (all variables exist).
-
-    Programs pass `model_settings` and `options` (their RunConfig's model and method);
-    `num_classes` None is the dataset's. Transitional: a part left out is read from gin's
-    current bindings (bound_run_config), for callers that parsed gin themselves
-    (wss.compare, tests) until they pass values.
-    """
-    if num_classes is None or model_settings is None or options is None:
-        bound = bound_run_config()
-        num_classes = num_classes or bound.experiment.descriptor.num_classes
-        model_settings = model_settings or bound.model
-        options = options or bound.method
-    config = dataclasses.asdict(model_settings)
-    config["num_classes"] = num_classes
-    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
-    model.build()
-    return model
 
 
 def build_optimizer(exp, model, precision="float32"):

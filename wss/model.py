@@ -28,6 +28,7 @@ import tensorflow as tf
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import repeated_batch_norm_updates, synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
+from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import metrics
 from wss.method import fusion
 from wss.method import losses as losses_lib
@@ -187,18 +188,12 @@ class PseudoSegModel(keras.Model):
 
     def fuse(self, branch, options=None):
         """Pass 4: the pseudo labels P (stop-gradient) of a `pseudo_labels` output, the
-        calibrated fusion of p and the upsampled m bound from `options` (default: the
-        model's MethodOptions; calibration passes one per pseudo-label source)."""
-        opts = self.options if options is None else options
-        return fusion.pseudo_label_probs(
+        fusion rule of `options` (default: the model's MethodOptions; calibration passes
+        one per variant) over p and the upsampled m."""
+        return fusion.fuse(
             branch["weak"]["logits"],
             branch.get("sgc_logits_upsampled"),
-            source=opts.source,
-            gamma=opts.gamma,
-            temperature=opts.temperature,
-            logit_norm=opts.logit_norm,
-            norm_form=opts.norm_form,
-            soft=opts.soft_labels,
+            self.options if options is None else options,
         )
 
     @contextlib.contextmanager
@@ -366,7 +361,7 @@ class PseudoSegModel(keras.Model):
         if extra is not None:
             branch, strong_logits = outputs["branch"], outputs["strong_logits"]
             label = losses_lib.resize_mask_nearest(extra["label"], tf.shape(strong_logits)[1:3])
-            has_gt = tf.cast(tf.reduce_any(label != 255), tf.float32)
+            has_gt = tf.cast(tf.reduce_any(label != IGNORE_LABEL), tf.float32)
             for name, scores in (
                 ("acc_pseudo", branch["probs"]),
                 ("acc_weak", branch["weak"]["logits"]),
@@ -411,3 +406,13 @@ class PseudoSegModel(keras.Model):
         config = dict(config)
         config["options"] = MethodOptions(**config["options"])
         return cls(**config)
+
+
+def build_model(num_classes, model_settings, options, class_weights=None):
+    """The PseudoSeg model of a RunConfig's model settings (a wss.experiment.ModelSettings)
+    and method options, for `num_classes` classes, built (all variables exist)."""
+    config = dataclasses.asdict(model_settings)
+    config["num_classes"] = num_classes
+    model = PseudoSegModel(deeplab_config=config, options=options, class_weights=class_weights)
+    model.build()
+    return model

@@ -4,7 +4,7 @@ The training driver saves `wss.checkpointing.training_checkpoint(model, optimize
 CheckpointManager (prefix 'ckpt') and writes the effective gin config to
 `model_dir/operative_config.gin`. A model is restored by parsing the same gin files into
 a RunConfig (wss.experiment.parse_run_config), building it with
-`wss.experiment.build_model` from that config and restoring the model's part only.
+`wss.model.build_model` from that config and restoring the model's part only.
 
 `setup_tool` is what the tools that read a trained run (wss.eval, wss.calibration,
 wss.vis, wss.pseudo_label) rebuild before they start; it takes the values of the flags
@@ -19,6 +19,7 @@ import re
 import tensorflow as tf
 
 from wss import experiment
+from wss import model as model_lib
 from wss.checkpointing import training_checkpoint
 from wss.errors import UserError
 
@@ -148,7 +149,7 @@ def build_and_restore(
 def build_model(config, num_classes=None):
     """The (unrestored) model of the RunConfig `config` (num_classes None: the dataset's)."""
     num_classes = num_classes or config.experiment.descriptor.num_classes
-    return experiment.build_model(num_classes, config.model, config.method)
+    return model_lib.build_model(num_classes, config.model, config.method)
 
 
 # ----------------------------------------------------------------------- a tool's setup

@@ -8,6 +8,7 @@ with the same call and continues from its latest checkpoint: same step, learning
 optimizer slots. `python -m wss.train` is its command line; `wss.comparison.runner` calls it too.
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -21,15 +22,11 @@ from wss import distribute
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader, tfds_registry
 from wss.data.augment import cutout_advice
+from wss.data.descriptors import IGNORE_LABEL
 from wss.errors import NonFiniteLossError
 from wss.evaluation import evaluator
-from wss.experiment import (
-    bound_run_config,
-    build_model,
-    build_optimizer,
-    resolve_dataset_dir,
-    resolve_path,
-)
+from wss.experiment import build_optimizer, resolve_dataset_dir, resolve_path
+from wss.model import build_model
 from wss.pretraining import resolve_init_checkpoint
 
 
@@ -48,34 +45,35 @@ def labeled_ids(exp, dataset_dir):
 def make_input(strategy, config, dataset_dir):
     """Distributed dataset of (labeled, extra) batches, or labeled batches when supervised,
     as the RunConfig `config` describes them."""
-    exp, options, augment = config.experiment, config.method, config.augment
-    lab_fn = pipeline.make_dataset_fn(
-        pipeline.labeled_dataset,
-        exp.labeled_batch_size,
-        static_shapes=True,
-        dataset_dir=dataset_dir,
-        split=exp.labeled_split,
+    exp, options = config.experiment, config.method
+    labeled = pipeline.TrainingStream(
+        dataset_dir,
+        exp.labeled_split,
+        exp.crop_size,
         dataset_name=exp.dataset_name,
         id_list=resolve_path(exp.labeled_id_list),
-        augment_config=augment,
+        augment_config=config.augment,
         seed=exp.seed,
+    )
+    lab_fn = pipeline.make_dataset_fn(
+        pipeline.labeled_dataset, exp.labeled_batch_size, static_shapes=True, stream=labeled
     )
     if options.mode == "supervised":
         fn = lab_fn
     else:
-        exclude = labeled_ids(exp, dataset_dir) if exp.exclude_labeled_from_extra else None
+        extra = dataclasses.replace(
+            labeled,
+            split=exp.extra_split,
+            id_list=resolve_path(exp.extra_id_list),
+            seed=None if exp.seed is None else exp.seed + 1,
+        )
         extra_fn = pipeline.make_dataset_fn(
             pipeline.extra_dataset,
             exp.extra_batch_size,
             static_shapes=True,
-            dataset_dir=dataset_dir,
-            split=exp.extra_split,
-            dataset_name=exp.dataset_name,
-            id_list=resolve_path(exp.extra_id_list),
-            exclude_ids=exclude,
-            augment_config=augment,
+            stream=extra,
             strong_config=config.strong,
-            seed=None if exp.seed is None else exp.seed + 1,
+            exclude_ids=labeled_ids(exp, dataset_dir) if exp.exclude_labeled_from_extra else None,
         )
 
         def fn(ctx):
@@ -149,7 +147,7 @@ def write_images(writer, model, batch, step):
         tf.summary.image("labeled/image", tf.cast(labeled["image"], tf.uint8), max_outputs=3)
         tf.summary.image(
             "labeled/label",
-            as_image(tf.where(labeled["label"] == 255, 0, labeled["label"])[..., 0]),
+            as_image(tf.where(labeled["label"] == IGNORE_LABEL, 0, labeled["label"])[..., 0]),
             max_outputs=3,
         )
         if extra is None:
@@ -199,17 +197,16 @@ def train(
     max_checkpoints=5,
     print_fn=print,
     jit_compile=None,
-    config=None,
+    *,
+    config,
 ):
     """Runs (or resumes) the experiment of the RunConfig `config`; returns (model, final
     logs, dataset_dir, latest checkpoint).
 
     `jit_compile` None takes TrainLoop.jit_compile. Each call of the compiled function runs
     TrainLoop.steps_per_execution steps; progress lines, TensorBoard, images, checkpoints
-    and the NaN/Inf check happen between calls. Transitional: `config` None reads gin's
-    current bindings (wss.compare parses gin itself until it passes a RunConfig).
+    and the NaN/Inf check happen between calls.
     """
-    config = config or bound_run_config()
     exp, options, loop = config.experiment, config.method, config.loop
     log_every = log_every or loop.log_every
     checkpoint_every = checkpoint_every or loop.checkpoint_every
@@ -320,10 +317,9 @@ def train(
     return model, logs, dataset_dir, manager.latest_checkpoint
 
 
-def evaluate_final(model, checkpoint, model_dir, dataset_dir, batch_size=8, exp=None):
+def evaluate_final(model, checkpoint, model_dir, dataset_dir, exp, batch_size=8):
     """Evaluates `checkpoint` on the Experiment `exp`'s eval_split: table, JSON and
-    summaries. Transitional: `exp` None reads gin's current bindings (wss.compare)."""
-    exp = exp or bound_run_config().experiment
+    summaries."""
     desc = exp.descriptor
 
     def dataset_fn():

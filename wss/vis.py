@@ -8,7 +8,6 @@ of the extra set.
 The drawing lives in wss.evaluation.pictures.
 """
 
-import dataclasses
 import os
 
 from absl import flags
@@ -65,19 +64,19 @@ def main(argv=None):
     written = pictures.visualize(model, dataset, output_dir, fv.num_images, cmap, desc.class_names)
     if fv.method_panels:
         config = setup.config
-        extra = pipeline.extra_dataset(
+        stream = pipeline.TrainingStream(
             setup.dataset_dir,
-            fv.batch_size,
-            split=fv.extra_split or config.experiment.extra_split,
-            dataset_name=name,
+            fv.extra_split or config.experiment.extra_split,
             # The dataset's own training crop, as the panels have always been drawn.
-            augment_config=dataclasses.replace(config.augment, crop_size=desc.train_crop_size),
-            strong_config=config.strong,
+            desc.train_crop_size,
+            dataset_name=name,
+            augment_config=config.augment,
             shuffle_buffer=0,
             repeat=False,
             drop_remainder=False,
             seed=0,
         )
+        extra = pipeline.extra_dataset(stream, fv.batch_size, strong_config=config.strong)
         written += pictures.visualize_method(
             model, extra, output_dir, fv.num_extra_images, cmap, desc.class_names
         )

@@ -1,7 +1,6 @@
 """Training/eval preprocessing: geometry shared by views, padding, CutOut, labels."""
 
 import data_test_utils as u
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,13 +12,13 @@ NUM_CLASSES = 6
 
 def _views(seed, h=40, w=50, crop=65, strong=None, **cfg):
     image, label = u.random_pair(seed, h, w, NUM_CLASSES)
-    config = augment.AugmentConfig(crop_size=crop, **cfg)
     out = augment.train_views(
         tf.constant(image),
         tf.constant(label[..., None], tf.int32),
         tf.constant(seed, tf.int64),
         NUM_CLASSES,
-        config,
+        crop,
+        augment.AugmentConfig(**cfg),
         strong,
     )
     return {k: v.numpy() for k, v in out.items()}
@@ -107,12 +106,7 @@ def test_image_labels_equal_classes_in_crop(tmp_path):
     recs = [u.encoded(f"i{k}", *u.random_pair(k, 60, 70, NUM_CLASSES)) for k in range(8)]
     u.write_records(tmp_path, "train", recs)
     ds = pipeline.labeled_dataset(
-        str(tmp_path),
-        4,
-        split="train",
-        dataset_name="demo",
-        augment_config=augment.AugmentConfig(crop_size=33),
-        seed=3,
+        pipeline.TrainingStream(str(tmp_path), "train", 33, dataset_name="demo", seed=3), 4
     )
     for batch in ds.take(4):
         labels = batch["label"].numpy()
@@ -127,7 +121,8 @@ def test_seeded_pipeline_is_reproducible_and_shapes(tmp_path):
     u.write_records(tmp_path, "train", recs)
 
     def first():
-        ds = pipeline.extra_dataset(str(tmp_path), 3, split="train", dataset_name="demo", seed=11)
+        stream = pipeline.TrainingStream(str(tmp_path), "train", 65, dataset_name="demo", seed=11)
+        ds = pipeline.extra_dataset(stream, 3)
         return {k: v.numpy() for k, v in next(iter(ds)).items()}
 
     a, b = first(), first()
@@ -166,27 +161,24 @@ def test_eval_stream_keeps_sizes(tmp_path):
 
 
 def test_configs_are_bound_by_gin_only_through_the_run_config():
-    from wss.errors import ConfigError
     from wss.experiment import parse_run_config
 
-    try:
-        config = parse_run_config(
-            [],
-            [
-                "Experiment.crop_size = 33",
-                "AugmentConfig.min_scale = 0.75",
-                "StrongConfig.jitter_strength = 0.5",
-            ],
-        )
-        assert (config.augment.crop_size, config.augment.min_scale) == (33, 0.75)
-        assert config.strong.jitter_strength == 0.5
-        # Built anywhere else, a config class keeps its documented defaults.
-        assert augment.AugmentConfig().min_scale == 0.5
-        assert augment.StrongConfig().jitter_strength == 1.0
-        with pytest.raises(ConfigError, match="Experiment.crop_size"):
-            parse_run_config([], ["AugmentConfig.crop_size = 33"])
-    finally:
-        gin.clear_config()
+    config = parse_run_config(
+        [],
+        [
+            "Experiment.crop_size = 33",
+            "AugmentConfig.min_scale = 0.75",
+            "StrongConfig.jitter_strength = 0.5",
+        ],
+    )
+    assert (config.experiment.crop_size, config.augment.min_scale) == (33, 0.75)
+    assert config.strong.jitter_strength == 0.5
+    # Built anywhere else, a config class keeps its documented defaults.
+    assert augment.AugmentConfig().min_scale == 0.5
+    assert augment.StrongConfig().jitter_strength == 1.0
+    # One crop size: the geometry has none of its own to bind.
+    with pytest.raises(ValueError, match="crop_size"):
+        parse_run_config([], ["AugmentConfig.crop_size = 33"])
 
 
 def test_cutout_advice_scales_the_release_square_with_the_crop():

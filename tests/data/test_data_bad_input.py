@@ -80,7 +80,9 @@ def test_corrupt_record_names_file_and_index(tmp_path):
 def test_missing_split_and_empty_pattern(tmp_path):
     u.write_raw(tmp_path / "val-00000-of-00001.tfrecord", [_good()])
     with pytest.raises(reader.DataError, match=r"train-\*.*missing.*splits present: \['val'\]"):
-        pipeline.labeled_dataset(str(tmp_path), 1, split="train", dataset_name="demo")
+        pipeline.labeled_dataset(
+            pipeline.TrainingStream(str(tmp_path), "train", 65, dataset_name="demo"), 1
+        )
     with pytest.raises(reader.DataError, match="does not exist"):
         reader.split_files(str(tmp_path / "nowhere"), "val")
     with pytest.raises(reader.DataError, match="matches no files"):
@@ -101,7 +103,7 @@ def test_unlabeled_record_in_labeled_stream(tmp_path):
     path = tmp_path / "train-00000-of-00001.tfrecord"
     u.write_raw(path, [u.example("u", image_io.encode_image(image, "png"))])
     ds = pipeline.labeled_dataset(
-        str(tmp_path), 1, split="train", dataset_name="demo", repeat=False
+        pipeline.TrainingStream(str(tmp_path), "train", 65, dataset_name="demo", repeat=False), 1
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="no segmentation label"):
         next(iter(ds))

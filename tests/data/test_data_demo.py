@@ -43,7 +43,10 @@ def test_full_demo_has_documented_sizes(tmp_path):
     batch = next(
         iter(
             pipeline.labeled_dataset(
-                d, 8, split="train", id_list=labeled, dataset_name="demo", seed=0
+                pipeline.TrainingStream(
+                    d, "train", 65, id_list=labeled, dataset_name="demo", seed=0
+                ),
+                8,
             )
         )
     )

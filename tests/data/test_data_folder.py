@@ -193,13 +193,16 @@ def test_unlabeled_folder_and_missing_masks(tmp_path):
     batch = next(
         iter(
             pipeline.extra_dataset(
-                str(out),
+                pipeline.TrainingStream(
+                    str(out),
+                    "extra",
+                    descriptors.get_descriptor(path).train_crop_size,
+                    dataset_name=path,
+                    seed=0,
+                    repeat=False,
+                    shuffle_buffer=0,
+                ),
                 5,
-                split="extra",
-                dataset_name=path,
-                seed=0,
-                repeat=False,
-                shuffle_buffer=0,
             )
         )
     )

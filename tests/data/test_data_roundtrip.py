@@ -128,7 +128,10 @@ def test_jpeg_image_and_unlabeled_records(tmp_path):
     ]
     u.write_records(tmp_path, "extra", recs, num_shards=1)
     ds = pipeline.extra_dataset(
-        str(tmp_path), 2, split="extra", dataset_name="demo", shuffle_buffer=0, seed=0
+        pipeline.TrainingStream(
+            str(tmp_path), "extra", 65, dataset_name="demo", shuffle_buffer=0, seed=0
+        ),
+        2,
     )
     b = next(iter(ds))
     order = {n: i for i, n in enumerate(["a", "b"])}

@@ -77,13 +77,11 @@ def test_selection_by_pattern_and_by_id_list(tmp_path):
         )
     ) == ["id1", "id4"]
     extra = pipeline.extra_dataset(
-        str(tmp_path),
+        pipeline.TrainingStream(
+            str(tmp_path), "train", 65, dataset_name="demo", repeat=False, shuffle_buffer=0
+        ),
         1,
-        split="train",
         exclude_ids=str(ids),
-        dataset_name="demo",
-        repeat=False,
-        shuffle_buffer=0,
     )
     assert len(list(extra)) == 4
     with pytest.raises(reader.DataError, match="not in the records"):

@@ -69,16 +69,17 @@ def test_union_applies_the_id_list_to_the_plain_split_only(two_dirs):
 def test_labeled_dataset_union_as_train_py_calls_it(two_dirs):
     data, pseudo, ids = two_dirs
     # train.make_input: split=exp.labeled_split (a tuple), id_list=the resolved path.
-    ds = pipeline.labeled_dataset(
+    stream = pipeline.TrainingStream(
         data,
-        1,
-        split=("train", f"{pseudo}:pseudo"),
+        ("train", f"{pseudo}:pseudo"),
+        65,
         dataset_name="demo",
         id_list=ids,
         shuffle_buffer=0,
         repeat=False,
         seed=0,
     )
+    ds = pipeline.labeled_dataset(stream, 1)
     kinds = []
     for batch in ds:
         values = set(np.unique(batch["label"].numpy()).tolist()) - {255}
@@ -89,17 +90,7 @@ def test_labeled_dataset_union_as_train_py_calls_it(two_dirs):
     per_pipeline = []
     for index in range(2):
         ctx = pipeline.tf.distribute.InputContext(2, index, 2)
-        ds = pipeline.labeled_dataset(
-            data,
-            1,
-            split=("train", f"{pseudo}:pseudo"),
-            dataset_name="demo",
-            id_list=ids,
-            shuffle_buffer=0,
-            repeat=False,
-            seed=0,
-            input_context=ctx,
-        )
+        ds = pipeline.labeled_dataset(stream, 1, input_context=ctx)
         per_pipeline.append(sum(1 for _ in ds))
     assert sum(per_pipeline) == 5
 

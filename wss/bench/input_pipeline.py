@@ -15,7 +15,7 @@ from absl import flags
 
 from wss import program
 from wss.benchmarking import timing
-from wss.data import augment, demo, pipeline
+from wss.data import demo, pipeline
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(
@@ -42,11 +42,11 @@ def main(argv=None):
         data_dir = os.path.join(tmp.name, "demo")
         demo.ensure_demo_dataset(data_dir)
     calls = tf.data.AUTOTUNE if FLAGS.num_parallel_calls < 0 else FLAGS.num_parallel_calls
-    cfg = augment.AugmentConfig(crop_size=FLAGS.crop)
-    common = dict(
-        split=FLAGS.split,
+    stream = pipeline.TrainingStream(
+        data_dir,
+        FLAGS.split,
+        FLAGS.crop,
         dataset_name=FLAGS.dataset,
-        augment_config=cfg,
         num_parallel_calls=calls,
         shuffle_buffer=100,
     )
@@ -55,11 +55,11 @@ def main(argv=None):
         f"data: {data_dir} split={FLAGS.split} crop={FLAGS.crop} "
         f"batch={FLAGS.batch_size} parallel calls={label}"
     )
-    labeled = pipeline.labeled_dataset(data_dir, FLAGS.batch_size, **common)
+    labeled = pipeline.labeled_dataset(stream, FLAGS.batch_size)
     print(
         f"labeled: {timing.images_per_second(labeled, FLAGS.batch_size, FLAGS.steps):.1f} images/s"
     )
-    extra = pipeline.extra_dataset(data_dir, FLAGS.batch_size, **common)
+    extra = pipeline.extra_dataset(stream, FLAGS.batch_size)
     print(
         f"extra (weak+strong): "
         f"{timing.images_per_second(extra, FLAGS.batch_size, FLAGS.steps):.1f} images/s"

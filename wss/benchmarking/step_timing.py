@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from wss import distribute, experiment
+from wss import model as model_lib
 from wss.benchmarking import step_parts, timing
 from wss.benchmarking.synthetic import synthetic_batches
 
@@ -30,7 +31,7 @@ def build(gin_files, gin_params, mode, precision="float32", strategy=None):
     config = experiment.parse_run_config(gin_files or [DEFAULT_GIN], params)
     exp = config.experiment
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = experiment.build_model(exp.descriptor.num_classes, config.model, config.method)
+        model = model_lib.build_model(exp.descriptor.num_classes, config.model, config.method)
         model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
     return model, exp
 

@@ -15,8 +15,6 @@ The command line is wss.compare.
 import os
 import time
 
-import gin
-
 from wss.comparison import report
 from wss.comparison.rows import ROWS, CompareError, parse_config, run_spec
 from wss.comparison.runs import run_one
@@ -54,10 +52,7 @@ def run_comparison(
         for row in rows
     ]
     os.makedirs(output_dir, exist_ok=True)
-    try:
-        runs = _run_all(specs, dataset_dir, ece_batches, log)
-    finally:
-        gin.clear_config()
+    runs = _run_all(specs, dataset_dir, ece_batches, log)
     summary = report.summarize(runs, rows, seeds, gin_files, gin_params)
     summary["files"] = report.write_outputs(summary, output_dir)
     log(summary["markdown"])

@@ -23,7 +23,8 @@ from wss import restore, training
 from wss.comparison.rows import PSEUDO_SPLIT, CompareError, parse_config
 from wss.data import pipeline
 from wss.evaluation import reliability
-from wss.experiment import build_model, resolve_dataset_dir
+from wss.experiment import resolve_dataset_dir
+from wss.model import build_model
 from wss.self_training import labeller
 
 RUN_RECORD = "compare_run.json"

@@ -21,11 +21,11 @@ _JITTER_OP_BASE = 100
 
 @dataclasses.dataclass
 class AugmentConfig:
-    """DeepLab training geometry (the weak view). Gin binds it as `AugmentConfig.*` into a
-    program's wss.experiment.RunConfig (the crop is Experiment.crop_size there).
+    """DeepLab training geometry (the weak view) but the crop size, which is
+    Experiment.crop_size. Gin binds it as `AugmentConfig.*` into a program's
+    wss.experiment.RunConfig.
 
     Attributes:
-      crop_size: side of the square training crop.
       min_scale, max_scale, scale_step: the scale is drawn uniformly from
         {min, min+step, ..., max}; step 0 draws from the interval [min, max).
       flip_prob: probability of a left-right flip.
@@ -33,7 +33,6 @@ class AugmentConfig:
       ignore_label: label value of padding (and of cut-out pixels).
     """
 
-    crop_size: int = 513
     min_scale: float = 0.5
     max_scale: float = 2.0
     scale_step: float = 0.25
@@ -209,6 +208,7 @@ def train_views(
     label,
     seed,
     num_classes: int,
+    crop_size: int,
     config: AugmentConfig,
     strong: Optional[StrongConfig] = None,
 ) -> Dict[str, tf.Tensor]:
@@ -219,7 +219,8 @@ def train_views(
       label: int32 [H,W,1], 255 = ignore.
       seed: int64 scalar element seed.
       num_classes: class count (for image-level labels).
-      config: the geometry.
+      crop_size: side of the square crop.
+      config: the rest of the geometry.
       strong: if given, also build 'strong' sharing scale, crop and flip.
 
     Returns:
@@ -227,7 +228,7 @@ def train_views(
       [crop,crop,1], 'image_labels' float32 [C-1]; with `strong`, also 'strong' and, when
       strong.shared_valid is False, 'weak_valid'.
     """
-    crop = config.crop_size
+    crop = crop_size
     image = tf.cast(image, tf.float32)
     label = tf.cast(label, tf.int32)
     scale = random_scale(seed, config.min_scale, config.max_scale, config.scale_step)

@@ -9,6 +9,7 @@ Output contract (per batch):
     'weak_valid' only if StrongConfig.shared_valid is False.
   eval: 'image', 'label', 'valid' padded to the eval crop, 'height', 'width' int32 [B],
     'filename' string [B].
+The two training streams share one description of what they read (`TrainingStream`).
 Each builder takes `input_context` (tf.distribute.InputContext) to shard by input
 pipeline; `make_dataset_fn` wraps a builder for distribute_datasets_from_function.
 
@@ -19,6 +20,7 @@ through the input context. Files are read by tf.data, so `gs://` paths work wher
 shard listing (wss.data.reader) does.
 """
 
+import dataclasses
 import functools
 from typing import Optional, Sequence, Union
 
@@ -161,120 +163,108 @@ def _finish(ds, batch_size, drop_remainder, seed, prefetch=AUTOTUNE):
     return ds.prefetch(prefetch)
 
 
-def labeled_dataset(
-    dataset_dir: str,
-    batch_size: int,
-    split: Split = "train",
-    dataset_name: str = "pascal_voc_seg",
-    id_list: IdList = None,
-    augment_config: Optional[augment.AugmentConfig] = None,
-    shuffle_buffer: int = 1000,
-    repeat: bool = True,
-    drop_remainder: bool = True,
-    seed: Optional[int] = None,
-    skip_bad_records: bool = False,
-    skip_counter: Optional[reader.SkipCounter] = None,
-    num_parallel_calls=AUTOTUNE,
-    input_context=None,
-) -> tf.data.Dataset:
-    """The pixel-labeled training stream (DeepLab training preprocessing).
+@dataclasses.dataclass(frozen=True)
+class TrainingStream:
+    """What a training stream reads and how it draws it: the arguments labeled_dataset
+    and extra_dataset share.
 
-    `id_list` (file path or ids) selects the labeled subset from `split`. `split` may
-    be a list/tuple of sources read as one stream: split names of `dataset_dir` and
-    'DIR:name' entries (split `name` in folder DIR, absolute or relative to the working
-    directory). The id list applies to the plain names only; 'DIR:name' sources are read
-    whole. Self-training: split=('train', 'runs/voc_1_8_teacher/pseudo:pseudo') with the
-    1/8 id list trains on the labeled 1/8 of 'train' plus all of the teacher's pseudo
-    labels (wss.pseudo_label). `augment_config` None: AugmentConfig's defaults (DeepLab's)
-    at the dataset's training crop; training passes its RunConfig's.
+    dataset_dir / split / dataset_name: the records. `split` is a split name of
+      `dataset_dir` or a list/tuple of sources read as one stream: split names of
+      `dataset_dir` and 'DIR:name' entries (split `name` in folder DIR, absolute or
+      relative to the working directory), see decoded_records.
+    id_list: ids (file path or list) selecting records of the plain split names only;
+      'DIR:name' sources are read whole. Self-training: split=('train',
+      'runs/voc_1_8_teacher/pseudo:pseudo') with the 1/8 id list trains on the labeled
+      1/8 of 'train' plus all of the teacher's pseudo labels (wss.pseudo_label).
+    crop_size: side of the square training crop (a RunConfig's Experiment.crop_size).
+    augment_config: the rest of the geometry (default: DeepLab's).
+    shuffle_buffer, repeat, drop_remainder, seed: how records are drawn and batched.
+    skip_bad_records / skip_counter / num_parallel_calls: as decoded_records.
     """
-    desc = descriptors.get_descriptor(dataset_name)
-    cfg = augment_config or augment.AugmentConfig(crop_size=desc.train_crop_size)
-    seed = _pipeline_seed(seed, input_context)
-    ds = decoded_records(
-        dataset_dir,
-        split,
-        desc.num_classes,
-        True,
-        id_list=id_list,
-        skip_bad_records=skip_bad_records,
-        skip_counter=skip_counter,
-        shuffle_buffer=shuffle_buffer,
-        repeat=repeat,
-        seed=seed,
-        num_parallel_calls=num_parallel_calls,
-        input_context=input_context,
-        dataset_name=dataset_name,
-    )
 
-    def prep(x, s):
-        out = augment.train_views(x["image"], x["label"], s, desc.num_classes, cfg)
+    dataset_dir: str
+    split: Split
+    crop_size: int
+    dataset_name: str = "pascal_voc_seg"
+    id_list: IdList = None
+    augment_config: augment.AugmentConfig = dataclasses.field(default_factory=augment.AugmentConfig)
+    shuffle_buffer: int = 1000
+    repeat: bool = True
+    drop_remainder: bool = True
+    seed: Optional[int] = None
+    skip_bad_records: bool = False
+    skip_counter: Optional[reader.SkipCounter] = None
+    num_parallel_calls: int = AUTOTUNE
+
+
+def _training_dataset(stream, batch_size, require_label, views, exclude_ids, input_context):
+    """The records of `stream`, each mapped by `views(record, seed, num_classes)` with its
+    own augmentation seed, then batched (the body both training streams share)."""
+    desc = descriptors.get_descriptor(stream.dataset_name)
+    seed = _pipeline_seed(stream.seed, input_context)
+    ds = decoded_records(
+        stream.dataset_dir,
+        stream.split,
+        desc.num_classes,
+        require_label,
+        id_list=stream.id_list,
+        exclude_ids=exclude_ids,
+        skip_bad_records=stream.skip_bad_records,
+        skip_counter=stream.skip_counter,
+        shuffle_buffer=stream.shuffle_buffer,
+        repeat=stream.repeat,
+        seed=seed,
+        num_parallel_calls=stream.num_parallel_calls,
+        input_context=input_context,
+        dataset_name=stream.dataset_name,
+    )
+    ds = _with_seeds(ds, seed).map(
+        lambda x, s: views(x, s, desc.num_classes), num_parallel_calls=stream.num_parallel_calls
+    )
+    return _finish(ds, batch_size, stream.drop_remainder, seed)
+
+
+def labeled_dataset(stream: TrainingStream, batch_size: int, input_context=None) -> tf.data.Dataset:
+    """The pixel-labeled training stream (DeepLab training preprocessing) of `stream`."""
+
+    def views(x, s, num_classes):
+        out = augment.train_views(
+            x["image"], x["label"], s, num_classes, stream.crop_size, stream.augment_config
+        )
         # Static for XLA/TPU (the extra stream's tf.where makes its own static).
-        out["image_labels"] = tf.ensure_shape(out["image_labels"], [desc.num_classes - 1])
+        out["image_labels"] = tf.ensure_shape(out["image_labels"], [num_classes - 1])
         return out
 
-    ds = _with_seeds(ds, seed).map(prep, num_parallel_calls=num_parallel_calls)
-    return _finish(ds, batch_size, drop_remainder, seed)
+    return _training_dataset(stream, batch_size, True, views, None, input_context)
 
 
 def extra_dataset(
-    dataset_dir: str,
+    stream: TrainingStream,
     batch_size: int,
-    split: str = "train_aug",
-    dataset_name: str = "pascal_voc_seg",
-    id_list: IdList = None,
+    strong_config: Optional[augment.StrongConfig] = None,
     exclude_ids: IdList = None,
     image_labels_source: str = "auto",
-    augment_config: Optional[augment.AugmentConfig] = None,
-    strong_config: Optional[augment.StrongConfig] = None,
-    shuffle_buffer: int = 1000,
-    repeat: bool = True,
-    drop_remainder: bool = True,
-    seed: Optional[int] = None,
-    skip_bad_records: bool = False,
-    skip_counter: Optional[reader.SkipCounter] = None,
-    num_parallel_calls=AUTOTUNE,
     input_context=None,
 ) -> tf.data.Dataset:
-    """The extra-set stream: weak and strong views sharing scale, crop and flip.
+    """The extra-set stream of `stream`: weak and strong views sharing scale, crop and flip.
 
     Args:
-      id_list: select the extra set from `split` by ids (file path or list).
+      strong_config: the strong view (None: StrongConfig's defaults, the release's).
       exclude_ids: ids to leave out (e.g. the labeled list, for the paper's
         "train_aug minus labeled"; the release leaves them in).
       image_labels_source: 'auto' (the record's image/class/label if non-empty, else
         from the cropped mask, else zeros), 'record' (always the record's list) or 'mask'.
-      strong_config: the strong view (None: StrongConfig's defaults, the release's).
-      Other arguments as labeled_dataset.
     """
     if image_labels_source not in ("auto", "record", "mask"):
         raise ValueError(
             f"image_labels_source must be auto, record or mask, got {image_labels_source!r}"
         )
-    desc = descriptors.get_descriptor(dataset_name)
-    cfg = augment_config or augment.AugmentConfig(crop_size=desc.train_crop_size)
     strong = strong_config or augment.StrongConfig()
-    seed = _pipeline_seed(seed, input_context)
-    ds = decoded_records(
-        dataset_dir,
-        split,
-        desc.num_classes,
-        False,
-        id_list=id_list,
-        exclude_ids=exclude_ids,
-        skip_bad_records=skip_bad_records,
-        skip_counter=skip_counter,
-        shuffle_buffer=shuffle_buffer,
-        repeat=repeat,
-        seed=seed,
-        num_parallel_calls=num_parallel_calls,
-        input_context=input_context,
-        dataset_name=dataset_name,
-    )
-    c = desc.num_classes
 
-    def prep(x, s):
-        out = augment.train_views(x["image"], x["label"], s, c, cfg, strong)
+    def views(x, s, c):
+        out = augment.train_views(
+            x["image"], x["label"], s, c, stream.crop_size, stream.augment_config, strong
+        )
         from_mask = tf.where(x["has_label"], out["image_labels"], tf.zeros([c - 1]))
         from_record = augment.image_labels_from_ids(x["class_ids"], c)
         if image_labels_source == "record":
@@ -288,8 +278,7 @@ def extra_dataset(
         out["has_label"] = tf.cast(x["has_label"], tf.float32)
         return out
 
-    ds = _with_seeds(ds, seed).map(prep, num_parallel_calls=num_parallel_calls)
-    return _finish(ds, batch_size, drop_remainder, seed)
+    return _training_dataset(stream, batch_size, False, views, exclude_ids, input_context)
 
 
 def _raise_too_big(path, index, h, w, crop):

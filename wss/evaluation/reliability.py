@@ -4,14 +4,16 @@ On a split with ground truth, every batch runs the model's own weak branch once
 (`PseudoSegModel.pseudo_labels`, spec section 3): an inference-mode backbone pass giving
 the model's own logits, the Grad-CAM and the SGC logits (upsampled to the decoder size),
 plus the decoder logits p of the pseudo-label pass (training-mode batch norm by default,
-as in training). Each pseudo-label source is then the model's fusion (`PseudoSegModel.fuse`)
-bound from the model's MethodOptions with the source's changes:
+as in training). Each variant is then the model's fusion (`PseudoSegModel.fuse`) with the
+model's MethodOptions changed to one registered fusion rule (wss.method.fusion.RULES) and
+one of the settings the rule registers, soft, unsharpened and sharpened with the model's T:
 
   model                     softmax of the inference-mode decoder logits
   decoder[_sharpened]       softmax(p) (then sharpened with the model's T)
   sgc[_sharpened]           softmax(m)
   fusion_norm[_sharpened]   calibrated fusion with the RMS logit norm
   fusion_nonorm[_sharpened] the same fusion without the norm
+  <rule>[_sharpened]        any other registered rule
 
 Labels are resized to the decoder size by TF1 nearest neighbour; ECE uses 15 bins over
 valid pixels. The batch-norm moving statistics the training-mode passes move are put back
@@ -29,18 +31,25 @@ from PIL import Image, ImageDraw
 from deeplab_ext.resize import resize_nearest
 from wss.data.descriptors import IGNORE_LABEL
 from wss.evaluation import metrics
+from wss.method import fusion
 
-VARIANTS = (
-    "model",
-    "decoder",
-    "decoder_sharpened",
-    "sgc",
-    "sgc_sharpened",
-    "fusion_norm",
-    "fusion_norm_sharpened",
-    "fusion_nonorm",
-    "fusion_nonorm_sharpened",
-)
+MODEL_VARIANT = "model"  # the model's own prediction, not a pseudo label
+
+
+def pseudo_label_variants():
+    """{variant name: (fusion rule name, MethodOptions changes)} of every registered
+    fusion rule and setting (wss.method.fusion.RULES), each unsharpened and sharpened."""
+    out = {}
+    for rule in fusion.RULES.values():
+        for suffix, changes in rule.variants.items():
+            name = f"{rule.name}_{suffix}" if suffix else rule.name
+            out[name] = (rule.name, dict(changes, temperature=1.0))
+            out[f"{name}_sharpened"] = (rule.name, dict(changes))
+    return out
+
+
+# The variants of the rules registered at import (the default of calibrate).
+VARIANTS = (MODEL_VARIANT,) + tuple(pseudo_label_variants())
 
 
 def image_labels_from_mask(labels, num_classes):
@@ -51,16 +60,11 @@ def image_labels_from_mask(labels, num_classes):
 
 
 def variant_options(options, variant):
-    """The MethodOptions whose pseudo labels are `variant` (not 'model'): soft labels,
-    sharpened with the model's T only for '*_sharpened'."""
-    base = variant.replace("_sharpened", "")
-    return dataclasses.replace(
-        options,
-        source="fusion" if base.startswith("fusion") else base,
-        temperature=options.temperature if variant.endswith("_sharpened") else 1.0,
-        logit_norm=base == "fusion_norm",
-        soft_labels=True,
-    )
+    """The MethodOptions whose pseudo labels are `variant` (not 'model'): `options` with
+    the variant's rule and settings, soft labels, sharpened with the model's T only for
+    '*_sharpened'."""
+    source, changes = pseudo_label_variants()[variant]
+    return dataclasses.replace(options, source=source, soft_labels=True, **changes)
 
 
 def source_probs(
@@ -82,7 +86,7 @@ def source_probs(
     )
     out = {}
     for name in variants:
-        if name == "model":
+        if name == MODEL_VARIANT:
             out[name] = tf.nn.softmax(tf.cast(branch["inference_logits"], tf.float32))
         else:
             out[name] = model.fuse(branch, variant_options(model.options, name))
@@ -112,9 +116,10 @@ def calibrate(
     if use_image_labels is None:
         use_image_labels = model.options.mode == "weakly"
     variants = tuple(variants)
-    unknown = set(variants) - set(VARIANTS)
+    known = (MODEL_VARIANT,) + tuple(pseudo_label_variants())
+    unknown = set(variants) - set(known)
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {known}")
 
     @tf.function(reduce_retracing=True)
     def step(images, labels, valid):

@@ -5,6 +5,12 @@ optional batch-wide RMS logit norm, the gamma-weighted average of the two softma
 temperature sharpening and the stop-gradient. Everything is computed in float32 whatever
 the callers' compute dtype.
 
+Each pseudo-label source (MethodOptions.source) is a rule in one registry, RULES:
+`fuse(p, m, options)` runs the rule named `options.source`, then the sharpening and the
+stop-gradient every source shares. Adding a source is one function decorated with
+`@register_fusion(name)` (and its test); options validation, the model's weak branch and
+the calibration's variants read the registry.
+
 Release semantics (googleinterns/wss, train_wss.py) are the defaults:
   * source='decoder': P = softmax(p), never normalised.
   * source='sgc':     P = softmax(m), never normalised.
@@ -14,11 +20,13 @@ Release semantics (googleinterns/wss, train_wss.py) are the defaults:
   * sharpening only for soft labels with T != 1: P^(1/T) / sum_c P^(1/T).
 """
 
+import dataclasses
+from typing import Any, Callable, Dict, Mapping
+
 import tensorflow as tf
 
 RMS_EPSILON = 1e-8
 NORM_FORMS = ("release", "paper", "pixel")
-SOURCES = ("fusion", "decoder", "sgc")
 
 
 def logit_scale(decoder_logits, sgc_logits, form="release"):
@@ -70,53 +78,95 @@ def sharpen(probs, temperature):
     return powered / tf.reduce_sum(powered, axis=-1, keepdims=True)
 
 
-def fuse(decoder_logits, sgc_logits, gamma=0.5, logit_norm=True, norm_form="release"):
-    """Calibrated fusion gamma * softmax(s p) + (1 - gamma) * softmax(s m), no sharpening.
+@dataclasses.dataclass(frozen=True)
+class FusionRule:
+    """One registered pseudo-label source (see register_fusion)."""
 
-    s = logit_scale(p, m, norm_form) if logit_norm else 1. Gradients are not stopped here.
+    name: str
+    probs: Callable  # (decoder_logits, sgc_logits, options) -> float32 [B, h, w, C]
+    needs_sgc: bool
+    # Settings of the rule the calibration compares: {variant suffix: option changes}.
+    variants: Mapping[str, Mapping[str, Any]]
+
+
+RULES: Dict[str, FusionRule] = {}
+
+
+def register_fusion(name, needs_sgc=True, variants=None):
+    """Decorator registering `rule(decoder_logits, sgc_logits, options)` as the
+    pseudo-label source `name` (MethodOptions.source).
+
+    The rule returns float32 probabilities [B, h, w, C] before sharpening and the stop-
+    gradient, which `fuse` applies to every rule; it reads what it needs from the options
+    (a MethodOptions). `needs_sgc` False: the SGC (and Grad-CAM, L_sa) need not run for
+    it, and `sgc_logits` may be None. `variants`: {suffix: option changes} naming the
+    settings wss.evaluation.reliability calibrates (default: the rule as configured).
+    """
+
+    def register(rule):
+        if name in RULES:
+            raise ValueError(f"pseudo-label source {name!r} is already registered")
+        RULES[name] = FusionRule(name, rule, needs_sgc, dict(variants or {"": {}}))
+        return rule
+
+    return register
+
+
+def get_rule(source):
+    """The FusionRule registered as `source`; ValueError naming the known ones."""
+    if source not in RULES:
+        raise ValueError(f"Unknown pseudo-label source {source!r}; expected one of {tuple(RULES)}.")
+    return RULES[source]
+
+
+@register_fusion("decoder", needs_sgc=False)
+def decoder_only(decoder_logits, sgc_logits, options):
+    """P = softmax(p), never normalised (the release's 'decoder' source)."""
+    return tf.nn.softmax(tf.cast(decoder_logits, tf.float32), axis=-1)
+
+
+@register_fusion("sgc")
+def sgc_only(decoder_logits, sgc_logits, options):
+    """P = softmax(m), never normalised (the release's 'sgc' source)."""
+    return tf.nn.softmax(tf.cast(sgc_logits, tf.float32), axis=-1)
+
+
+@register_fusion("fusion", variants={"norm": {"logit_norm": True}, "nonorm": {"logit_norm": False}})
+def calibrated_fusion(decoder_logits, sgc_logits, options):
+    """Calibrated fusion gamma * softmax(s p) + (1 - gamma) * softmax(s m) (spec 3.4).
+
+    s = logit_scale(p, m, options.norm_form) if options.logit_norm else 1.
     """
     p = tf.cast(decoder_logits, tf.float32)
     m = tf.cast(sgc_logits, tf.float32)
-    if logit_norm:
-        s = logit_scale(p, m, form=norm_form)
+    if options.logit_norm:
+        s = logit_scale(p, m, form=options.norm_form)
         p = p * s
         m = m * s
+    gamma = options.gamma
     return gamma * tf.nn.softmax(p, axis=-1) + (1.0 - gamma) * tf.nn.softmax(m, axis=-1)
 
 
-def pseudo_label_probs(
-    decoder_logits,
-    sgc_logits=None,
-    source="fusion",
-    gamma=0.5,
-    temperature=0.5,
-    logit_norm=True,
-    norm_form="release",
-    soft=True,
-):
-    """Pseudo-label distribution P for the weak view (spec section 3.4), gradient-stopped.
+def fuse(decoder_logits, sgc_logits, options):
+    """Pseudo-label distribution P for the weak view (spec section 3.4), gradient-stopped:
+    the rule registered as `options.source`, then sharpening.
 
     Args:
       decoder_logits: [B, h, w, C] decoder logits p of the weak view.
       sgc_logits: [B, h, w, C] SGC logits m, already upsampled by the caller to the
-        decoder size (bilinear, align_corners=True). Required unless source='decoder'.
-      source: 'fusion' | 'decoder' | 'sgc'. Single sources are never normalised, as in
-        the release; `logit_norm`, `norm_form` and `gamma` only apply to 'fusion'.
-      gamma: weight of the decoder softmax in the fusion (release: 0.5).
-      temperature: sharpening temperature T; applied only when `soft` and T != 1.
-      logit_norm: apply the RMS logit norm before the fusion softmaxes.
-      norm_form: see `logit_scale`.
-      soft: soft labels (sharpened P) or hard labels (the caller takes argmax of the
-        unsharpened P; argmax is unchanged by sharpening anyway).
+        decoder size (bilinear, align_corners=True); None for a rule without the SGC.
+      options: a MethodOptions: `source` picks the rule, which reads its own fields
+        (gamma, logit_norm, norm_form for 'fusion'); sharpening with `temperature` applies
+        only to soft labels (`soft_labels`; hard labels take the argmax of the
+        unsharpened P, which sharpening leaves unchanged anyway).
 
     Returns:
       float32 [B, h, w, C] probabilities with stop_gradient applied.
     """
-    if source not in SOURCES:
-        raise ValueError(f"Unknown pseudo-label source {source!r}; expected one of {SOURCES}.")
-    if source != "decoder":
+    rule = get_rule(options.source)
+    if rule.needs_sgc:
         if sgc_logits is None:
-            raise ValueError(f"source={source!r} needs sgc_logits.")
+            raise ValueError(f"source={rule.name!r} needs sgc_logits.")
         p_shape = tf.TensorShape(decoder_logits.shape)
         m_shape = tf.TensorShape(sgc_logits.shape)
         if (
@@ -128,16 +178,9 @@ def pseudo_label_probs(
                 f"sgc_logits {m_shape} must be resized to the decoder logits "
                 f"{p_shape} before the fusion."
             )
-    if source == "decoder":
-        probs = tf.nn.softmax(tf.cast(decoder_logits, tf.float32), axis=-1)
-    elif source == "sgc":
-        probs = tf.nn.softmax(tf.cast(sgc_logits, tf.float32), axis=-1)
-    else:
-        probs = fuse(
-            decoder_logits, sgc_logits, gamma=gamma, logit_norm=logit_norm, norm_form=norm_form
-        )
-    if soft and temperature != 1.0:
-        probs = sharpen(probs, temperature)
+    probs = rule.probs(decoder_logits, sgc_logits, options)
+    if options.soft_labels and options.temperature != 1.0:
+        probs = sharpen(probs, options.temperature)
     return tf.stop_gradient(probs)
 
 

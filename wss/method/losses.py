@@ -134,7 +134,7 @@ def unlabeled_ce(
 
     Args:
       pseudo_probs: [B, h, w, C] pseudo-label probabilities (from
-        fusion.pseudo_label_probs; gradient is stopped again here).
+        fusion.fuse; gradient is stopped again here).
       strong_logits: [B, h, w, C] decoder logits of the strong view.
       valid: [B, h, w] or [B, h, w, 1] valid-pixel mask at decoder resolution (use
         resize_mask_nearest on the full-resolution mask first).

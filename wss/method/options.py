@@ -1,4 +1,5 @@
-"""The PseudoSeg method's options: one frozen record that gin fills and the model reads.
+"""The PseudoSeg method's options: one frozen record that gin fills (through
+wss.experiment.parse_run_config) and the model reads.
 
 Defaults are the release's (spec sections 3-5): fusion of decoder and SGC, batch-wide RMS
 logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss weights.
@@ -6,22 +7,20 @@ logit norm, gamma 0.5, T 0.5, soft labels, no confidence threshold, unit loss we
 
 import dataclasses
 
-import gin
-
 from wss.errors import ConfigError
+from wss.method import fusion
 
 MODES = ("supervised", "semi", "weakly")
-SOURCES = ("fusion", "decoder", "sgc")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MethodOptions:
     """How one PseudoSeg step is computed.
 
     mode: 'supervised' (baseline, L_s only), 'semi' (unlabeled extra set, classifier
       trained on the labeled set) or 'weakly' (extra set with image-level labels).
-    source: pseudo labels from 'fusion', 'decoder' only, or 'sgc' only (Table 5).
+    source: the pseudo-label rule, a name registered in wss.method.fusion: 'fusion',
+      'decoder' only, or 'sgc' only (Table 5).
     gamma / temperature: fusion weight of the decoder softmax and sharpening T
       (high-data setting of section 4.5: gamma 0.3, T 0.7).
     logit_norm / norm_form: the calibration norm ('release': one RMS scale over the batch;
@@ -56,11 +55,11 @@ class MethodOptions:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.source not in SOURCES:
-            raise ConfigError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if self.norm_form not in ("release", "paper", "pixel"):
+        if self.source not in fusion.RULES:
+            raise ConfigError(f"source must be one of {tuple(fusion.RULES)}, got {self.source!r}")
+        if self.norm_form not in fusion.NORM_FORMS:
             raise ConfigError(
-                f"norm_form must be 'release', 'paper' or 'pixel', got {self.norm_form!r}"
+                f"norm_form must be one of {fusion.NORM_FORMS}, got {self.norm_form!r}"
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
@@ -69,8 +68,9 @@ class MethodOptions:
 
     @property
     def uses_sgc(self):
-        """Whether Grad-CAM, the SGC and L_sa run (the release skips them for decoder-only)."""
-        return self.mode != "supervised" and self.source != "decoder"
+        """Whether Grad-CAM, the SGC and L_sa run: never when supervised, else when the
+        pseudo-label rule reads the SGC (the release skips them for decoder-only)."""
+        return self.mode != "supervised" and fusion.get_rule(self.source).needs_sgc
 
     @property
     def uses_classifier(self):
