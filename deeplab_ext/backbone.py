@@ -22,7 +22,11 @@ from deeplab_ext.errors import DeepLabError
 
 # Modules that register the project's backbones, imported on the first registry lookup
 # (so `import deeplab_ext` stays light and the registry is never found half-filled).
-BUILTIN_BACKBONE_MODULES = ("deeplab_ext.xception", "deeplab_ext.resnet")
+BUILTIN_BACKBONE_MODULES = (
+    "deeplab_ext.xception",
+    "deeplab_ext.resnet",
+    "deeplab_ext.hub_backbone",
+)
 
 # The keywords every factory receives (DeepLabV3Plus's own arguments, forwarded).
 BACKBONE_OPTIONS = (

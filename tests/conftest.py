@@ -42,6 +42,61 @@ TINY_RUN = {"crop_size": 33, "labeled_batch_size": 2, "extra_batch_size": 2}
 NUM_CLASSES = 6
 
 
+# Tiny keras-hub encoders (deeplab_ext/hub_backbone.py architectures) by keras-hub class;
+# keras-hub's ResNet needs 64 filters in its first stage.
+TINY_HUB_ARCHITECTURES = {
+    "MiTBackbone": {
+        "class_name": "MiTBackbone",
+        "num_layers": 4,
+        "layerwise_depths": [1, 1, 1, 1],
+        "hidden_dims": [8, 8, 16, 16],
+        "layerwise_num_heads": [1, 1, 1, 1],
+        "layerwise_sr_ratios": [4, 2, 1, 1],
+        "layerwise_patch_sizes": [7, 3, 3, 3],
+        "layerwise_strides": [4, 2, 2, 2],
+        "max_drop_path_rate": 0.0,
+    },
+    "DINOV2Backbone": {
+        "class_name": "DINOV2Backbone",
+        "patch_size": 14,
+        "num_layers": 4,
+        "hidden_dim": 16,
+        "num_heads": 2,
+        "intermediate_dim": 32,
+        "num_register_tokens": 2,
+        "position_embedding_shape": (28, 28, 3),
+    },
+    "ResNetBackbone": {
+        "class_name": "ResNetBackbone",
+        "input_conv_filters": [64],
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 8, 8, 8],
+        "stackwise_num_blocks": [1, 1, 1, 1],
+        "stackwise_num_strides": [1, 2, 2, 2],
+        "block_type": "basic_block",
+        "use_pre_activation": False,
+    },
+}
+
+
+def tiny_hub_options(backbone_options, image_size):
+    """`backbone_options` of a keras-hub config with its encoder swapped for the tiny one
+    of the same family (named by the architecture's class or the preset handle), so that
+    configs build without downloading a preset."""
+    options = dict(backbone_options)
+    preset = str(options.pop("preset", "")).lower()
+    name = (options.pop("architecture", None) or {}).get("class_name") or next(
+        cls
+        for key, cls in (
+            ("dinov2", "DINOV2Backbone"),
+            ("mit", "MiTBackbone"),
+            ("resnet", "ResNetBackbone"),
+        )
+        if key in preset
+    )
+    return {**options, "architecture": TINY_HUB_ARCHITECTURES[name], "image_size": image_size}
+
+
 def gin_bindings(configurable, values):
     """gin binding lines `Configurable.key = value` of a dict of keywords."""
     return tuple(f"{configurable}.{key} = {value!r}" for key, value in values.items())

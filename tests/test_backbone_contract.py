@@ -21,7 +21,7 @@ from deeplab_ext.backbone import (
     reject_options,
 )
 from deeplab_ext.deeplab import DeepLabV3Plus
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_HUB_ARCHITECTURES, TINY_MODEL
 from wss.errors import ConfigError
 from wss.experiment import ModelSettings
 from wss.method.options import MethodOptions
@@ -38,7 +38,16 @@ TINY_OPTIONS = dict(
     bn_decay=None,
 )
 # Backbone-specific options (DeepLabV3Plus's `backbone_options`) a backbone needs here.
-EXTRA_OPTIONS = {}
+EXTRA_OPTIONS = {
+    # A tiny MiT whose last level is at stride 16 (keras-hub encoders run at their own).
+    "keras_hub": {
+        "architecture": {
+            **TINY_HUB_ARCHITECTURES["MiTBackbone"],
+            "layerwise_strides": [4, 2, 2, 1],
+        },
+        "image_size": SIZE,
+    },
+}
 
 
 @pytest.mark.parametrize("name", registered_backbones())
@@ -48,6 +57,8 @@ def test_registered_backbone_keeps_the_contract(name):
 
 def check_contract(name):
     """Builds backbone `name` (tiny), runs it and checks every member of the contract."""
+    if name == "keras_hub":
+        pytest.importorskip("keras_hub")  # the optional [hub] extra
     backbone = build_backbone(name, **TINY_OPTIONS, **EXTRA_OPTIONS.get(name, {}))
     assert isinstance(backbone, Backbone)
     backbone.build((None, None, None, 3))

@@ -6,6 +6,7 @@ import os
 import gin
 import pytest
 
+from tests.conftest import tiny_hub_options
 from wss.experiment import PROJECT_ROOT, parse_run_config, resolve_path
 from wss.model import build_model
 
@@ -49,6 +50,14 @@ def test_config_parses_and_builds(path):
     gin.clear_config()
     try:
         config = parse_run_config([path], TINY)
+        if config.model.backbone == "keras_hub":  # a tiny encoder of the family, no download
+            options = tiny_hub_options(config.model.backbone_options, image_size=33)
+            hub = TINY[2:] + [
+                "ModelSettings.width_multiplier = 1.0",
+                "ModelSettings.middle_flow_units = None",
+                f"ModelSettings.backbone_options = {options!r}",
+            ]
+            config = parse_run_config([path], hub)
         exp, opts = config.experiment, config.method
         for id_list in (exp.labeled_id_list, exp.extra_id_list):
             if id_list and id_list not in USER_DRAWN:
