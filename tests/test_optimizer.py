@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import tiny_deeplab_config
-from wss.experiment import Experiment, build_optimizer
+from wss.experiment import Experiment, ModelSettings, build_optimizer
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 from wss.schedule import PolyWithSlowStart, ReleaseMomentum
@@ -97,3 +97,50 @@ def test_training_uses_release_momentum(model):
 def test_poly_schedule_matches_deeplab(step, kwargs, expected):
     lr = PolyWithSlowStart(0.007, power=0.9, slow_start_learning_rate=1e-4, **kwargs)(step)
     np.testing.assert_allclose(float(lr), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_adamw_decays_the_kernels_only(model):
+    # With zero gradients Adam's own update is 0, so one step is the decoupled decay alone:
+    # w <- w - lr * weight_decay * w on kernels (2-D and up); 1-D variables stay.
+    lr, decay = 0.1, 0.5
+    exp = Experiment(optimizer="adamw", adamw_weight_decay=decay, base_learning_rate=lr)
+    opt = build_optimizer(exp, model)
+    assert isinstance(opt, keras.optimizers.AdamW)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    try:
+        opt.apply([tf.zeros_like(v) for v in variables], variables)
+        for v, old in zip(variables, before):
+            expected = old * (1.0 - lr * decay) if len(old.shape) > 1 else old
+            np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.path)
+        assert sum(len(old.shape) > 1 for old in before) > 0
+        assert sum(len(old.shape) <= 1 for old in before) > 0
+    finally:
+        for v, old in zip(variables, before):
+            v.assign(old)
+
+
+def test_adamw_follows_the_poly_schedule(model):
+    exp = Experiment(optimizer="adamw", base_learning_rate=0.01, num_steps=10, learning_power=1)
+    opt = build_optimizer(exp, model)
+    opt.iterations.assign(5)
+    assert float(opt.learning_rate) == pytest.approx(0.005)
+
+
+def test_an_unknown_optimizer_is_a_config_error():
+    from wss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'adam'.*'momentum', 'adamw'"):
+        Experiment(optimizer="adam")
+
+
+def test_the_run_summary_names_a_non_default_optimizer():
+    from wss.training import describe_run
+
+    def steps_line(**kwargs):
+        exp = Experiment(dataset_name="demo", crop_size=65, **kwargs)
+        lines = describe_run(exp, ModelSettings(), MethodOptions(), "data", "run", 10)
+        return next(line for line in lines if "learning rate" in line)
+
+    assert "(adamw)" in steps_line(optimizer="adamw")
+    assert "(" not in steps_line()

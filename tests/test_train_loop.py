@@ -122,3 +122,17 @@ def test_a_kill_between_calls_resumes_at_the_same_step_and_weights(
     assert re.search(r"^resumed from \S+ckpt-4 at step 4$", text, re.M), text
     assert [line.split()[1] for line in lines if line.startswith("step ")] == ["8/8"]
     assert (tmp_path / "ckpt-8.index").exists() and np.isfinite(logs["total_loss"])
+
+
+def test_adamw_trains_and_resumes_but_not_as_a_momentum_run(tmp_path, demo_dir):
+    adamw = ["Experiment.num_steps = 2", "Experiment.optimizer = 'adamw'"]
+    _, logs, _ = run_training(tmp_path, demo_dir, adamw)
+    assert np.isfinite(logs["total_loss"])
+    # Resuming the finished run restores its own optimizer state (Adam's m and v).
+    _, _, again = run_training(tmp_path, demo_dir, adamw)
+    assert any(line.startswith("resumed from") for line in again)
+
+    from wss.restore import RestoreError
+
+    with pytest.raises(RestoreError, match=r"cannot resume from .*ckpt-2.*operative_config"):
+        run_training(tmp_path, demo_dir, ["Experiment.num_steps = 3"])  # momentum

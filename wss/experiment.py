@@ -105,6 +105,9 @@ class Experiment:
     num_steps, base_learning_rate, learning_power, momentum, slow_start_*: DeepLab's poly
       schedule and SGD; scale_learning_rate_with_batch multiplies the base rate by
       labeled_batch_size / 64 (linear rule) for runs smaller than the paper's.
+    optimizer: 'momentum' (DeepLab's, the paper's) or 'adamw' (Adam with decoupled weight
+      decay `adamw_weight_decay` on kernels only, as SegFormer trains its MiT encoders; the
+      poly schedule, the biases' x2 and MethodOptions.weight_decay's L2 stay as they are).
     init_checkpoint: a TF1 DeepLab checkpoint (ImageNet or trained; logits are left out)
       or a Keras .weights.h5 of this model; for the demo, 'demo_backbone' is a backbone
       pretrained on demo image-level labels (wss.pretrain, built on first use).
@@ -132,6 +135,8 @@ class Experiment:
     learning_power: float = 0.9
     end_learning_rate: float = 0.0
     momentum: float = 0.9
+    optimizer: str = "momentum"
+    adamw_weight_decay: float = 0.01
     slow_start_steps: int = 0
     slow_start_learning_rate: float = 1e-4
     scale_learning_rate_with_batch: bool = False
@@ -139,6 +144,13 @@ class Experiment:
     class_weights: Optional[str] = None
     seed: Optional[int] = 0
     tfds_data_dir: Optional[str] = None
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"Experiment.optimizer = {self.optimizer!r} is not an optimizer of this "
+                f"project; use one of {', '.join(repr(name) for name in OPTIMIZERS)}"
+            )
 
     @property
     def descriptor(self):
@@ -301,9 +313,27 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
     )
 
 
+def _momentum(exp, schedule, variables):
+    del variables
+    return ReleaseMomentum(schedule, momentum=exp.momentum)
+
+
+def _adamw(exp, schedule, variables):
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=exp.adamw_weight_decay)
+    # Decay only the kernels (matrices, convolutions, embeddings): biases and the norms'
+    # scales and offsets are 1-D, as in SegFormer's and timm's AdamW recipes.
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
+    return optimizer
+
+
+# Experiment.optimizer -> builder(exp, schedule, trainable variables) -> optimizer.
+OPTIMIZERS = {"momentum": _momentum, "adamw": _adamw}
+
+
 def build_optimizer(exp, model, precision="float32"):
-    """DeepLab's SGD with momentum and poly schedule over `exp.num_steps`, built for the
-    model's trainable variables (so its slots exist before a checkpoint is restored)."""
+    """The optimizer `exp.optimizer` names (DeepLab's SGD with momentum by default) with
+    the poly schedule over `exp.num_steps`, built for the model's trainable variables (so
+    its slots exist before a checkpoint is restored)."""
     schedule = PolyWithSlowStart(
         exp.learning_rate,
         exp.num_steps,
@@ -312,7 +342,7 @@ def build_optimizer(exp, model, precision="float32"):
         exp.slow_start_steps,
         exp.slow_start_learning_rate,
     )
-    optimizer = ReleaseMomentum(schedule, momentum=exp.momentum)
+    optimizer = OPTIMIZERS[exp.optimizer](exp, schedule, model.trainable_variables)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)

@@ -28,6 +28,7 @@ from wss.evaluation import evaluator
 from wss.experiment import build_optimizer, resolve_dataset_dir, resolve_path
 from wss.model import build_model
 from wss.pretraining import resolve_init_checkpoint
+from wss.restore import RestoreError
 
 
 def labeled_ids(exp, dataset_dir):
@@ -268,7 +269,16 @@ def train(
 
     # ------------------------------------------------------------ resume or initialise
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RestoreError(
+                f"cannot resume from {manager.latest_checkpoint!r}: it does not fit the model "
+                f"and optimizer built from this run's gin config ({reason[:200]}). Fix: resume "
+                "with the gin files and bindings the run started with (its "
+                "operative_config.gin), or train in a new --model_dir"
+            ) from e
         print_fn(
             f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}"
         )
@@ -365,7 +375,8 @@ def describe_run(exp, settings, options, dataset_dir, model_dir, checkpoint_ever
         f"  model: DeepLabv3+ {settings.backbone}, output stride {settings.output_stride}"
         f"{width}, ASPP/decoder depth {settings.aspp_depth}/{settings.decoder_depth}",
         f"  steps: {exp.num_steps}, {batches}, crop {exp.crop_size}, "
-        f"learning rate {exp.learning_rate:g}, seed {exp.seed}",
+        f"learning rate {exp.learning_rate:g}"
+        f"{'' if exp.optimizer == 'momentum' else f' ({exp.optimizer})'}, seed {exp.seed}",
         f"  outputs: {files.absolute(model_dir)} (a checkpoint every {checkpoint_every} steps"
         ", TensorBoard summaries, operative_config.gin)",
     ]
