@@ -103,7 +103,25 @@ def test_misspelled_gin_binding_names_the_file(tmp_path):
     gin_file = tmp_path / "typo.gin"
     gin_file.write_text("include 'gin/demo.gin'\nExperiment.num_stepz = 3\n")
     out = run(train_command(tmp_path / "run", tmp_path, gin_file=gin_file))
-    assert_one_error_line(out, str(gin_file), "num_stepz")
+    assert_one_error_line(out, str(gin_file), "num_stepz", "Did you mean 'Experiment.num_steps'?")
+
+
+@pytest.mark.parametrize(
+    "binding,hint",
+    [
+        ("MethodOptions.gamm = 0.3", "Did you mean 'MethodOptions.gamma'?"),
+        ("MethodOption.gamma = 0.3", "Did you mean 'MethodOptions'?"),
+        ("TrainLoop.zzzz = 1", "TrainLoop's parameters: log_every, checkpoint_every, "),
+        ("Nothing.at_all = 1", "The configurables are AugmentConfig, Experiment, "),
+    ],
+)
+def test_a_misspelled_binding_gets_the_closest_name(binding, hint):
+    from wss.errors import ConfigError
+    from wss.experiment import parse_run_config
+
+    with pytest.raises(ConfigError) as raised:
+        parse_run_config([], [binding])
+    assert hint in str(raised.value) and binding.split(" =")[0] in str(raised.value)
 
 
 def test_unknown_url_scheme_names_the_path(tmp_path):

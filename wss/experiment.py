@@ -12,8 +12,10 @@ bindings, and it leaves gin cleared (tests/test_config_reads.py checks both).
 """
 
 import dataclasses
+import difflib
 import logging
 import os
+import re
 from typing import Optional, Tuple, Union
 
 import gin
@@ -233,6 +235,31 @@ _GIN_BOUND = {
 }
 
 
+_UNKNOWN_PARAMETER = re.compile(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'")
+_UNKNOWN_CONFIGURABLE = re.compile(r"No configurable matching '([\w.]+)'")
+
+
+def binding_hint(message):
+    """' Did you mean ...?' for gin's message about an unknown configurable or parameter
+    of this project's config classes (the closest names), else ''."""
+    names = {cls.__name__: cls for cls in _GIN_BOUND}
+    unknown = _UNKNOWN_PARAMETER.search(message)
+    if unknown and unknown.group(1) in names:
+        cls, name = names[unknown.group(1)], unknown.group(2)
+        fields = [field.name for field in dataclasses.fields(cls)]
+        close = difflib.get_close_matches(name, fields, n=2, cutoff=0.6)
+        if close:
+            return " Did you mean " + " or ".join(f"'{cls.__name__}.{c}'" for c in close) + "?"
+        return f" {cls.__name__}'s parameters: {', '.join(fields)}."
+    unknown = _UNKNOWN_CONFIGURABLE.search(message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), sorted(names), n=1, cutoff=0.6)
+        if close:
+            return f" Did you mean '{close[0]}'?"
+        return f" The configurables are {', '.join(sorted(names))}."
+    return ""
+
+
 def _from_gin(cls):
     """A plain `cls` holding gin's bindings (called by parse_run_config only)."""
     bound = _GIN_BOUND[cls]()
@@ -267,9 +294,17 @@ def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
     """
     gin.clear_config()
     try:
-        gin.parse_config_files_and_bindings(
-            [f for f in (gin_files or []) if f], list(gin_params or []), skip_unknown=skip_unknown
-        )
+        try:
+            gin.parse_config_files_and_bindings(
+                [f for f in (gin_files or []) if f],
+                list(gin_params or []),
+                skip_unknown=skip_unknown,
+            )
+        except ValueError as e:
+            hint = binding_hint(str(e))
+            if not hint:
+                raise
+            raise ConfigError(f"gin config: {e}.{hint}") from e
         exp = _from_gin(Experiment)
         if exp.crop_size is None:
             exp = dataclasses.replace(exp, crop_size=exp.descriptor.train_crop_size)
