@@ -9,9 +9,12 @@ registers a factory under its names with `register_backbone`, and is named in
 BUILTIN_BACKBONE_MODULES (see docs/architecture.md, "How to add a backbone").
 
 Every factory is called as `factory(name, **options)` with the options DeepLabV3Plus
-always passes (BACKBONE_OPTIONS; a backbone may ignore those that do not apply to it,
-None meaning "its default") plus whatever `DeepLabV3Plus(backbone_options=...)` adds for
-that backbone; it rejects options it does not know with `reject_options`.
+always passes (BACKBONE_OPTIONS, None meaning "its default") plus whatever
+`DeepLabV3Plus(backbone_options=...)` adds for that backbone. It rejects, with
+`reject_options`, options it does not know and any of BACKBONE_OPTIONS it cannot honour set
+to a value other than its default (ResNet's `middle_flow_units`, an Xception option;
+keras_hub's `width_multiplier`), so a setting never silently has no effect. (`bn_decay`
+also sets the heads' batch norms: a backbone without batch norm may leave it unused.)
 """
 
 import importlib
@@ -80,10 +83,25 @@ def build_backbone(name, **options):
     return _REGISTRY[name](name, **options)
 
 
-def reject_options(name, unsupported):
-    """Raises BackboneError naming the options (a dict) backbone `name` does not support."""
+def reject_options(name, unsupported, fix=None):
+    """Raises BackboneError naming the options (a dict: option -> value) backbone `name`
+    does not support, their values and `fix` (what to do instead) when given."""
     if unsupported:
-        raise BackboneError(f"backbone {name!r} does not support the options {sorted(unsupported)}")
+        values = ", ".join(f"{key}={unsupported[key]!r}" for key in sorted(unsupported))
+        raise BackboneError(
+            f"backbone {name!r} does not support the options {sorted(unsupported)} ({values})"
+            + (f": {fix}" if fix else "")
+        )
+
+
+def reject_middle_flow_units(name, middle_flow_units):
+    """Raises BackboneError if `middle_flow_units` (the unit count of Xception's middle
+    flow) is set for backbone `name`, which has no middle flow."""
+    reject_options(
+        name,
+        {} if middle_flow_units is None else {"middle_flow_units": middle_flow_units},
+        fix="middle_flow_units is an Xception option; leave it None",
+    )
 
 
 class Backbone(keras.layers.Layer):

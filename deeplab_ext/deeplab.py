@@ -39,7 +39,9 @@ class DeepLabV3Plus(keras.Model):
       cls_keep_prob: dropout keep probability of that head; None = the backbone's
         (0.5 for Xception as PseudoSeg, 1.0 for ResNet, whose DeepLab head has none).
       fine_tune_batch_norm: when False, batch norm always uses its moving statistics.
-      width_multiplier, middle_flow_units: shrink the backbone for tests and the demo.
+      width_multiplier, middle_flow_units: shrink the backbone for tests and the demo
+        (channels: Xception and ResNet; middle-flow units: Xception); a backbone they do
+        not apply to rejects values other than 1.0 / None.
       batch_norm_decay: moving-average decay of every batch norm; None = DeepLab's
         (0.9997, ResNet backbones 0.95), tuned for 30k+ steps: short runs need less, or the
         moving statistics that evaluation uses stay near their initial values.

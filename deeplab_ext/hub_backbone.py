@@ -1,11 +1,12 @@
 """keras-hub encoders (ResNet, MiT, DINOv2, any `FeaturePyramidBackbone`) as DeepLab backbones.
 
-Registered as backbone `keras_hub` (BACKBONE_CONTRACT.md). The encoder comes from a
-keras-hub preset (`preset`: a handle such as 'kaggle://keras/mit/keras/mit_b2_ade20k_512/4',
-'hf://keras/...', a built-in preset name, or a local directory written by
-`save_to_preset`) or from an architecture (`architecture`: {'class_name':
-'MiTBackbone', **constructor arguments}, random start). keras-hub is imported only when
-such a backbone is built, so the core install never needs it (`pip install -e ".[hub]"`).
+Registered as backbone `keras_hub` (the contract of deeplab_ext/backbone.py). The encoder
+comes from a keras-hub preset (`preset`: a handle such as
+'kaggle://keras/mit/keras/mit_b2_ade20k_512/4', 'hf://keras/...', a built-in preset name,
+or a local directory written by `save_to_preset`) or from an architecture
+(`architecture`: {'class_name': 'MiTBackbone', **constructor arguments}, random start).
+keras-hub is imported only when such a backbone is built, so the core install never needs
+it (`pip install -e ".[hub]"`).
 
 Geometry. keras-hub's MiT and DINOv2 graphs have a fixed input size (MiT reshapes to a
 static grid; DINOv2 adds position embeddings interpolated to one size), so every encoder is
@@ -29,6 +30,8 @@ Level roles (each overridable by an option):
     early, more local feature, at output stride 14 instead of 4.
 The encoder runs at its natural stride: `output_stride` must be that stride (32 for MiT
 and ResNet, the patch size for DINOv2) or None; keras-hub encoders have no atrous mode.
+The preset or architecture alone sizes the encoder: `width_multiplier` and
+`middle_flow_units` (which size DeepLab's own backbones) must stay at 1.0 / None.
 
 Input normalisation: the preset's image converter (`image_converter.json`: x * scale +
 offset on [0, 255] pixels); a preset without one, or an architecture, uses ImageNet's mean
@@ -44,7 +47,13 @@ import math
 import keras
 import tensorflow as tf
 
-from deeplab_ext.backbone import Backbone, BackboneError, register_backbone, reject_options
+from deeplab_ext.backbone import (
+    Backbone,
+    BackboneError,
+    register_backbone,
+    reject_middle_flow_units,
+    reject_options,
+)
 
 HUB_BACKBONE = "keras_hub"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,13 +93,23 @@ def build_hub_backbone(
     **options,
 ):
     """Factory of the `keras_hub` backbone: the contract's options plus the adapter's own
-    (`_OPTIONS`). `width_multiplier` and `middle_flow_units` size DeepLab's Xception and
-    do not apply (a preset or `architecture` sizes the encoder; the contract lets a
-    backbone ignore them); a multi-grid, an output stride other than the encoder's and an
-    unknown option are errors."""
-    del width_multiplier, middle_flow_units
+    (`_OPTIONS`). A preset or `architecture` sizes the encoder, so `width_multiplier`
+    (other than None or 1.0) and `middle_flow_units` (other than None), which size
+    DeepLab's own backbones, are errors, as are a multi-grid, an output stride other than
+    the encoder's and an unknown option."""
     reject_options(name, {key: options[key] for key in options if key not in _OPTIONS})
-    reject_options(name, {"multi_grid": multi_grid} if multi_grid else {})
+    reject_options(
+        name,
+        {} if width_multiplier in (None, 1.0) else {"width_multiplier": width_multiplier},
+        fix="size the encoder with backbone_options['architecture'] or a preset, and leave "
+        "width_multiplier at 1.0",
+    )
+    reject_middle_flow_units(name, middle_flow_units)
+    reject_options(
+        name,
+        {"multi_grid": multi_grid} if multi_grid else {},
+        fix="keras-hub encoders have no atrous mode; leave multi_grid None",
+    )
     return HubBackbone(output_stride=output_stride, bn_decay=bn_decay, **options)
 
 

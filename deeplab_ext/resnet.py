@@ -13,7 +13,12 @@ variants as backbones.
 import keras
 import tensorflow as tf
 
-from deeplab_ext.backbone import Backbone, register_backbone, reject_options
+from deeplab_ext.backbone import (
+    Backbone,
+    register_backbone,
+    reject_middle_flow_units,
+    reject_options,
+)
 from deeplab_ext.layers import ConvBN, join_scope, scaled_depth
 
 RESNET_BN_DECAY = 0.95
@@ -269,10 +274,10 @@ def build_resnet(
 ):
     """The registry's factory of the ResNet variants (bn_decay None: DeepLab's 0.95).
 
-    `middle_flow_units` (an Xception option DeepLabV3Plus always passes) does not apply.
+    `middle_flow_units` (an Xception option DeepLabV3Plus always passes) must be None.
     """
-    del middle_flow_units
     reject_options(name, unsupported)
+    reject_middle_flow_units(name, middle_flow_units)
     return ResNetV1(
         name,
         output_stride=output_stride,

@@ -36,6 +36,14 @@ TINY_MODEL = {
     "aspp_depth": 8,
     "decoder_depth": 8,
 }
+# The DeepLabV3Plus options (deeplab_ext.backbone.BACKBONE_OPTIONS) each backbone family,
+# by name prefix, rejects at a value other than its default: ResNets have no middle flow;
+# a keras-hub preset or architecture sizes the encoder, which has no atrous mode.
+UNSUPPORTED_BACKBONE_OPTIONS = {
+    "xception": (),
+    "resnet": ("middle_flow_units",),
+    "keras_hub": ("multi_grid", "width_multiplier", "middle_flow_units"),
+}
 # A tiny training run (keywords of Experiment): crop and global batch sizes.
 TINY_RUN = {"crop_size": 33, "labeled_batch_size": 2, "extra_batch_size": 2}
 # The demo dataset's class count (wss.data.demo.NUM_CLASSES).
@@ -114,9 +122,26 @@ TINY_TRAIN_PARAMS = TINY_MODEL_PARAMS + gin_bindings("Experiment", TINY_RUN)
 TINY_GIN = "\n".join(TINY_MODEL_PARAMS + gin_bindings("Experiment", {"dataset_name": "demo"}))
 
 
+def unsupported_backbone_options(backbone):
+    """The BACKBONE_OPTIONS backbone `backbone` rejects (UNSUPPORTED_BACKBONE_OPTIONS)."""
+    family = [prefix for prefix in UNSUPPORTED_BACKBONE_OPTIONS if backbone.startswith(prefix)]
+    if len(family) != 1:
+        pytest.fail(f"backbone {backbone!r} needs one entry in UNSUPPORTED_BACKBONE_OPTIONS")
+    return UNSUPPORTED_BACKBONE_OPTIONS[family[0]]
+
+
+def tiny_model(backbone="xception_65"):
+    """TINY_MODEL without the sizes `backbone` does not take (ResNet: no middle flow;
+    keras_hub: neither, its architecture is sized instead)."""
+    unsupported = unsupported_backbone_options(backbone)
+    return {key: value for key, value in TINY_MODEL.items() if key not in unsupported}
+
+
 def tiny_deeplab_config(num_classes=NUM_CLASSES, **overrides):
-    """DeepLabV3Plus keywords of the tiny model (PseudoSegModel's `deeplab_config`)."""
-    return {"num_classes": num_classes, **TINY_MODEL, **overrides}
+    """DeepLabV3Plus keywords of the tiny model (PseudoSegModel's `deeplab_config`), with
+    the sizes of TINY_MODEL that the backbone (`overrides['backbone']`) takes."""
+    backbone = overrides.get("backbone", "xception_65")
+    return {"num_classes": num_classes, **tiny_model(backbone), **overrides}
 
 
 def write_gin(directory):

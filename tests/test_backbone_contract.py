@@ -4,8 +4,12 @@ plugs into DeepLabV3Plus and PseudoSeg through the registry alone.
 The contract checks run each backbone (tiny) on a 64 x 64 image: every end point it
 returns has the channels and stride it declares, the end points the heads read exist
 (the decoder's at strides 4 and 8), its TF1 names cover each weight once and its
-weight-decay kernels are weights of its own.
+weight-decay kernels are weights of its own. Each backbone gets only the options it
+supports (tests/conftest.py's UNSUPPORTED_BACKBONE_OPTIONS) and rejects the others, set
+to anything but their default, with an error that says what to do instead.
 """
+
+import inspect
 
 import keras
 import numpy as np
@@ -15,17 +19,26 @@ import tensorflow as tf
 from deeplab_ext import backbone as backbone_lib
 from deeplab_ext.backbone import (
     Backbone,
+    BackboneError,
     build_backbone,
     register_backbone,
     registered_backbones,
+    reject_middle_flow_units,
     reject_options,
 )
 from deeplab_ext.deeplab import DeepLabV3Plus
-from tests.conftest import TINY_HUB_ARCHITECTURES, TINY_MODEL
+from tests.conftest import (
+    NUM_CLASSES,
+    TINY_HUB_ARCHITECTURES,
+    TINY_MODEL,
+    UNSUPPORTED_BACKBONE_OPTIONS,
+    unsupported_backbone_options,
+)
+from wss import program
 from wss.errors import ConfigError
-from wss.experiment import ModelSettings
+from wss.experiment import ModelSettings, parse_run_config
 from wss.method.options import MethodOptions
-from wss.model import PseudoSegModel
+from wss.model import PseudoSegModel, build_model
 
 SIZE = 64
 OUTPUT_STRIDE = 16
@@ -37,6 +50,18 @@ TINY_OPTIONS = dict(
     middle_flow_units=TINY_MODEL["middle_flow_units"],
     bn_decay=None,
 )
+# What DeepLabV3Plus passes for an option left at its default, and a value other than it.
+DEFAULTS = {
+    key: inspect.signature(DeepLabV3Plus).parameters[key].default
+    for key in ("multi_grid", "width_multiplier", "middle_flow_units")
+}
+NON_DEFAULTS = {"multi_grid": (1, 2, 4), "width_multiplier": 0.5, "middle_flow_units": 1}
+# What a rejection of each option tells the user to do instead.
+FIXES = {
+    "multi_grid": "leave multi_grid None",
+    "width_multiplier": "size the encoder with backbone_options['architecture'] or a preset",
+    "middle_flow_units": "middle_flow_units is an Xception option; leave it None",
+}
 # Backbone-specific options (DeepLabV3Plus's `backbone_options`) a backbone needs here.
 EXTRA_OPTIONS = {
     # A tiny MiT whose last level is at stride 16 (keras-hub encoders run at their own).
@@ -50,6 +75,13 @@ EXTRA_OPTIONS = {
 }
 
 
+def tiny_options(name):
+    """TINY_OPTIONS and EXTRA_OPTIONS for backbone `name`, those it does not support at
+    their defaults (as DeepLabV3Plus passes them when left unset)."""
+    unsupported = {key: DEFAULTS[key] for key in unsupported_backbone_options(name)}
+    return {**TINY_OPTIONS, **unsupported, **EXTRA_OPTIONS.get(name, {})}
+
+
 @pytest.mark.parametrize("name", registered_backbones())
 def test_registered_backbone_keeps_the_contract(name):
     check_contract(name)
@@ -59,7 +91,7 @@ def check_contract(name):
     """Builds backbone `name` (tiny), runs it and checks every member of the contract."""
     if name == "keras_hub":
         pytest.importorskip("keras_hub")  # the optional [hub] extra
-    backbone = build_backbone(name, **TINY_OPTIONS, **EXTRA_OPTIONS.get(name, {}))
+    backbone = build_backbone(name, **tiny_options(name))
     assert isinstance(backbone, Backbone)
     backbone.build((None, None, None, 3))
     images = tf.random.uniform([1, SIZE, SIZE, 3], 0, 255, seed=1)
@@ -90,6 +122,54 @@ def check_contract(name):
         assert all(n.startswith(backbone.scope + "/") for n in names)
     kernels = backbone.regularized_kernels()
     assert kernels and {id(k) for k in kernels} <= {id(w) for w in backbone.trainable_weights}
+
+
+@pytest.mark.parametrize(
+    "name,option",
+    [
+        (name, key)
+        for name in registered_backbones()
+        for prefix, keys in UNSUPPORTED_BACKBONE_OPTIONS.items()
+        if name.startswith(prefix)
+        for key in keys
+    ],
+)
+def test_backbone_rejects_a_set_option_it_does_not_support(name, option, monkeypatch):
+    """An option that does not apply to a backbone, set, is an error naming it and the fix
+    (never a setting without effect); it comes before any layer is built."""
+
+    def no_layer(self, *args, **kwargs):
+        raise AssertionError(f"{type(self).__name__} built before the option was checked")
+
+    monkeypatch.setattr(Backbone, "__init__", no_layer)
+    options = {**tiny_options(name), option: NON_DEFAULTS[option]}
+    with pytest.raises(BackboneError) as error:
+        build_backbone(name, **options)
+    message = str(error.value)
+    assert message.startswith(f"backbone {name!r} does not support the options ['{option}']")
+    assert f"{option}={NON_DEFAULTS[option]!r}" in message and FIXES[option] in message
+
+
+@pytest.mark.parametrize(
+    "backbone,binding",
+    [
+        ("resnet_v1_50_beta", "ModelSettings.middle_flow_units = 1"),
+        ("keras_hub", "ModelSettings.width_multiplier = 0.5"),
+    ],
+)
+def test_a_model_setting_the_backbone_rejects_is_one_error_line(backbone, binding, clear_gin):
+    """A program reports the setting (gin) a backbone rejects as one `error: ...` line."""
+    config = parse_run_config([], [f"ModelSettings.backbone = {backbone!r}", binding])
+    with pytest.raises(BackboneError) as error:
+        build_model(NUM_CLASSES, config.model, config.method)
+    setting, value = binding.split(" = ")
+    option = setting.split(".")[1]
+    message = program.user_message(error.value)  # printed as `error: <message>`
+    assert message == str(error.value) and "\n" not in message
+    assert message.startswith(
+        f"backbone {backbone!r} does not support the options ['{option}'] ({option}={value})"
+    )
+    assert FIXES[option] in message
 
 
 def test_unknown_backbone_and_options_are_errors_naming_them():
@@ -153,8 +233,10 @@ class ToyBackbone(Backbone):
 
 @pytest.fixture
 def toy_registered(monkeypatch):
-    """Registers 'toy' (as a backbone module would) for this test only."""
+    """Registers 'toy' (as a backbone module would, with the options it rejects) for this
+    test only."""
     monkeypatch.setattr(backbone_lib, "_REGISTRY", dict(backbone_lib._REGISTRY))
+    monkeypatch.setitem(UNSUPPORTED_BACKBONE_OPTIONS, "toy", ("middle_flow_units",))
 
     @register_backbone("toy")
     def build_toy(
@@ -167,8 +249,9 @@ def toy_registered(monkeypatch):
         width=8,
         **unsupported,
     ):
-        del middle_flow_units, bn_decay  # no middle flow, no batch norm
+        del bn_decay  # no batch norm here; the decay still sets ASPP's and the decoder's
         reject_options(name, unsupported)
+        reject_middle_flow_units(name, middle_flow_units)
         if output_stride != 16 or multi_grid:
             raise ValueError("toy has output stride 16 and no multi-grid")
         return ToyBackbone(width=max(2, round(width * width_multiplier)), name=name)

@@ -6,20 +6,25 @@ import os
 import gin
 import pytest
 
-from tests.conftest import tiny_hub_options
+from tests.conftest import gin_bindings, tiny_hub_options, tiny_model
 from wss.experiment import PROJECT_ROOT, parse_run_config, resolve_path
 from wss.model import build_model
 
 GIN_FILES = sorted(glob.glob(os.path.join(PROJECT_ROOT, "gin", "*.gin")))
 # Lists users draw themselves (documented in the file); everything else must ship.
 USER_DRAWN = {"datasets/splits/pascal_voc_seg/2_train_seed0.txt"}
-TINY = [
-    "ModelSettings.width_multiplier = 0.0625",
-    "ModelSettings.middle_flow_units = 1",
-    "ModelSettings.aspp_depth = 8",
-    "ModelSettings.decoder_depth = 8",
-    "Experiment.crop_size = 33",
-]
+TINY_CROP = 33
+
+
+def tiny_bindings(model):
+    """Bindings that shrink a config whose ModelSettings are `model`: the tiny model's
+    sizes its backbone takes (none it rejects) and, for keras_hub, a tiny encoder of the
+    same family (no download)."""
+    bindings = [*gin_bindings("ModelSettings", tiny_model(model.backbone))]
+    if model.backbone == "keras_hub":
+        options = tiny_hub_options(model.backbone_options, image_size=TINY_CROP)
+        bindings.append(f"ModelSettings.backbone_options = {options!r}")
+    return bindings + [f"Experiment.crop_size = {TINY_CROP}"]
 
 
 def test_there_is_a_config_per_paper_experiment():
@@ -49,15 +54,7 @@ def test_there_is_a_config_per_paper_experiment():
 def test_config_parses_and_builds(path):
     gin.clear_config()
     try:
-        config = parse_run_config([path], TINY)
-        if config.model.backbone == "keras_hub":  # a tiny encoder of the family, no download
-            options = tiny_hub_options(config.model.backbone_options, image_size=33)
-            hub = TINY[2:] + [
-                "ModelSettings.width_multiplier = 1.0",
-                "ModelSettings.middle_flow_units = None",
-                f"ModelSettings.backbone_options = {options!r}",
-            ]
-            config = parse_run_config([path], hub)
+        config = parse_run_config([path], tiny_bindings(parse_run_config([path]).model))
         exp, opts = config.experiment, config.method
         for id_list in (exp.labeled_id_list, exp.extra_id_list):
             if id_list and id_list not in USER_DRAWN:
@@ -65,7 +62,11 @@ def test_config_parses_and_builds(path):
         model = build_model(exp.descriptor.num_classes, config.model, opts)
         assert model.num_classes == exp.descriptor.num_classes
         if os.path.basename(path).startswith(("voc", "coco")):
-            assert (exp.crop_size, exp.labeled_batch_size, exp.extra_batch_size) == (33, 64, 64)
+            assert (exp.crop_size, exp.labeled_batch_size, exp.extra_batch_size) == (
+                TINY_CROP,
+                64,
+                64,
+            )
             assert exp.num_steps in (30000, 90000, 200000)
     finally:
         gin.clear_config()

@@ -12,15 +12,15 @@ from deeplab_ext.layers import (
     record_batch_norm_updates,
     repeated_batch_norm_updates,
 )
-from tests.conftest import official_manifest
+from tests.conftest import official_manifest, tiny_deeplab_config
 from wss.data import augment, pipeline
 from wss.data.demo import ensure_demo_dataset
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 
-SMALL = dict(
-    num_classes=6, width_multiplier=0.0625, middle_flow_units=1, aspp_depth=16, decoder_depth=16
-)
+# The tiny model (6 classes) with wider heads.
+SMALL_HEADS = dict(aspp_depth=16, decoder_depth=16)
+SMALL = tiny_deeplab_config(**SMALL_HEADS)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_training_steps_change_weights_with_finite_losses(demo_dir, mode, source
     )
     data = labeled if mode == "supervised" else tf.data.Dataset.zip((labeled, extra))
     model = PseudoSegModel(
-        deeplab_config=dict(SMALL, backbone=backbone),
+        deeplab_config=tiny_deeplab_config(backbone=backbone, **SMALL_HEADS),
         options=MethodOptions(mode=mode, source=source),
     )
     model.build()
