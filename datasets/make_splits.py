@@ -5,7 +5,9 @@
   python datasets/make_splits.py --dataset=pascal_voc_seg --dataset_dir=data/voc \
       --check=splits/4_train_seed8888.txt --extra_split=train_aug
 
-Each written list starts with '#' lines recording seed, draw and sizes.
+Each written list starts with '#' lines recording seed, draw and sizes. A 'tfds:<builder>'
+--dataset reads TensorFlow Datasets (--dataset_dir is then its data directory and the
+splits TFDS split strings).
 """
 
 import math
@@ -15,11 +17,18 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import class_stats, descriptors, reader, splits
+from wss.data import class_stats, descriptors, reader, splits, tfds_registry
 
 FLAGS = program.flag_values()
-flags.DEFINE_string("dataset", "pascal_voc_seg", "Registered dataset name.", flag_values=FLAGS)
-flags.DEFINE_string("dataset_dir", None, "Folder of the TFRecords.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "dataset", "pascal_voc_seg", "Registered dataset name (or 'tfds:<builder>').", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "dataset_dir",
+    None,
+    "Folder of the TFRecords (for a 'tfds:' --dataset, the TFDS data directory).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("split", "train", "Split to draw from.", flag_values=FLAGS)
 flags.DEFINE_list(
     "fractions",
@@ -45,9 +54,14 @@ flags.mark_flag_as_required("dataset_dir", flag_values=FLAGS)
 
 def _check():
     labeled = splits.read_id_list(FLAGS.check)
-    scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
-    reader.select_ids(scans, labeled, FLAGS.check)
-    extra = [reader.image_id(i) for s in scans for i in s.ids]
+    if tfds_registry.is_tfds_name(FLAGS.dataset):
+        from wss.data import tfds_source  # imports tensorflow_datasets: TFDS names only
+
+        extra = tfds_source.split_ids(FLAGS.dataset, FLAGS.dataset_dir, FLAGS.extra_split)
+    else:
+        scans = reader.scan_files(reader.split_files(FLAGS.dataset_dir, FLAGS.extra_split))
+        reader.select_ids(scans, labeled, FLAGS.check)
+        extra = [reader.image_id(i) for s in scans for i in s.ids]
     rep = splits.check_labeled_against_extra(labeled, extra)
     print(
         f"{FLAGS.check}: {rep.num_labeled} labeled ids, all in {FLAGS.extra_split} "
@@ -66,7 +80,9 @@ def main(argv=None):
     fractions = [
         int(f) for f in (FLAGS.fractions or descriptors.LABELED_FRACTIONS.get(FLAGS.dataset, (8,)))
     ]
-    ids, classes = class_stats.class_presence(FLAGS.dataset_dir, FLAGS.split, desc.num_classes)
+    ids, classes = class_stats.class_presence(
+        FLAGS.dataset_dir, FLAGS.split, desc.num_classes, dataset_name=FLAGS.dataset
+    )
     for frac in fractions:
         size = int(math.ceil(len(ids) / frac))
         for draw in range(FLAGS.num_draws):

@@ -14,7 +14,8 @@ written, so an interrupted run resumes; a rerun with other settings into the sam
 is refused. OUT/pseudo_label_report.json (also printed) holds the coverage and, where the
 split has ground truth, the pseudo labels' mIoU on the covered pixels.
 
-The work lives in wss.self_training.labeller.
+The work lives in wss.self_training.labeller. A 'tfds:' dataset is refused at once with
+one error line (wss.self_training.plan.check_dataset says why and what to do instead).
 """
 
 from absl import flags
@@ -23,7 +24,7 @@ from wss import experiment, files, program, restore
 from wss.data import reader
 from wss.self_training import labeller
 from wss.self_training.labels import DEFAULT_THRESHOLD
-from wss.self_training.plan import PseudoLabelError
+from wss.self_training.plan import PseudoLabelError, check_dataset
 
 FLAGS = program.flag_values()
 program.define_model_flags(FLAGS)
@@ -84,6 +85,7 @@ def main(argv=None):
     setup = restore.setup_tool(
         **program.model_flag_values(fv), **program.data_flag_values(fv), what="the teacher"
     )
+    check_dataset(setup.dataset_name)
     split = fv.split or setup.config.experiment.extra_split
     checkpoint = restore.restore_model(setup.model, fv.checkpoint or setup.model_dir)
     try:

@@ -19,8 +19,12 @@ from wss.comparison import report
 from wss.comparison.rows import ROWS, CompareError, parse_config, run_spec
 from wss.comparison.runs import run_one
 from wss.experiment import resolve_dataset_dir, resolve_path
+from wss.self_training.plan import check_dataset
 
 DEFAULT_GIN = "gin/demo.gin"
+_WITHOUT_SELF_TRAINING = "leave the 'self_training' row out, e.g. --rows=" + ",".join(
+    r for r in ROWS if r != "self_training"
+)
 
 
 def run_comparison(
@@ -45,7 +49,9 @@ def run_comparison(
     # every run (and ./demo_data generation) sees the same data folder, and the
     # self-training student's labeled set extends the configured one.
     shared = parse_config(gin_files, list(gin_params)).experiment
-    dataset_dir = dataset_dir or resolve_dataset_dir(shared.dataset_name, None)
+    if "self_training" in rows:
+        check_dataset(shared.dataset_name, fix=_WITHOUT_SELF_TRAINING)
+    dataset_dir = resolve_dataset_dir(shared.dataset_name, dataset_dir, shared.tfds_data_dir)
     specs = [
         run_spec(row, seed, output_dir, gin_files, gin_params, num_steps, shared.labeled_split)
         for seed in seeds

@@ -46,7 +46,7 @@ def _run(spec, dataset_dir, with_ece, ece_batches, log):
     config = parse_config(spec.gin_files, spec.bindings)
     exp = config.experiment
     _check_run_record(spec.run_dir, spec.record())
-    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir, exp.tfds_data_dir)
     eval_json = os.path.join(spec.run_dir, f"eval_{exp.eval_split}_{exp.num_steps}.json")
     result, model = _train_or_reuse(spec.run_dir, config, dataset_dir, eval_json, log)
     out = {
@@ -106,7 +106,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
     log(f"    teacher: {teacher.run_dir}")
     _, config = _run(teacher, dataset_dir, False, None, lambda s: log(f"    {s}"))
     exp = config.experiment
-    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir)
+    dataset_dir = resolve_dataset_dir(exp.dataset_name, dataset_dir, exp.tfds_data_dir)
     model = build_model(exp.descriptor.num_classes, config.model, config.method)
     checkpoint = restore.restore_model(model, teacher.run_dir)
     log(f"    pseudo labels of {exp.extra_split} by {checkpoint} -> {spec.pseudo_dir}")

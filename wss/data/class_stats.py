@@ -1,12 +1,15 @@
-"""Class statistics read from a split's TFRecords.
+"""Class statistics read from a split's records (TFRecord folder or 'tfds:' dataset).
 
 * class_presence: per-image foreground classes (input to the split sampler).
 * class_pixel_counts / inverse_frequency_weights / class_weights_from_split: per-class
   loss weights for losses.supervised_ce(class_weights=...) (off by default, as in the
   paper), saved and loaded as JSON by save_class_weights / load_class_weights.
+
+Records come through wss.data.pipeline.decoded_records, the training pipeline's own door:
+the same checks (a bad record raises naming it), the same id lists, and a 'tfds:'
+`dataset_name` reads TensorFlow Datasets (`dataset_dir` is then its data directory).
 """
 
-import functools
 import json
 import os
 from typing import List, Optional, Sequence, Set, Tuple
@@ -15,30 +18,39 @@ import numpy as np
 import tensorflow as tf
 
 from wss import files
-from wss.data import reader
+from wss.data import pipeline, reader
+
+
+def _labels(dataset_dir, split, num_classes, id_list=None, dataset_name=None):
+    """(filename, label) of every checked record of the split (unlabeled: all 255)."""
+    ds = pipeline.decoded_records(
+        dataset_dir,
+        split,
+        num_classes,
+        require_label=False,
+        id_list=id_list,
+        dataset_name=dataset_name,
+    )
+    return ds.map(lambda x: (x["filename"], x["label"]), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def class_presence(
-    dataset_dir: str, split: str, num_classes: int
+    dataset_dir: str, split: str, num_classes: int, dataset_name: Optional[str] = None
 ) -> Tuple[List[str], List[Set[int]]]:
     """Ids of a split and, per id, the set of foreground classes in its mask.
 
     Records are checked like the training pipeline does (bad ones raise naming the
     record); unlabeled records give an empty set.
     """
-    files = reader.split_files(dataset_dir, split)
-    scans = reader.scan_files(files)
-    ds = reader.records_dataset(scans, num_parallel_reads=1, deterministic=True)
-    decode = functools.partial(reader.decode_record, num_classes=num_classes, require_label=False)
 
-    def present(p, i, r):
-        x = reader.assert_ok(decode(p, i, r))
-        flat = tf.reshape(x["label"], [-1])
+    def present(name, label):
+        flat = tf.reshape(label, [-1])
         flat = tf.where(flat < num_classes, flat, 0)
         counts = tf.math.bincount(flat, minlength=num_classes, maxlength=num_classes)
-        return x["filename"], counts > 0
+        return name, counts > 0
 
-    ds = ds.map(present, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(64)
+    ds = _labels(dataset_dir, split, num_classes, dataset_name=dataset_name)
+    ds = ds.map(present, num_parallel_calls=tf.data.AUTOTUNE).batch(64)
     ids, classes = [], []
     for names, hits in ds:
         for n, h in zip(names.numpy(), hits.numpy()):
@@ -51,29 +63,26 @@ def class_presence(
 # ------------------------------------------------------------ class weights (off by default)
 
 
-def class_pixel_counts(dataset_dir: str, split: str, num_classes: int, id_list=None) -> np.ndarray:
+def class_pixel_counts(
+    dataset_dir: str,
+    split: str,
+    num_classes: int,
+    id_list=None,
+    dataset_name: Optional[str] = None,
+) -> np.ndarray:
     """Labeled pixels per class (int64 [C]) over a split, optionally only the ids of
     `id_list` (a file path or a list of ids); 255 (ignore) and unlabeled records count
     nothing. Records are checked like the training pipeline does."""
-    files = reader.split_files(dataset_dir, split)
-    scans = reader.scan_files(files)
-    ids = None
-    if id_list is not None:
-        from wss.data import splits
 
-        ids = splits.read_id_list(id_list) if isinstance(id_list, str) else list(id_list)
-        reader.select_ids(scans, ids, f"id list {id_list if isinstance(id_list, str) else ''}")
-    ds = reader.records_dataset(scans, ids=ids, num_parallel_reads=1, deterministic=True)
-    decode = functools.partial(reader.decode_record, num_classes=num_classes, require_label=False)
-
-    def count(p, i, r):
-        x = reader.assert_ok(decode(p, i, r))
-        flat = tf.reshape(x["label"], [-1])
+    def count(name, label):
+        del name
+        flat = tf.reshape(label, [-1])
         flat = tf.where(flat < num_classes, flat, num_classes)  # 255 -> dropped bin
         return tf.math.bincount(
             flat, minlength=num_classes + 1, maxlength=num_classes + 1, dtype=tf.int64
         )[:num_classes]
 
+    ds = _labels(dataset_dir, split, num_classes, id_list, dataset_name)
     total = np.zeros([num_classes], np.int64)
     for c in ds.map(count, num_parallel_calls=tf.data.AUTOTUNE).batch(64):
         total += c.numpy().sum(axis=0)
@@ -98,10 +107,15 @@ def inverse_frequency_weights(counts, normalize: bool = True) -> np.ndarray:
 
 
 def class_weights_from_split(
-    dataset_dir: str, split: str, num_classes: int, id_list=None, normalize: bool = True
+    dataset_dir: str,
+    split: str,
+    num_classes: int,
+    id_list=None,
+    normalize: bool = True,
+    dataset_name: Optional[str] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """(weights, counts): inverse-frequency weights of a labeled split (or id list)."""
-    counts = class_pixel_counts(dataset_dir, split, num_classes, id_list)
+    counts = class_pixel_counts(dataset_dir, split, num_classes, id_list, dataset_name)
     return inverse_frequency_weights(counts, normalize), counts
 
 
@@ -151,16 +165,23 @@ def write_split_class_weights(
     path: Optional[str] = None,
     normalize: bool = True,
 ) -> str:
-    """Computes a split's inverse-frequency weights and saves them (default:
-    dataset_dir/class_weights.json); `descriptor` is a DatasetDescriptor or name/path."""
-    from wss.data import descriptors
+    """Computes a split's inverse-frequency weights and saves them; `descriptor` is a
+    DatasetDescriptor or name/path. A 'tfds:<builder>' name reads TensorFlow Datasets
+    from the data directory `dataset_dir`. Default path: dataset_dir/class_weights.json,
+    for TFDS dataset_dir/<builder>_class_weights.json (the data directory holds others)."""
+    from wss.data import descriptors, tfds_registry
 
     desc = descriptors.get_descriptor(descriptor)
+    tfds_name = descriptor if tfds_registry.is_tfds_name(descriptor) else None
     weights, counts = class_weights_from_split(
-        dataset_dir, split, desc.num_classes, id_list, normalize
+        dataset_dir, split, desc.num_classes, id_list, normalize, dataset_name=tfds_name
     )
+    info = {"dataset": tfds_name} if tfds_name else {}
+    default_name = "class_weights.json"
+    if tfds_name:
+        default_name = tfds_registry.lookup(tfds_name).key + "_class_weights.json"
     return save_class_weights(
-        path or os.path.join(dataset_dir, "class_weights.json"),
+        path or os.path.join(dataset_dir, default_name),
         weights,
         desc.class_names,
         counts,
@@ -168,4 +189,5 @@ def write_split_class_weights(
         id_list=id_list if isinstance(id_list, str) else None,
         normalized=normalize,
         rule="total / (C * count_c); 0 for absent classes",
+        **info,
     )

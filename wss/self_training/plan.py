@@ -13,12 +13,30 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
-from wss.data import augment, pipeline, reader, schema
+from wss.data import augment, pipeline, reader, schema, tfds_registry
 from wss.errors import UserError
 
 
 class PseudoLabelError(UserError, RuntimeError):
     """Pseudo labels cannot be written as asked (names the problem and the fix)."""
+
+
+def check_dataset(dataset_name, fix="train with PseudoSeg instead (MethodOptions.mode = 'semi')"):
+    """A PseudoLabelError for a 'tfds:' dataset, before any work starts.
+
+    Self-training's pseudo labels are TFRecord shards that the student reads beside its
+    labeled split ('DIR:name' sources); a TFDS dataset's splits cannot be mixed with a
+    folder (wss.data.tfds_source), and the shards are planned by record position in the
+    split's files. `fix` says what to do instead.
+    """
+    if tfds_registry.is_tfds_name(dataset_name):
+        raise PseudoLabelError(
+            f"self-training reads TFRecord folders, not the TFDS dataset {dataset_name!r} "
+            "(its student reads the teacher's TFRecord shards beside the labeled split, "
+            f"which a TFDS split cannot be mixed with). Fix: {fix}, or write its images and "
+            "masks to folders, build them with datasets/build_folder_data.py and "
+            "self-train on that"
+        )
 
 
 @dataclasses.dataclass
