@@ -6,6 +6,7 @@ whose losses reach what the method says they reach; a tiny MiT saved with keras-
 trained, resumed, evaluated, exported and served.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_unsupported_options_are_errors():
 def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path):
     from wss import export, predict, train
     from wss.checkpointing import training_checkpoint
-    from wss.experiment import Experiment, build_optimizer, parse_run_config
+    from wss.experiment import build_optimizer, parse_run_config
     from wss.model import build_model
 
     preset = str(tmp_path / "preset")
@@ -176,7 +177,8 @@ def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path
     assert np.isfinite(logs["total_loss"])
     assert os.path.exists(os.path.join(model_dir, "eval_val_4.json"))
     restored = build_model(NUM_CLASSES, config.model, config.method)
-    optimizer = build_optimizer(Experiment(num_steps=4), restored)
+    # The optimizer the run used (demo_mit.gin picks AdamW), so its slots match.
+    optimizer = build_optimizer(dataclasses.replace(config.experiment, num_steps=4), restored)
     path = tf.train.latest_checkpoint(model_dir)
     training_checkpoint(restored, optimizer).restore(path).assert_consumed()
     assert path.endswith("ckpt-4") and int(optimizer.iterations.numpy()) == 4
