@@ -1,9 +1,10 @@
 """A few supervised steps under a tf.distribute strategy, for tests/test_distribute.py.
 
-    python tests/distributed_worker.py OUT.npy mirrored 2      # 2 logical CPU replicas
+    python tests/distributed_worker.py OUT_DIR mirrored 1,2   # 1, then 2 logical CPU replicas
     TF_CONFIG=... python tests/distributed_worker.py OUT.npy multi_worker
 
-Writes the trainable weights after the steps (flattened) and prints the last loss.
+Writes the trainable weights after the steps (flattened; mirrored: OUT_DIR/mirrored_N.npy
+for each N, all from this one process) and prints the last loss.
 Batch norm is frozen (fine_tune_batch_norm=False) so that per-replica batch statistics
 do not make N replicas differ from one device on the same global batch.
 """
@@ -16,11 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 
-def main(out_path, kind, replicas=1):
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration()] * max(replicas, 1)
-    )
+def train(out_path, kind, replicas=1):
+    """A few steps under the strategy; saves the weights to `out_path`."""
     import keras
 
     from wss.method.options import MethodOptions
@@ -79,5 +77,18 @@ def main(out_path, kind, replicas=1):
     np.save(out_path, np.concatenate([v.numpy().ravel() for v in model.trainable_variables]))
 
 
+def main(out, kind, replicas="1"):
+    counts = [int(n) for n in replicas.split(",")]
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * max(counts)
+    )
+    if kind == "multi_worker":
+        train(out, kind)
+    else:
+        for n in counts:
+            train(os.path.join(out, f"mirrored_{n}.npy"), kind, n)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    main(*sys.argv[1:])

@@ -1,9 +1,10 @@
 """Gradients of a small DeepLabv3+ with fine-tuned batch norm under N mirrored replicas,
 for tests/test_distribute.py.
 
-    python tests/sync_bn_worker.py OUT.npy REPLICAS sync|local
+    python tests/sync_bn_worker.py OUT_DIR
 
-Float64 with dropout off, so that the only difference between 2 replicas and 1 device on
+Writes OUT_DIR/one.npy (1 replica), two.npy (2 replicas, 'sync') and local.npy (2
+replicas, 'local'), all three from one process (one TensorFlow start-up). Float64 with dropout off, so that the only difference between 2 replicas and 1 device on
 the same global batch of 4 images is where batch statistics come from ('sync': all
 replicas, Keras's synchronized batch norm; 'local': each replica's own 2 images).
 Writes the summed gradient of every trainable weight, flattened.
@@ -17,14 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 
-def main(out_path, replicas, batch_norm):
-    cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration()] * replicas
-    )
+def gradients_under(replicas, batch_norm):
+    """The summed gradients (flattened) of the model under `replicas` mirrored CPUs."""
     import keras
 
-    keras.config.set_floatx("float64")
     from deeplab_ext.deeplab import DeepLabV3Plus
 
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
@@ -63,8 +60,24 @@ def main(out_path, replicas, batch_norm):
 
     for batch in dataset:
         grads = gradients(batch)
-    np.save(out_path, np.concatenate([g.numpy().ravel() for g in grads]))
+    return np.concatenate([g.numpy().ravel() for g in grads])
+
+
+def main(out_dir):
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+
+    keras.config.set_floatx("float64")
+    for name, replicas, batch_norm in (
+        ("one", 1, "sync"),
+        ("two", 2, "sync"),
+        ("local", 2, "local"),
+    ):
+        np.save(os.path.join(out_dir, f"{name}.npy"), gradients_under(replicas, batch_norm))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1])

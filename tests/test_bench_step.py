@@ -58,22 +58,38 @@ def test_semi_train_step_and_split(tmp_path):
     assert out["split"]["sum_of_parts"]["median_s"] == pytest.approx(summed)
 
 
-def test_forward(tmp_path):
+@pytest.fixture(scope="module")
+def forward_runs(tmp_path_factory):
+    """The bare model's inference pass timed in mixed_bfloat16, then in the default
+    precision (one run each, shared by the two forward tests), and the global policy
+    right after the bfloat16 run."""
+    import gin
+    import keras
+
+    folder = tmp_path_factory.mktemp("forward")
+    try:
+        bfloat16 = _run(folder, "--what=forward", "--precision=mixed_bfloat16")
+        policy_after = keras.config.dtype_policy().name
+        default = _run(folder, "--what=forward")
+    finally:
+        gin.clear_config()
+    return {"mixed_bfloat16": bfloat16, "policy_after": policy_after, "default": default}
+
+
+def test_forward(forward_runs):
     """The bare model's inference pass: timings and no split."""
-    out = _run(tmp_path, "--what=forward")
+    out = forward_runs["default"]
     for key in ("median_s", "min_s", "max_s", "images_per_s", "peak_rss_gb"):
         assert _positive(out[key]), key
     assert out["images_per_step"] == 1
     assert "split" not in out
 
 
-def test_bfloat16_forward_is_opt_in_and_leaves_the_policy_as_it_was(tmp_path):
-    import keras
-
-    out = _run(tmp_path, "--what=forward", "--precision=mixed_bfloat16")
+def test_bfloat16_forward_is_opt_in_and_leaves_the_policy_as_it_was(forward_runs):
+    out = forward_runs["mixed_bfloat16"]
     assert out["precision"] == "mixed_bfloat16" and _positive(out["median_s"])
-    assert keras.config.dtype_policy().name == "float32"
-    assert _run(tmp_path, "--what=forward")["precision"] == "float32"
+    assert forward_runs["policy_after"] == "float32"
+    assert forward_runs["default"]["precision"] == "float32"
 
 
 def test_sweep_under_mirrored_writes_every_setting(tmp_path):

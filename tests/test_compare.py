@@ -34,10 +34,7 @@ def _argv(out_dir, demo_dir):
 
 
 @pytest.mark.slow
-def test_compare_two_rows_then_reuse(tmp_path, capsys):
-    from wss.data.demo import ensure_demo_dataset
-
-    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
+def test_compare_two_rows_then_reuse(tmp_path, capsys, demo_dir):
     out_dir = tmp_path / "compare"
 
     summary = compare.main(_argv(out_dir, demo_dir))
@@ -124,10 +121,7 @@ def test_run_specs_are_values_built_before_any_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys):
-    from wss.data.demo import ensure_demo_dataset
-
-    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
+def test_self_training_row_teacher_pseudo_labels_student(tmp_path, capsys, demo_dir):
     out_dir = tmp_path / "compare"
     argv = [
         "compare",

@@ -34,16 +34,22 @@ def finish(proc):
 
 
 @pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
+def mirrored(tmp_path_factory):
+    """Weights after the steps on 1 and on 2 mirrored replicas ('1', '2'), both from one
+    worker process (one TensorFlow start-up)."""
+    folder = tmp_path_factory.mktemp("mirrored")
+    finish(run([str(folder), "mirrored", "1,2"]))
+    return {n: np.load(folder / f"mirrored_{n}.npy") for n in ("1", "2")}
+
+
+@pytest.fixture(scope="module")
+def one_device(mirrored):
     """Weights after the steps on a single device (the reference of both tests)."""
-    path = tmp_path_factory.mktemp("one") / "one.npy"
-    finish(run([str(path), "mirrored", "1"]))
-    return np.load(path)
+    return mirrored["1"]
 
 
-def test_mirrored_two_replicas_equal_one_device_on_the_same_global_batch(tmp_path, one_device):
-    finish(run([str(tmp_path / "two.npy"), "mirrored", "2"]))
-    two = np.load(tmp_path / "two.npy")
+def test_mirrored_two_replicas_equal_one_device_on_the_same_global_batch(one_device, mirrored):
+    two = mirrored["2"]
     assert np.abs(one_device - two).max() <= 1e-6 * np.abs(one_device).max()
 
 
@@ -52,23 +58,17 @@ def test_synchronized_batch_norm_on_two_replicas_equals_one_device(tmp_path):
     gradients of 1 device with 4 (float64, to rounding); with per-replica statistics they
     do not (why the option exists)."""
     script = os.path.join(os.path.dirname(__file__), "sync_bn_worker.py")
-    runs = {
-        name: subprocess.Popen(
-            [sys.executable, script, str(tmp_path / f"{name}.npy"), replicas, bn],
+    # One process computes all three (one TensorFlow start-up instead of three).
+    finish(
+        subprocess.Popen(
+            [sys.executable, script, str(tmp_path)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for name, replicas, bn in (
-            ("one", "1", "sync"),
-            ("two", "2", "sync"),
-            ("local", "2", "local"),
-        )
-    }
-    for proc in runs.values():
-        finish(proc)
-    one, two, local = (np.load(tmp_path / f"{name}.npy") for name in runs)
+    )
+    one, two, local = (np.load(tmp_path / f"{name}.npy") for name in ("one", "two", "local"))
     scale = np.abs(one).max()
     assert np.abs(one - two).max() <= 1e-9 * scale
     assert np.abs(one - local).max() > 1e-3 * scale
@@ -116,52 +116,56 @@ def test_multi_worker_mirrored_keeps_two_workers_identical(tmp_path, one_device)
     assert np.abs(one_device - w0).max() <= 1e-6 * np.abs(w0).max(), outs
 
 
-PRECISION_STEP = """
-import sys, numpy as np, keras, tensorflow as tf
-from wss import distribute
-distribute.set_precision(sys.argv[1])
-from wss.model import PseudoSegModel
-from wss.method.options import MethodOptions
-model = PseudoSegModel(deeplab_config=dict(num_classes=5, width_multiplier=0.0625,
-    middle_flow_units=1, aspp_depth=8, decoder_depth=8), options=MethodOptions(mode='semi'))
-model.build()
-opt = keras.optimizers.SGD(0.01, momentum=0.9)
-if sys.argv[1] == 'mixed_float16':
-    opt = keras.optimizers.LossScaleOptimizer(opt)
-model.compile(optimizer=opt)
-rng = np.random.default_rng(0)
-b = {'image': rng.uniform(0, 255, (2, 33, 33, 3)).astype('float32'),
-     'label': rng.integers(0, 5, (2, 33, 33, 1)).astype('int32'),
-     'valid': np.ones((2, 33, 33, 1), 'float32'), 'image_labels': np.ones((2, 4), 'float32')}
-e = dict(b, strong=b['image'], has_label=np.ones([2], 'float32'))
-logs = tf.function(model.train_step)((b, e))
-assert model.deeplab.compute_dtype != 'float32'
-print('LOSSES', *[float(logs[k]) for k in ('total_loss', 'sup_loss', 'unsup_loss')])
-"""
-
-
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_step_is_finite_with_float32_losses(policy):
-    out = subprocess.run(
-        [sys.executable, "-c", PRECISION_STEP, policy],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    losses = [float(x) for x in out.stdout.split("LOSSES")[1].split()]
+    """In this process (the global policy is put back after): no TensorFlow start-up."""
+    import keras
+    import tensorflow as tf
+
+    from wss import distribute
+    from wss.method.options import MethodOptions
+    from wss.model import PseudoSegModel
+
+    before = keras.config.dtype_policy().name
+    distribute.set_precision(policy)
+    try:
+        model = PseudoSegModel(
+            deeplab_config=dict(
+                num_classes=5,
+                width_multiplier=0.0625,
+                middle_flow_units=1,
+                aspp_depth=8,
+                decoder_depth=8,
+            ),
+            options=MethodOptions(mode="semi"),
+        )
+        model.build()
+        opt = keras.optimizers.SGD(0.01, momentum=0.9)
+        if policy == "mixed_float16":
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        model.compile(optimizer=opt)
+        rng = np.random.default_rng(0)
+        b = {
+            "image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
+            "label": rng.integers(0, 5, (2, 33, 33, 1)).astype("int32"),
+            "valid": np.ones((2, 33, 33, 1), "float32"),
+            "image_labels": np.ones((2, 4), "float32"),
+        }
+        e = dict(b, strong=b["image"], has_label=np.ones([2], "float32"))
+        logs = tf.function(model.train_step)((b, e))
+        assert model.deeplab.compute_dtype != "float32"
+        losses = [float(logs[k]) for k in ("total_loss", "sup_loss", "unsup_loss")]
+    finally:
+        distribute.set_precision(before)
     assert all(np.isfinite(losses)) and losses[1] > 0
 
 
-def test_training_input_on_8_replicas_is_static_and_sharded_by_host(tmp_path):
+def test_training_input_on_8_replicas_is_static_and_sharded_by_host(tmp_path, demo_dir):
     """TPUStrategy's input rules, checked on 8 logical CPUs: every replica gets a static
     per-replica batch (16 / 8 = 2) of its own images, and 2 hosts read disjoint shards
     that together are the whole split."""
-    from wss.data.demo import ensure_demo_dataset
     from wss.data.pipeline import check_static
 
-    demo_dir = ensure_demo_dataset(str(tmp_path / "demo"))
     out = tmp_path / "input.json"
     finish(
         subprocess.Popen(

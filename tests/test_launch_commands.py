@@ -7,6 +7,7 @@ joined; a leading VAR=value environment is skipped).
 """
 
 import copy
+import json
 import os
 import re
 import shlex
@@ -59,29 +60,46 @@ def parse(command):
     return values
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=["tpu", "mirrored", "multi_worker"])
-def test_launch_command_parses_and_its_config_builds_on_8_replicas(command):
-    values = parse(command)
-    assert values.strategy in ("tpu", "mirrored", "multi_worker")
-    assert values.model_dir and values.dataset_dir
-    if values.strategy == "tpu":
-        assert values.tpu, "--strategy=tpu needs --tpu"
-    files = [os.path.join(ROOT, f) for f in values.gin_file]
-    assert files and all(os.path.exists(f) for f in files), files
-    gin.clear_config()
-    try:
-        gin.parse_config_files_and_bindings(files, values.gin_param, skip_unknown=False)
-    finally:
-        gin.clear_config()
+def gin_files(values):
+    """The command's gin files, as paths in the repository."""
+    return [os.path.join(ROOT, f) for f in values.gin_file]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """The worker's output for every command's config, all built in one process (one
+    TensorFlow start-up): {index of the command: its BUILT or FAILED text}."""
+    configs = []
+    for command in COMMANDS:
+        values = parse(command)
+        configs.append([values.precision, gin_files(values), list(values.gin_param)])
     out = subprocess.run(
-        [sys.executable, WORKER, values.precision] + files + ["--"] + list(values.gin_param),
+        [sys.executable, WORKER, json.dumps(configs)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "BUILT" in out.stdout, out.stdout + out.stderr
+    parts = re.split(r"^(?=BUILT |FAILED )", out.stdout, flags=re.M)
+    return {int(p.split()[1]): p for p in parts if p.startswith(("BUILT ", "FAILED "))}
+
+
+@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=["tpu", "mirrored", "multi_worker"])
+def test_launch_command_parses_and_its_config_builds_on_8_replicas(index, built):
+    values = parse(COMMANDS[index])
+    assert values.strategy in ("tpu", "mirrored", "multi_worker")
+    assert values.model_dir and values.dataset_dir
+    if values.strategy == "tpu":
+        assert values.tpu, "--strategy=tpu needs --tpu"
+    files = gin_files(values)
+    assert files and all(os.path.exists(f) for f in files), files
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings(files, values.gin_param, skip_unknown=False)
+    finally:
+        gin.clear_config()
+    assert built.get(index, "").startswith("BUILT "), built
 
 
 def test_an_unknown_flag_fails_to_parse():

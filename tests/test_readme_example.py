@@ -13,10 +13,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Only these are added, to keep the run tiny; every command and flag of the README stays.
+# (One build worker: the multi-process build has its own test in tests/data.)
 TINY = {
-    "datasets/build_demo_data.py": ["--num_labeled=16", "--num_unlabeled=8"],
+    "datasets/build_demo_data.py": ["--num_labeled=8", "--num_unlabeled=4"],
+    "datasets/build_folder_data.py": ["--num_workers=1"],
     "wss.train": [
-        "--gin_param=Experiment.num_steps = 3",
+        "--gin_param=Experiment.num_steps = 1",
+        "--gin_param=Experiment.crop_size = 33",
         "--gin_param=Experiment.labeled_batch_size = 4",
         "--gin_param=Experiment.extra_batch_size = 4",
     ],
@@ -66,7 +69,7 @@ def test_worked_example_runs_as_written(tmp_path):
     with open(tmp_path / "data/mine/descriptor.json") as f:
         descriptor = json.load(f)
     assert descriptor["num_classes"] == 6
-    assert descriptor["splits_to_sizes"] == {"train": 8, "val": 8, "unlabeled": 8, "extra": 16}
+    assert descriptor["splits_to_sizes"] == {"train": 4, "val": 4, "unlabeled": 4, "extra": 8}
     evals = glob.glob(str(tmp_path / "runs/mine/eval_val_*.json"))
     assert evals
     with open(evals[0]) as f:

@@ -23,12 +23,6 @@ pytestmark = pytest.mark.slow
 
 # The worked example's flags that name a path; its gin bindings name the descriptor.
 PATH_FLAGS = ("output_dir", "images", "masks", "unlabeled", "classes", "model_dir", "export_dir")
-EXAMPLE_TINY = {
-    "datasets/build_demo_data.py": ["--num_labeled=8", "--num_unlabeled=4"],
-    "datasets/build_folder_data.py": ["--num_workers=1"],
-    "wss.train": TINY["wss.train"]
-    + ["--gin_param=Experiment.crop_size = 33", "--gin_param=Experiment.num_steps = 1"],
-}
 
 
 def as_url(arg, root):
@@ -47,7 +41,7 @@ def test_worked_example_with_every_path_a_file_url(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
     for command in readme_commands():
         tool = command[2] if command[1] == "-m" else command[1]
-        args = [in_repo(a) for a in command[1:]] + EXAMPLE_TINY.get(tool, [])
+        args = [in_repo(a) for a in command[1:]] + TINY.get(tool, [])
         args = [sys.executable] + [as_url(a, root) for a in args]
         assert any(root in a for a in args), args
         out = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
