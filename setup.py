@@ -26,7 +26,7 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "ruff==0.17.5"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "ruff==0.17.5"],
         "coco": ["pycocotools>=2.0.7,<3"],
         # keras-hub encoders (ResNet, MiT, DINOv2 presets) as backbones: backbone 'keras_hub'.
         "hub": ["keras-hub==0.32.0"],
