@@ -176,6 +176,22 @@ def make_checkpoint(model_dir, step=5, gin_file=None):
     return model, prefix
 
 
+def random_step_batches(num_classes, batch_size=2, crop=33, seed=0):
+    """Random (labeled, extra) batches for one PseudoSegModel.train_step: uniform images,
+    uniform labels, every pixel valid, every class present at image level; the extra batch
+    is the same images with the strong view equal to the image and all marked labeled."""
+    rng = np.random.default_rng(seed)
+    shape = (batch_size, crop, crop)
+    labeled = {
+        "image": rng.uniform(0, 255, shape + (3,)).astype("float32"),
+        "label": rng.integers(0, num_classes, shape + (1,)).astype("int32"),
+        "valid": np.ones(shape + (1,), "float32"),
+        "image_labels": np.ones((batch_size, num_classes - 1), "float32"),
+    }
+    extra = dict(labeled, strong=labeled["image"], has_label=np.ones([batch_size], "float32"))
+    return labeled, extra
+
+
 def make_demo(directory, num_val=6):
     """A small demo dataset (marked complete, so ensure_demo_dataset reuses it)."""
     from wss.data import demo

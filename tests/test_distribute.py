@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import random_step_batches, tiny_deeplab_config
+
 # Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
 pytestmark = pytest.mark.slow
 
@@ -130,28 +132,14 @@ def test_mixed_precision_step_is_finite_with_float32_losses(policy):
     distribute.set_precision(policy)
     try:
         model = PseudoSegModel(
-            deeplab_config=dict(
-                num_classes=5,
-                width_multiplier=0.0625,
-                middle_flow_units=1,
-                aspp_depth=8,
-                decoder_depth=8,
-            ),
-            options=MethodOptions(mode="semi"),
+            deeplab_config=tiny_deeplab_config(num_classes=5), options=MethodOptions(mode="semi")
         )
         model.build()
         opt = keras.optimizers.SGD(0.01, momentum=0.9)
         if policy == "mixed_float16":
             opt = keras.optimizers.LossScaleOptimizer(opt)
         model.compile(optimizer=opt)
-        rng = np.random.default_rng(0)
-        b = {
-            "image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
-            "label": rng.integers(0, 5, (2, 33, 33, 1)).astype("int32"),
-            "valid": np.ones((2, 33, 33, 1), "float32"),
-            "image_labels": np.ones((2, 4), "float32"),
-        }
-        e = dict(b, strong=b["image"], has_label=np.ones([2], "float32"))
+        b, e = random_step_batches(num_classes=5)
         logs = tf.function(model.train_step)((b, e))
         assert model.deeplab.compute_dtype != "float32"
         losses = [float(logs[k]) for k in ("total_loss", "sup_loss", "unsup_loss")]

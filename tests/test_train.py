@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags
+from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags, random_step_batches
 from wss.checkpointing import training_checkpoint
 from wss.experiment import build_optimizer, parse_run_config
 from wss.method.options import MethodOptions
@@ -161,14 +161,7 @@ def test_initialising_a_3_class_model_from_a_21_class_checkpoint_skips_class_lay
     # and it trains: a few supervised steps on random data give finite losses
     target.options = MethodOptions(mode="semi")
     target.compile(optimizer=keras.optimizers.SGD(0.01))
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.uniform(0, 255, (2, 33, 33, 3)).astype("float32"),
-        "label": rng.integers(0, 3, (2, 33, 33, 1)).astype("int32"),
-        "valid": np.ones((2, 33, 33, 1), "float32"),
-        "image_labels": np.ones((2, 2), "float32"),
-    }
-    extra = dict(batch, strong=batch["image"], has_label=np.ones([2], "float32"))
+    batch, extra = random_step_batches(num_classes=3)
     logs = target.train_step((batch, extra))
     assert np.isfinite(float(logs["total_loss"]))
 
