@@ -124,6 +124,21 @@ def test_checkpoint_of_another_model_fails_loudly(tiny_run, tmp_path):
         restore.restore_model(model, prefix)
 
 
+def test_truncated_checkpoint_is_named_unreadable(tiny_run, tmp_path):
+    """A checkpoint cut short (a copy of the session's, its data file truncated) raises
+    RestoreError saying so, not TensorFlow's reader error."""
+    prefix = str(tmp_path / "ckpt-5")
+    for source in tf.io.gfile.glob(tiny_run["prefix"] + ".*"):
+        target = prefix + source[len(tiny_run["prefix"]) :]
+        tf.io.gfile.copy(source, target)
+        if ".data-" in source:
+            with open(target, "r+b") as f:
+                f.truncate(100)
+    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
+    with pytest.raises(restore.RestoreError, match=r"cannot read checkpoint .*truncated"):
+        restore.restore_model(model, prefix)
+
+
 @pytest.mark.slow
 def test_eval_cli_end_to_end(tiny_run, monkeypatch, capsys):
     root = tiny_run["root"]

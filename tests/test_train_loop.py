@@ -136,3 +136,12 @@ def test_adamw_trains_and_resumes_but_not_as_a_momentum_run(tmp_path, demo_dir):
 
     with pytest.raises(RestoreError, match=r"cannot resume from .*ckpt-2.*operative_config"):
         run_training(tmp_path, demo_dir, ["Experiment.num_steps = 3"])  # momentum
+
+    # A checkpoint whose data file was cut short is named as unreadable, not as a mismatch.
+    (data,) = tmp_path.glob("ckpt-2.data-*")
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(
+        RestoreError,
+        match=r"cannot read checkpoint .*ckpt-2.*truncated or corrupt.*earlier checkpoint",
+    ):
+        run_training(tmp_path, demo_dir, adamw)

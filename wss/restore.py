@@ -85,6 +85,27 @@ def find_checkpoint(model_dir_or_ckpt):
     return path
 
 
+# What restoring a checkpoint raises: a mismatch with the model (AssertionError,
+# ValueError, InvalidArgumentError) or files it cannot read (other OpErrors; IndexError
+# from TensorFlow's reader on a truncated data file).
+RESTORE_FAILURES = (AssertionError, ValueError, IndexError, tf.errors.OpError)
+
+
+def unreadable_checkpoint(path, error):
+    """The RestoreError for checkpoint `path` when `error` (one of RESTORE_FAILURES) says
+    its files cannot be read (truncated, corrupt), else None (a mismatch)."""
+    if isinstance(error, tf.errors.InvalidArgumentError) or not isinstance(
+        error, (IndexError, tf.errors.OpError)
+    ):
+        return None
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return RestoreError(
+        f"cannot read checkpoint {path!r} ({reason}): its files are truncated or corrupt. "
+        "Fix: delete them and name an earlier checkpoint in the directory's 'checkpoint' "
+        "file, or train again"
+    )
+
+
 def restore_model(model, model_dir_or_ckpt):
     """Restores `model`'s weights from a model directory (latest checkpoint) or prefix.
 
@@ -112,8 +133,8 @@ def restore_model(model, model_dir_or_ckpt):
     try:
         status = training_checkpoint(model).restore(path).expect_partial()
         status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise RestoreError(
+    except RESTORE_FAILURES as e:
+        raise unreadable_checkpoint(path, e) or RestoreError(
             f"checkpoint {path!r} does not fit the model built from the gin config: {e}." + fix
         ) from e
     return path

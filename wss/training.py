@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint, open_checkpoint
-from wss import distribute, files
+from wss import distribute, files, restore
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader, tfds_registry
 from wss.data.augment import cutout_advice
@@ -28,7 +28,6 @@ from wss.evaluation import evaluator
 from wss.experiment import build_optimizer, resolve_dataset_dir, resolve_path
 from wss.model import build_model
 from wss.pretraining import resolve_init_checkpoint
-from wss.restore import RestoreError
 
 
 def labeled_ids(exp, dataset_dir):
@@ -271,14 +270,8 @@ def train(
     if manager.latest_checkpoint:
         try:
             checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RestoreError(
-                f"cannot resume from {manager.latest_checkpoint!r}: it does not fit the model "
-                f"and optimizer built from this run's gin config ({reason[:200]}). Fix: resume "
-                "with the gin files and bindings the run started with (its "
-                "operative_config.gin), or train in a new --model_dir"
-            ) from e
+        except restore.RESTORE_FAILURES as e:
+            raise _resume_error(manager.latest_checkpoint, e) from e
         print_fn(
             f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations.numpy())}"
         )
@@ -352,6 +345,21 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, exp, batch_size=8)
         flip=False,
         progress_every=0,
         writer=writer,
+    )
+
+
+def _resume_error(path, error):
+    """The RestoreError for a checkpoint training cannot resume from: files it cannot read,
+    or a checkpoint that does not fit this run's model and optimizer (the gin config
+    changed: other shapes, another optimizer)."""
+    unreadable = restore.unreadable_checkpoint(path, error)
+    if unreadable:
+        return unreadable
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return restore.RestoreError(
+        f"cannot resume from {path!r}: it does not fit the model and optimizer built from "
+        f"this run's gin config ({reason}). Fix: resume with the gin files and bindings the "
+        "run started with (its operative_config.gin), or train in a new --model_dir"
     )
 
 
