@@ -26,7 +26,16 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "ruff==0.17.5"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "pytest-xdist>=3.6,<4",
+            "ruff==0.17.5",
+            # The local Google Cloud Storage of tests/gcs_rig.py (it patches the emulator's
+            # internals, hence the exact version) and the throw-away CA of its TLS proxy.
+            "gcp-storage-emulator==2026.7.19",
+            "trustme>=1.2,<2",
+        ],
         "coco": ["pycocotools>=2.0.7,<3"],
         # keras-hub encoders (ResNet, MiT, DINOv2 presets) as backbones: backbone 'keras_hub'.
         "hub": ["keras-hub==0.32.0"],

@@ -270,3 +270,27 @@ def parity_checkpoints(tmp_path_factory):
         return cache[(variant, seed)]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def gcs_rig():
+    """A local Google Cloud Storage (tests/gcs_rig.py: emulator behind a TLS proxy on
+    loopback ports), started once per test process and stopped at its end."""
+    from tests import gcs_rig as rig_module
+
+    rig = rig_module.start()
+    yield rig
+    rig.stop()
+
+
+@pytest.fixture
+def gcs(gcs_rig):
+    """The rig for one test: `.root` a fresh gs:// folder, `.env` the environment for
+    subprocesses that reach it, `.rig` faults and traffic; faults are off again after."""
+    import types
+
+    gcs_rig.set_faults()
+    yield types.SimpleNamespace(
+        rig=gcs_rig, root=gcs_rig.new_bucket_path(), env=gcs_rig.subprocess_env()
+    )
+    gcs_rig.set_faults()
