@@ -4,8 +4,17 @@ counted.
 """
 
 import os
+import re
+import signal
+import subprocess
+import sys
 
+import pytest
+
+from tests.conftest import TINY_TRAIN_PARAMS, gin_param_flags
 from wss import files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_files_round_trip_through_tensorflows_gs_file_system(gcs):
@@ -35,3 +44,107 @@ def test_files_round_trip_through_tensorflows_gs_file_system(gcs):
     ]
     assert any("/rewriteTo/" in r.object for r in seen)
     assert all(r.status in (200, 204, 206, 404) for r in seen)
+
+
+# ---------------------------------------------------------------- runs on the bucket
+# A tiny supervised run (the self-training teacher's mode: the shortest step) that
+# checkpoints and logs every step.
+RUN_PARAMS = TINY_TRAIN_PARAMS + (
+    "MethodOptions.mode = 'supervised'",
+    "Experiment.num_steps = 3",
+)
+
+
+def train_command(run, data, steps=3):
+    """wss.train on the demo data in the bucket, a checkpoint and a log line every step."""
+    params = RUN_PARAMS + (f"Experiment.num_steps = {steps}",)
+    return [
+        sys.executable,
+        "-m",
+        "wss.train",
+        "--gin_file=gin/demo.gin",
+        f"--model_dir={run}",
+        f"--dataset_dir={data}",
+        "--checkpoint_every=1",
+        "--log_every=1",
+        "--images_every=0",
+        "--eval_at_end=false",
+        *gin_param_flags(params),
+    ]
+
+
+def run_until(command, env, line_starts, then):
+    """Runs `command`, calls `then(process)` at the first stdout line starting with
+    `line_starts`; returns (exit code, stdout, stderr)."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(line_starts):
+            then(process)
+            line_starts = "\0"  # once
+    stderr = process.stderr.read()
+    return process.wait(timeout=600), "".join(lines), stderr
+
+
+def copy_tree(local, url):
+    """Uploads a local folder's files to `url` (the rig's environment must be set)."""
+    for name in os.listdir(local):
+        files.copy(os.path.join(local, name), f"{url}/{name}")
+
+
+def checkpoint_values(prefix):
+    """{key: value} of every tensor a checkpoint holds (reads all of it)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+
+
+def optimizer_step(prefix):
+    """The optimizer's iteration count saved in a checkpoint."""
+    values = checkpoint_values(prefix)
+    return int(next(v for k, v in sorted(values.items()) if k.startswith("optimizer/")))
+
+
+@pytest.fixture(scope="module")
+def bucket_run(gcs_rig, tiny_run):
+    """A run in the bucket preempted (SIGKILL) right after its first checkpoint and
+    resumed by the same command: {'data', 'run', 'killed', 'resumed' (exit, stdout,
+    stderr), 'traffic' (the resumed run's requests)}."""
+    root = gcs_rig.new_bucket_path("preempted")
+    data, run = f"{root}/data", f"{root}/run"
+    with gcs_rig.environ():
+        copy_tree(tiny_run["data"], data)
+    env = gcs_rig.subprocess_env()
+    command = train_command(run, data)
+    killed = run_until(command, env, f"saved {run}/ckpt-1", lambda p: p.send_signal(signal.SIGKILL))
+    mark = gcs_rig.mark()
+    resumed = run_until(command, env, "\0", None)
+    return {
+        "data": data,
+        "run": run,
+        "killed": killed,
+        "resumed": resumed,
+        "traffic": gcs_rig.since(mark),
+    }
+
+
+@pytest.mark.slow
+def test_a_preempted_run_resumes_from_the_bucket(bucket_run, gcs_rig):
+    run = bucket_run["run"]
+    code, out, _ = bucket_run["killed"]
+    assert code == -signal.SIGKILL and f"saved {run}/ckpt-1" in out
+    code, out, err = bucket_run["resumed"]
+    assert code == 0, out + err
+    assert f"resumed from {run}/ckpt-1 at step 1" in out
+    assert re.findall(r"^step (\d+)/3", out, re.M) == ["2", "3"]
+    with gcs_rig.environ():
+        prefixes = [f"{run}/ckpt-{step}" for step in (1, 2, 3)]
+        # The optimizer's state came back: its count went on from 1, not from 0.
+        assert [optimizer_step(p) for p in prefixes] == [1, 2, 3]
+        assert files.exists(f"{run}/operative_config.gin")
+        # Nothing half-written is left: no temporary file next to the checkpoints.
+        assert not [n for n in files.listdir(run) if ".tmp" in n or n.startswith(".")]
