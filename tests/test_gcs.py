@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import TINY_TRAIN_PARAMS, gin_param_flags
+from tests.gcs_rig import summarize
 from wss import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,3 +149,124 @@ def test_a_preempted_run_resumes_from_the_bucket(bucket_run, gcs_rig):
         assert files.exists(f"{run}/operative_config.gin")
         # Nothing half-written is left: no temporary file next to the checkpoints.
         assert not [n for n in files.listdir(run) if ".tmp" in n or n.startswith(".")]
+
+
+@pytest.mark.slow
+def test_eval_continuous_and_pseudo_label_shards_on_the_bucket(bucket_run, gcs_rig):
+    run, env = bucket_run["run"], gcs_rig.subprocess_env()
+    evaluate = [
+        sys.executable,
+        "-m",
+        "wss.eval",
+        f"--model_dir={run}",
+        f"--dataset_dir={bucket_run['data']}",
+        "--continuous",
+        "--eval_interval_secs=0",
+        "--eval_timeout_secs=1",
+    ]
+    mark = gcs_rig.mark()
+    out = subprocess.run(evaluate, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    print("\nCOST per evaluated image (6, with the restore)", per(gcs_rig.since(mark), 6))
+    label = [
+        sys.executable,
+        "-m",
+        "wss.pseudo_label",
+        f"--model_dir={run}",
+        f"--dataset_dir={bucket_run['data']}",
+        "--split=train",
+        f"--output_dir={run}/pseudo",
+        "--num_shards=2",
+        "--progress_every=0",
+    ]
+    labelled = subprocess.run(label, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert labelled.returncode == 0, labelled.stdout + labelled.stderr
+    with gcs_rig.environ():
+        # The latest checkpoint (the run's last: --continuous stops there) was evaluated.
+        assert files.read_json(f"{run}/eval_val_3.json")["step"] == 3
+        shards = [n for n in files.listdir(f"{run}/pseudo") if n.endswith(".tfrecord")]
+        assert shards == ["pseudo-00000-of-00002.tfrecord", "pseudo-00001-of-00002.tfrecord"]
+    assert "2 written, 0 already complete" in labelled.stdout
+
+
+@pytest.mark.slow
+def test_a_run_through_503s_and_reset_uploads_finishes_and_every_checkpoint_restores(gcs, tiny_run):
+    data, run = f"{gcs.root}/data", f"{gcs.root}/run"
+    with gcs.rig.environ():
+        copy_tree(tiny_run["data"], data)
+    gcs.rig.set_faults(fail_fraction=0.1, reset_fraction=0.2, seed=1)
+    out = subprocess.run(
+        train_command(run, data, steps=2),
+        cwd=ROOT,
+        env=gcs.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    seen = gcs.rig.since(0)
+    gcs.rig.set_faults()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(r.status == 503 for r in seen) and any(r.status == 0 for r in seen)
+    with gcs.rig.environ():
+        assert [optimizer_step(f"{run}/ckpt-{step}") for step in (1, 2)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_bucket_that_refuses_writes_stops_the_run_with_one_error_line(gcs, tiny_run):
+    data, run = f"{gcs.root}/data", f"{gcs.root}/run"
+    with gcs.rig.environ():
+        copy_tree(tiny_run["data"], data)
+    code, out, err = run_until(
+        train_command(run, data),
+        gcs.env,
+        f"saved {run}/ckpt-1",
+        lambda p: gcs.rig.set_faults(refuse_writes=True),
+    )
+    gcs.rig.set_faults()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, out + err
+    assert run.split("/", 3)[3] in errors[0] and "Traceback" not in err, err
+    assert "fix: give the account running this write access" in errors[0]
+    with gcs.rig.environ():
+        assert optimizer_step(f"{run}/ckpt-1") == 1
+
+
+def per(requests, count):
+    """Requests and bytes each way per item (one decimal)."""
+    return {k: round(v / count, 1) for k, v in summarize(requests).items()}
+
+
+@pytest.mark.slow
+def test_what_a_run_costs_on_the_bucket(bucket_run):
+    """Requests and bytes of the resumed run (steps 2 and 3, a checkpoint and a log line
+    each), by what they were for; the figures of README "Cloud"."""
+    traffic = bucket_run["traffic"]
+    restore = [r for r in traffic if "/ckpt-1" in r.object]
+    saves = [r for r in traffic if "/ckpt-2" in r.object or "/ckpt-3" in r.object]
+    state = [r for r in traffic if r.object.endswith("checkpoint") and r.method != "GET"]
+    events = [r for r in traffic if "tfevents" in r.object]
+    data = [r for r in traffic if "/data/" in r.object]
+    print(
+        "\nCOST restore",
+        per(restore, 1),
+        "checkpoint",
+        per(saves + state, 2),
+        "logged step",
+        per(events, 2),
+        "data per step",
+        per(data, 2),
+        "all",
+        summarize(traffic),
+    )
+    # Each events file is uploaded whole at every flush (objects cannot be appended), so
+    # training starts a new file per checkpoint: every file ends as large as the first,
+    # and the bytes uploaded per logged step stay flat as the run grows.
+    sizes = {}
+    for r in events:
+        if r.upload:
+            sizes[r.object] = max(sizes.get(r.object, 0), r.sent)
+    assert len(sizes) == 2, sizes
+    first, last = sizes.values()
+    assert abs(last - first) <= 0.1 * first, sizes
+    # A file is uploaded on creation (its header), at a flush and at its close.
+    assert sum(r.sent for r in events) <= 3 * (first + last), sizes

@@ -1,4 +1,4 @@
-"""Every path as a URL: the README's worked example with file:// paths across processes,
+"""Every path as a URL: the README's worked example with file:// and gs:// paths across processes,
 the same steps in one process under ram:// (TensorFlow's in-memory file system, behind the
 same tf.io.gfile layer as gs://), resume after a kill and pseudo-label shards there.
 
@@ -6,6 +6,7 @@ file:// goes through TensorFlow's URL handling as gs:// does, while open(), os.p
 glob would take it for a local folder named 'file:'; ram:// files live in one process.
 """
 
+import contextlib
 import os
 import re
 import subprocess
@@ -34,11 +35,19 @@ def as_url(arg, root):
     return re.sub(r"'(data/mine/descriptor.json)'", rf"'{root}/\1'", arg)
 
 
-def test_worked_example_with_every_path_a_file_url(tmp_path):
-    root = "file://" + str(tmp_path / "cloud")
+@pytest.mark.parametrize("scheme", ["file", "gs"])
+def test_worked_example_with_every_path_a_url(scheme, tmp_path, request):
+    """file:// on the local disk; gs:// through TensorFlow's own GCS client to the local
+    Google Cloud Storage of the `gcs` fixture (tests/gcs_rig.py)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
+    if scheme == "gs":
+        gcs = request.getfixturevalue("gcs")
+        root, bucket = gcs.root, gcs.rig.environ
+        env.update(gcs.rig.env)
+    else:
+        root, bucket = "file://" + str(tmp_path / "cloud"), contextlib.nullcontext
     work = tmp_path / "cwd"  # relative paths would land here
     work.mkdir()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
     for command in readme_commands():
         tool = command[2] if command[1] == "-m" else command[1]
         args = [in_repo(a) for a in command[1:]] + TINY.get(tool, [])
@@ -46,19 +55,18 @@ def test_worked_example_with_every_path_a_file_url(tmp_path):
         assert any(root in a for a in args), args
         out = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, f"{' '.join(args)}\n{out.stdout}\n{out.stderr}"
-    assert os.listdir(work) == []  # no local 'file:' folder
-    cloud = tmp_path / "cloud"
-    descriptor = files.read_json(f"{root}/data/mine/descriptor.json")
-    assert descriptor["splits_to_sizes"] == {"train": 4, "val": 4, "unlabeled": 4, "extra": 8}
-    evals = files.glob(f"{root}/runs/mine/eval_val_*.json")
-    assert [os.path.basename(e) for e in evals] == ["eval_val_1.json"] and 0.0 <= files.read_json(
-        evals[0]
-    )["miou"] <= 1.0
-    assert (cloud / "runs/mine/operative_config.gin").exists()
-    assert (cloud / "runs/mine/export/saved_model.pb").exists()
-    assert sorted(os.listdir(cloud / "runs/mine/predictions")) == sorted(
-        os.listdir(cloud / "mine/unlabeled")
-    )
+    assert os.listdir(work) == []  # no local 'file:' or 'gs:' folder
+    with bucket():
+        descriptor = files.read_json(f"{root}/data/mine/descriptor.json")
+        assert descriptor["splits_to_sizes"] == {"train": 4, "val": 4, "unlabeled": 4, "extra": 8}
+        evals = files.glob(f"{root}/runs/mine/eval_val_*.json")
+        assert [os.path.basename(e) for e in evals] == ["eval_val_1.json"]
+        assert 0.0 <= files.read_json(evals[0])["miou"] <= 1.0
+        assert files.exists(f"{root}/runs/mine/operative_config.gin")
+        assert files.exists(f"{root}/runs/mine/export/saved_model.pb")
+        assert files.listdir(f"{root}/runs/mine/predictions") == files.listdir(
+            f"{root}/mine/unlabeled"
+        )
 
 
 class Stop(Exception):

@@ -285,7 +285,8 @@ def train(
     run_steps = distribute.make_train_function(strategy, model, jit_compile)
 
     # ------------------------------------------------------------ loop
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    summaries = os.path.join(model_dir, "train")
+    writer = tf.summary.create_file_writer(summaries)
     step = int(optimizer.iterations.numpy())
     start_step, start_time = step, time.time()
     logs = {}
@@ -315,6 +316,13 @@ def train(
         if crossed(before, step, checkpoint_every) or step == exp.num_steps:
             path = manager.save(checkpoint_number=step)
             print_fn(f"saved {path}")
+            if step < exp.num_steps:
+                # A bucket object cannot be appended to: each flush uploads the whole
+                # events file again, so one file for the run costs quadratic bytes. A new
+                # file per checkpoint bounds a flush by one interval's summaries
+                # (TensorBoard reads every events file of the folder).
+                writer.close()
+                writer = tf.summary.create_file_writer(summaries)
     writer.flush()
     return model, logs, dataset_dir, manager.latest_checkpoint
 
