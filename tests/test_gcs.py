@@ -270,3 +270,59 @@ def test_what_a_run_costs_on_the_bucket(bucket_run):
     assert abs(last - first) <= 0.1 * first, sizes
     # A file is uploaded on creation (its header), at a flush and at its close.
     assert sum(r.sent for r in events) <= 3 * (first + last), sizes
+
+
+def tool(name, *args):
+    """A `python -m wss.<name>` command line."""
+    return [sys.executable, "-m", f"wss.{name}", *args]
+
+
+@pytest.mark.slow
+def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, gcs_rig):
+    """Each stops with one `error:` line, exit 2, and leaves no output that looks whole."""
+    import io
+
+    from PIL import Image
+
+    run, env = bucket_run["run"], gcs_rig.subprocess_env()
+    image = io.BytesIO()
+    Image.new("RGB", (40, 30), (90, 120, 30)).save(image, format="PNG")
+    with gcs_rig.environ():
+        files.write_bytes(f"{run}/inputs/a.png", image.getvalue())
+    exported = subprocess.run(
+        tool("export", f"--model_dir={run}", f"--export_dir={run}/export"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    commands = {
+        "eval": tool("eval", f"--model_dir={run}", f"--output_dir={run}/refused_eval"),
+        "export": tool("export", f"--model_dir={run}", f"--export_dir={run}/refused_export"),
+        "predict": tool(
+            "predict",
+            f"--export_dir={run}/export",
+            f"--input={run}/inputs/*.png",
+            f"--output_dir={run}/refused_predict",
+        ),
+    }
+    gcs_rig.set_faults(refuse_writes=True)
+    try:
+        results = {
+            name: subprocess.run(
+                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            )
+            for name, command in commands.items()
+        }
+    finally:
+        gcs_rig.set_faults()
+    for name, out in results.items():
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and len(errors) == 1, f"{name}: {out.stdout}{out.stderr}"
+        assert "403" in errors[0] and "fix:" in errors[0], errors
+    with gcs_rig.environ():
+        assert not files.glob(f"{run}/refused_eval/eval_*.json")
+        assert not files.exists(f"{run}/refused_export/saved_model.pb")
+        assert not files.glob(f"{run}/refused_predict/*.png")

@@ -6,6 +6,14 @@ UserError for their own errors (DataError, DescriptorError, BadPairError, Restor
 ...) so the message, which names the file and the fix, is what the user sees.
 """
 
+# What to do about a path the file system refuses (a bucket without write access), added
+# to the message of every such error.
+PERMISSION_FIX = (
+    " (fix: give the account running this write access to that path, e.g. the role "
+    "roles/storage.objectAdmin on a gs:// bucket, or write elsewhere; what was written "
+    "before, such as earlier checkpoints, is kept)"
+)
+
 
 class UserError(Exception):
     """Bad input, a bad path or a bad config: the message says what and how to fix it."""

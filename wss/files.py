@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator, List
 
-from wss.errors import PathError
+from wss.errors import PERMISSION_FIX, PathError
 
 
 def _gfile():
@@ -38,7 +38,8 @@ def _guarded(what: str, path: str, fn, *args, **kwargs):
         raise
     except tf.errors.OpError as e:
         reason = " ".join(e.message.split())
-        raise PathError(f"cannot {what} {path}: {reason}") from None
+        fix = PERMISSION_FIX if isinstance(e, tf.errors.PermissionDeniedError) else ""
+        raise PathError(f"cannot {what} {path}: {reason}{fix}") from None
 
 
 def has_scheme(path: str) -> bool:

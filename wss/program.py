@@ -42,12 +42,6 @@ TRACEBACK_ENV = "PSEUDOSEG_TRACEBACK"
 UsageError = errors.UsageError  # a missing or contradictory flag: `error: ...`, exit 2
 USAGE_EXIT_CODE = 2
 # Errors that are not the project's own but name a user's file or path.
-# What to do about a path the file system refuses (a bucket without write access).
-PERMISSION_FIX = (
-    " (fix: give the account running this write access to that path, e.g. the role "
-    "roles/storage.objectAdmin on a gs:// bucket, or choose a path you can write; "
-    "checkpoints already written are kept)"
-)
 _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, tf.errors.NotFoundError)
 # tf.data wraps an exception raised in a py_function into an OpError whose message holds
 # the original as "<module>.<Class>: <message>" followed by TensorFlow's node names.
@@ -178,7 +172,7 @@ def user_message(exc):
     if isinstance(exc, tf.errors.OpError) and not path_error:
         return _unwrap_op_error(exc)
     if isinstance(exc, tf.errors.PermissionDeniedError):
-        message = _TF_NOISE.sub("", exc.message) + PERMISSION_FIX
+        message = _TF_NOISE.sub("", exc.message) + errors.PERMISSION_FIX
     elif isinstance(exc, tf.errors.OpError):
         message = _TF_NOISE.sub("", exc.message)
     elif isinstance(exc, _USER_ERRORS):
