@@ -298,6 +298,22 @@ def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, g
         timeout=600,
     )
     assert exported.returncode == 0, exported.stdout + exported.stderr
+    mark = gcs_rig.mark()
+    predicted = subprocess.run(
+        tool(
+            "predict",
+            f"--export_dir={run}/export",
+            f"--input={run}/inputs/*.png",
+            f"--output_dir={run}/predictions",
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    print("\nCOST predicted image (1, with the SavedModel load)", per(gcs_rig.since(mark), 1))
     commands = {
         "eval": tool("eval", f"--model_dir={run}", f"--output_dir={run}/refused_eval"),
         "export": tool("export", f"--model_dir={run}", f"--export_dir={run}/refused_export"),
@@ -326,3 +342,4 @@ def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, g
         assert not files.glob(f"{run}/refused_eval/eval_*.json")
         assert not files.exists(f"{run}/refused_export/saved_model.pb")
         assert not files.glob(f"{run}/refused_predict/*.png")
+        assert files.listdir(f"{run}/predictions") == ["a.png"]
