@@ -289,49 +289,31 @@ def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, g
     Image.new("RGB", (40, 30), (90, 120, 30)).save(image, format="PNG")
     with gcs_rig.environ():
         files.write_bytes(f"{run}/inputs/a.png", image.getvalue())
-    exported = subprocess.run(
-        tool("export", f"--model_dir={run}", f"--export_dir={run}/export"),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert exported.returncode == 0, exported.stdout + exported.stderr
-    mark = gcs_rig.mark()
-    predicted = subprocess.run(
-        tool(
-            "predict",
-            f"--export_dir={run}/export",
-            f"--input={run}/inputs/*.png",
-            f"--output_dir={run}/predictions",
-        ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
-    print("\nCOST predicted image (1, with the SavedModel load)", per(gcs_rig.since(mark), 1))
+    outputs = {"eval": "refused_eval", "export": "refused_export", "predict": "refused_predict"}
     commands = {
-        "eval": tool("eval", f"--model_dir={run}", f"--output_dir={run}/refused_eval"),
-        "export": tool("export", f"--model_dir={run}", f"--export_dir={run}/refused_export"),
-        "predict": tool(
+        "eval": lambda out: tool("eval", f"--model_dir={run}", f"--output_dir={run}/{out}"),
+        "export": lambda out: tool("export", f"--model_dir={run}", f"--export_dir={run}/{out}"),
+        "predict": lambda out: tool(
             "predict",
             f"--export_dir={run}/export",
             f"--input={run}/inputs/*.png",
-            f"--output_dir={run}/refused_predict",
+            f"--output_dir={run}/{out}",
         ),
     }
+
+    def run_tool(command):
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    for name, out_dir in (("export", "export"), ("predict", "predictions")):
+        mark = gcs_rig.mark()
+        done = run_tool(commands[name](out_dir))
+        assert done.returncode == 0, done.stdout + done.stderr
+    print("\nCOST predicted image (1, with the SavedModel load)", per(gcs_rig.since(mark), 1))
     gcs_rig.set_faults(refuse_writes=True)
     try:
-        results = {
-            name: subprocess.run(
-                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-            )
-            for name, command in commands.items()
-        }
+        results = {name: run_tool(command(outputs[name])) for name, command in commands.items()}
     finally:
         gcs_rig.set_faults()
     for name, out in results.items():
