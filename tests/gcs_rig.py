@@ -157,8 +157,6 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
         conn, reader = self.connection, self.rfile
         try:
             line = reader.readline()
-            if os.environ.get("RIGDEBUG"):
-                print("RIG conn", line, flush=True)
             if line.startswith(b"CONNECT "):
                 host = line.split()[1].decode().split(":")[0]
                 _read_headers(reader)
@@ -182,6 +180,7 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
 
 
 def _read_headers(reader) -> Dict[str, str]:
+    """An HTTP head's header lines, up to the blank line: {lower-case name: value}."""
     headers = {}
     while True:
         line = reader.readline()
@@ -192,6 +191,7 @@ def _read_headers(reader) -> Dict[str, str]:
 
 
 def _read_chunked(reader) -> bytes:
+    """A body sent with `Transfer-Encoding: chunked`, without its framing."""
     body = bytearray()
     while True:
         size = int(reader.readline().split(b";")[0].strip() or b"0", 16)
@@ -272,8 +272,6 @@ class RigServer:
         """Answers one request on `conn`; False when the connection is to be closed."""
         method, target, _ = line.decode("latin-1").split(" ", 2)
         headers = _read_headers(reader)
-        if os.environ.get("RIGDEBUG"):
-            print("RIG", line, headers, flush=True)
         url = urlparse(target)
         query = parse_qs(url.query)
         name = _object_name(url.path, query)
@@ -377,6 +375,7 @@ class RigServer:
 
 
 def _error(code: int, message: str):
+    """(status, headers, body) of an error answer in the JSON API's form."""
     body = json.dumps(
         {"error": {"code": code, "message": message, "errors": [{"message": message}]}}
     )
@@ -384,6 +383,7 @@ def _error(code: int, message: str):
 
 
 def _free_port() -> int:
+    """A loopback port free at the time of the call."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -110,6 +110,11 @@ def optimizer_step(prefix):
     return int(next(v for k, v in sorted(values.items()) if k.startswith("optimizer/")))
 
 
+# The tests that read `bucket_run` share one xdist group, so that under
+# `-n 2 --dist loadgroup` one worker trains it (about 40 s) instead of each.
+SHARED_RUN = pytest.mark.xdist_group("gcs_bucket_run")
+
+
 @pytest.fixture(scope="module")
 def bucket_run(gcs_rig, tiny_run):
     """A run in the bucket preempted (SIGKILL) right after its first checkpoint and
@@ -134,6 +139,7 @@ def bucket_run(gcs_rig, tiny_run):
 
 
 @pytest.mark.slow
+@SHARED_RUN
 def test_a_preempted_run_resumes_from_the_bucket(bucket_run, gcs_rig):
     run = bucket_run["run"]
     code, out, _ = bucket_run["killed"]
@@ -152,6 +158,7 @@ def test_a_preempted_run_resumes_from_the_bucket(bucket_run, gcs_rig):
 
 
 @pytest.mark.slow
+@SHARED_RUN
 def test_eval_continuous_and_pseudo_label_shards_on_the_bucket(bucket_run, gcs_rig):
     run, env = bucket_run["run"], gcs_rig.subprocess_env()
     evaluate = [
@@ -237,6 +244,7 @@ def per(requests, count):
 
 
 @pytest.mark.slow
+@SHARED_RUN
 def test_what_a_run_costs_on_the_bucket(bucket_run):
     """Requests and bytes of the resumed run (steps 2 and 3, a checkpoint and a log line
     each), by what they were for; the figures of README "Cloud"."""
@@ -278,6 +286,7 @@ def tool(name, *args):
 
 
 @pytest.mark.slow
+@SHARED_RUN
 def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, gcs_rig):
     """Each stops with one `error:` line, exit 2, and leaves no output that looks whole."""
     import io
