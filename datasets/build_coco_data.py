@@ -13,7 +13,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import coco
+from wss.builders import coco
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(

@@ -18,7 +18,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import files, program
-from wss.data import folder
+from wss.builders import folder
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("images", None, "Folder of images (ids = file stems).", flag_values=FLAGS)

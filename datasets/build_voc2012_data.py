@@ -12,7 +12,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import voc
+from wss.builders import voc
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).", flag_values=FLAGS)

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from wss import pseudo_label
-from wss.data import image_io, pipeline, reader, tfrecord_writer
+from wss.builders import tfrecord_writer
+from wss.data import image_io, pipeline, reader
 from wss.self_training import labeller
 from wss.self_training.labels import threshold_labels
 from wss.self_training.plan import PseudoLabelError, make_plan

@@ -327,7 +327,8 @@ def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
     ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path.
     For a 'tfds:' name, the TFDS data directory: `dataset_dir`, else `tfds_data_dir`
     (Experiment.tfds_data_dir), else TFDS's default."""
-    from wss.data import demo, tfds_registry
+    from wss.builders import demo
+    from wss.data import tfds_registry
 
     if tfds_registry.is_tfds_name(dataset_name):
         from wss.data import tfds_source

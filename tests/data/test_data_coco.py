@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from wss.data import coco
+from wss.builders import coco
 
 
 def _box_mask(seg, h, w):

@@ -210,7 +210,7 @@ COCO = DatasetDescriptor(
     train_crop_size=513,
 )
 
-# Sizes are those wss.data.demo builds by default (see DEMO_* constants there).
+# Sizes are those wss.builders.demo builds by default (see DEMO_* constants there).
 DEMO = DatasetDescriptor(
     name="demo",
     num_classes=6,

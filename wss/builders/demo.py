@@ -212,10 +212,8 @@ def build_demo_dataset(
     progress: bool = False,
 ) -> Dict[str, int]:
     """Generates and writes the demo dataset; returns split sizes."""
-    from wss.data import (
-        splits,
-        tfrecord_writer,
-    )
+    from wss.builders import tfrecord_writer
+    from wss.data import splits
 
     train = train_items(seed, num_train)
     val = val_items(seed, num_val)

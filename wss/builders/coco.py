@@ -148,7 +148,7 @@ def build_coco(
     resume: bool = False,
 ) -> Dict[str, int]:
     """Writes splits given as {name: (annotation json or None, image dir)}."""
-    from wss.data import tfrecord_writer
+    from wss.builders import tfrecord_writer
 
     split_items = {
         name: items_from_annotations(ann_file, image_dir)

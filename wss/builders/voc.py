@@ -147,8 +147,8 @@ def build_voc(
     resume: bool = False,
 ) -> Dict[str, int]:
     """Writes the requested VOC splits (and id-list splits {name: path}) as TFRecords."""
+    from wss.builders import tfrecord_writer
     from wss.data import splits as splits_lib
-    from wss.data import tfrecord_writer
 
     root = resolve_voc_root(voc_dir)
     todo = {}

@@ -12,8 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from wss.data import image_io
-from wss.data.folder_inputs import (
+from wss.builders.folder_inputs import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     FolderDataError,
@@ -22,7 +21,8 @@ from wss.data.folder_inputs import (
     read_classes,
     resolve_colors,
 )
-from wss.data.folder_masks import FolderItem
+from wss.builders.folder_masks import FolderItem
+from wss.data import image_io
 
 
 @dataclasses.dataclass
