@@ -153,21 +153,6 @@ def checkpoint_step(path):
     return int(match.group(1)) if match else 0
 
 
-def build_and_restore(
-    model_dir=None, checkpoint=None, gin_files=(), gin_params=(), num_classes=None
-):
-    """Parses gin, builds the model, restores it; returns (model, checkpoint prefix).
-
-    Without gin files the model directory's operative config is used (bindings of
-    configurables this program does not register are then skipped).
-    """
-    files, operative = default_gin_files(model_dir, gin_files)
-    config = parse_gin(files, gin_params, skip_unknown=operative)
-    model = build_model(config, num_classes)
-    path = restore_model(model, checkpoint or model_dir)
-    return model, path
-
-
 def build_model(config, num_classes=None):
     """The (unrestored) model of the RunConfig `config` (num_classes None: the dataset's)."""
     num_classes = num_classes or config.experiment.descriptor.num_classes

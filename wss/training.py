@@ -334,9 +334,11 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, exp, batch_size=8)
         )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    checkpoint = restore.restore_model(model, checkpoint)
     return evaluator.evaluate_checkpoint(
         model,
         checkpoint,
+        restore.checkpoint_step(checkpoint),
         dataset_fn,
         desc,
         exp.eval_split,
