@@ -152,6 +152,13 @@ def write_gin(directory):
     return path
 
 
+def build_run_model(config, num_classes=NUM_CLASSES):
+    """The (unrestored) model of a parsed RunConfig, with the tests' class count."""
+    from wss.model import build_model
+
+    return build_model(num_classes, config.model, config.method)
+
+
 def make_checkpoint(model_dir, step=5, gin_file=None):
     """Builds the tiny model from gin, perturbs its weights, saves it the driver's way
     (training_checkpoint in a CheckpointManager, prefix 'ckpt') with its
@@ -160,7 +167,7 @@ def make_checkpoint(model_dir, step=5, gin_file=None):
     from wss.checkpointing import training_checkpoint
 
     gin_file = gin_file or write_gin(os.path.dirname(str(model_dir)))
-    model = restore.build_model(restore.parse_gin([gin_file]), NUM_CLASSES)
+    model = build_run_model(restore.parse_gin([gin_file]))
     rng = np.random.RandomState(step)
     for w in model.weights:  # non-trivial weights, so restoring really matters
         if "moving_variance" in w.path:
