@@ -164,6 +164,7 @@ def _preset_normalization(preset):
     return per_channel(config.get("scale"), [1.0] * 3), per_channel(config.get("offset"), [0.0] * 3)
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class HubBackbone(Backbone):
     """A keras-hub feature-pyramid encoder behind the backbone contract (module docstring).
 
