@@ -15,7 +15,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import coco
+from wss.data import coco, tfrecord_writer
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(
@@ -44,8 +44,14 @@ def main(argv=None):
     if FLAGS.unlabeled_dir:
         todo["unlabeled"] = (None, FLAGS.unlabeled_dir)
     plan = coco.plan_coco(todo, FLAGS.skip_bad)
-    written = coco.write_plan(
-        plan, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.skip_bad, FLAGS.resume
+    written = tfrecord_writer.write_splits(
+        FLAGS.output_dir,
+        plan.splits,
+        coco.encode_item,
+        FLAGS.num_shards,
+        FLAGS.num_workers,
+        FLAGS.skip_bad,
+        FLAGS.resume,
     )
     print(f"Wrote {coco.summary(plan, written)} to {FLAGS.output_dir}")
 

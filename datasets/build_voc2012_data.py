@@ -18,7 +18,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import voc
+from wss.data import tfrecord_writer, voc
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).", flag_values=FLAGS)
@@ -46,8 +46,14 @@ def main(argv=None):
         return None
     id_lists = dict(item.split("=", 1) for item in FLAGS.id_list)
     plan = voc.plan_voc(FLAGS.voc_dir, FLAGS.splits, FLAGS.aug_label_dir, FLAGS.sbd_dir, id_lists)
-    written = voc.write_plan(
-        plan, FLAGS.output_dir, FLAGS.num_shards, FLAGS.num_workers, FLAGS.skip_bad, FLAGS.resume
+    written = tfrecord_writer.write_splits(
+        FLAGS.output_dir,
+        plan.splits,
+        voc.encode_item,
+        FLAGS.num_shards,
+        FLAGS.num_workers,
+        FLAGS.skip_bad,
+        FLAGS.resume,
     )
     print(f"Wrote {voc.summary(plan, written)} to {FLAGS.output_dir}")
 

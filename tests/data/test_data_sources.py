@@ -7,7 +7,7 @@ import importlib.util
 import io
 import json
 import os
-import subprocess
+import runpy
 import sys
 
 import numpy as np
@@ -17,7 +17,7 @@ from PIL import Image
 
 from deeplab_ext.errors import DeepLabError
 from wss import errors, program
-from wss.data import coco, folder, image_io, schema, voc
+from wss.data import coco, folder, image_io, schema, tfrecord_writer, voc
 from wss.data.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,7 +114,7 @@ def test_voc_palette_and_sbd_mat_labels_and_the_per_source_summary(tmp_path):
     dataset, sbd_labels = make_sbd(tmp_path, voc_root)
     out = str(tmp_path / "out")
     plan = voc.plan_voc(str(voc_root), ("train", "val", "train_aug"), None, str(dataset / "cls"))
-    written = voc.write_plan(plan, out, num_shards=1, num_workers=1)
+    written = tfrecord_writer.write_splits(out, plan.splits, voc.encode_item, 1, 1)
     assert voc.summary(plan, written) == ("train 2 (VOC); val 1 (VOC); train_aug 4 = 2 VOC + 2 SBD")
     aug = _records(out, "train_aug")
     assert sorted(aug) == sorted(["2007_000001", "2007_000002", *sbd_labels])
@@ -125,22 +125,15 @@ def test_voc_palette_and_sbd_mat_labels_and_the_per_source_summary(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_SCIPY, reason="scipy is not installed (the voc extra)")
-def test_voc_command_line_prints_the_count_per_source(tmp_path):
+def test_voc_command_line_prints_the_count_per_source(tmp_path, monkeypatch, capsys):
     voc_root, _ = make_voc(tmp_path)
     dataset, _ = make_sbd(tmp_path, voc_root)
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "datasets"))
+    tool = runpy.run_path(os.path.join(ROOT, "datasets", "build_voc2012_data.py"))
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "datasets", "build_voc2012_data.py"),
-        f"--voc_dir={voc_root.parent}",
-        f"--sbd_dir={dataset / 'cls'}",
-        f"--output_dir={out}",
-        "--num_workers=1",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == (
+    flags = [f"--voc_dir={voc_root.parent}", f"--sbd_dir={dataset / 'cls'}", f"--output_dir={out}"]
+    tool["main"](["build_voc2012_data.py", *flags, "--num_workers=1"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
         f"Wrote train 2 (VOC); val 1 (VOC); train_aug 4 = 2 VOC + 2 SBD to {out}"
     )
 
@@ -255,7 +248,7 @@ def test_coco_polygon_and_crowd_rle_and_the_summary(tmp_path):
     }
     plan = coco.plan_coco(splits)
     out = str(tmp_path / "out")
-    written = coco.write_plan(plan, out, num_shards=1, num_workers=1)
+    written = tfrecord_writer.write_splits(out, plan.splits, coco.encode_item, 1, 1)
     assert coco.summary(plan, written) == (
         "val 2 (instances_val2017.json + val2017/); unlabeled 1 (unlabeled2017/, no labels)"
     )

@@ -218,22 +218,6 @@ def summary(plan: CocoPlan, written: Dict[str, int]) -> str:
     return "; ".join(parts)
 
 
-def write_plan(
-    plan: CocoPlan,
-    output_dir: str,
-    num_shards: int = 256,
-    num_workers: int = 0,
-    skip_bad: bool = False,
-    resume: bool = False,
-) -> Dict[str, int]:
-    """Writes a checked plan's splits as TFRecords; returns {split: records written}."""
-    from wss.data import tfrecord_writer
-
-    return tfrecord_writer.write_splits(
-        output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
-    )
-
-
 def build_coco(
     output_dir: str,
     splits: Dict[str, tuple],
@@ -245,4 +229,8 @@ def build_coco(
     """Writes splits given as {name: (annotation json or None, image dir)}, after
     plan_coco checked every source."""
     plan = plan_coco(splits, skip_bad)
-    return write_plan(plan, output_dir, num_shards, num_workers, skip_bad, resume)
+    from wss.data import tfrecord_writer
+
+    return tfrecord_writer.write_splits(
+        output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
+    )

@@ -293,22 +293,6 @@ def encode_item(item: VocItem):
     )
 
 
-def write_plan(
-    plan: VocPlan,
-    output_dir: str,
-    num_shards: int = 4,
-    num_workers: int = 0,
-    skip_bad: bool = False,
-    resume: bool = False,
-) -> Dict[str, int]:
-    """Writes a checked plan's splits as TFRecords; returns {split: records written}."""
-    from wss.data import tfrecord_writer
-
-    return tfrecord_writer.write_splits(
-        output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
-    )
-
-
 def build_voc(
     voc_dir: str,
     output_dir: str,
@@ -324,4 +308,8 @@ def build_voc(
     """Writes the requested VOC splits (and id-list splits {name: path}) as TFRecords,
     after plan_voc checked every source."""
     plan = plan_voc(voc_dir, splits, aug_dir, sbd_dir, id_lists)
-    return write_plan(plan, output_dir, num_shards, num_workers, skip_bad, resume)
+    from wss.data import tfrecord_writer
+
+    return tfrecord_writer.write_splits(
+        output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
+    )
