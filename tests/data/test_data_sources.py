@@ -328,3 +328,12 @@ def test_missing_package_of_a_tfds_builder_is_one_error_line(tmp_path, monkeypat
     with pytest.raises(errors.MissingPackageError) as info:
         tfds_source.load_builder(entry, str(tmp_path))
     assert_user_error(info.value, "'cv2'", "pip install opencv-python")
+
+
+def test_demo_folders_need_a_labeled_image(tmp_path):
+    from wss.data import demo
+
+    with pytest.raises(errors.InputError) as info:
+        demo.export_demo_folders(str(tmp_path / "out"), num_labeled=0)
+    assert_user_error(info.value, "--num_labeled=0", "Fix: --num_labeled=64")
+    assert not (tmp_path / "out").exists()
