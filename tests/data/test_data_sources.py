@@ -148,8 +148,9 @@ def test_sbd_dir_one_level_above_cls_stops_before_writing(tmp_path):
     assert_user_error(
         info.value,
         f"--sbd_dir={dataset}",
-        "cls/*.mat",
-        "found 0 ids, its lists name 2",
+        "holds no SBD .mat labels (<id>.mat)",
+        "benchmark_RELEASE/dataset/cls/",
+        "found 0 ids, SBD's train.txt and val.txt name 2",
         f"Fix: pass --sbd_dir={dataset / 'cls'}",
     )
     assert not out.exists()
@@ -162,7 +163,7 @@ def test_sbd_folder_holding_far_fewer_labels_than_its_lists(tmp_path):
     (dataset / "val.txt").write_text("2008_000002\n2008_000003\n2008_000004\n")
     with pytest.raises(DataError) as info:
         voc.plan_voc(str(voc_root), ("train_aug",), None, str(dataset / "cls"))
-    assert_user_error(info.value, "found 2 ids, its lists name 4", "extract the whole archive")
+    assert_user_error(info.value, "holds 2 SBD .mat labels", "far fewer than the 4 ids", "extract")
 
 
 @pytest.mark.skipif(not HAS_SCIPY, reason="scipy is not installed (the voc extra)")
@@ -189,7 +190,7 @@ def test_train_aug_without_an_sbd_source_and_an_empty_aug_folder(tmp_path):
     aug.mkdir()
     with pytest.raises(DataError) as info:
         voc.plan_voc(str(voc_root), ("train_aug",), str(aug))
-    assert_user_error(info.value, f"--aug_label_dir={aug}", "found 0 ids")
+    assert_user_error(info.value, f"--aug_label_dir={aug}", "found 0 ids", "holds 12,031")
 
 
 def test_listed_ids_without_image_name_the_split_and_counts(tmp_path):

@@ -111,36 +111,63 @@ def _sbd_listed(sbd_dir: str) -> List[str]:
     return []
 
 
-def check_label_folder(folder: str, ext: str, flag: str, expected: str, listed=()) -> List[str]:
+@dataclasses.dataclass(frozen=True)
+class LabelSource:
+    """A folder of labels for SBD's ids, as its flag and its errors name it."""
+
+    flag: str
+    ext: str
+    what: str  # what the folder holds, e.g. "SBD .mat labels (<id>.mat)"
+    home: str  # where a full download keeps them
+    full_count: int  # how many a full download holds
+
+
+SBD_LABELS = LabelSource(
+    "--sbd_dir", ".mat", "SBD .mat labels (<id>.mat)", "benchmark_RELEASE/dataset/cls", 11355
+)
+AUG_LABELS = LabelSource(
+    "--aug_label_dir", ".png", "index PNG labels (<id>.png)", "SegmentationClassAug", 12031
+)
+
+
+def check_label_folder(folder: str, source: LabelSource, listed: Sequence[str] = ()) -> List[str]:
     """The label ids of an SBD or SegmentationClassAug folder; raises a DataError naming
-    the folder, what belongs inside (`expected`, e.g. 'cls/*.mat'), the ids found against
-    those its lists name, and the fix, when the folder yields none or far fewer (below
+    the folder, what belongs inside, the ids found against those its lists name (or a
+    full download holds), and the fix, when the folder yields none or far fewer (below
     MIN_SHARE) than `listed`."""
-    ids = _stems(folder, ext)
+    ids = _stems(folder, source.ext)
     listed = sorted(set(listed))
-    if listed and len(ids) >= MIN_SHARE * len(listed):
+    if ids and len(ids) >= MIN_SHARE * len(listed):
         return ids
-    if ids and not listed:
-        return ids
-    named = f"its lists name {len(listed):,}" if listed else "a full download holds thousands"
+    flag = f"{source.flag}={folder}"
     if not files.isdir(folder):
-        found = "it is not a folder"
-    else:
-        found = f"found {len(ids):,} ids, {named}"
+        raise DataError(
+            f"{flag} is not a folder; expected {source.home}/ with {source.what}. "
+            f"Fix: pass that folder as {source.flag}"
+        )
+    if ids:  # far fewer than the lists name (only SBD has lists)
+        raise DataError(
+            f"{flag} holds {len(ids):,} {source.what}, far fewer than the {len(listed):,} "
+            "ids SBD's train.txt and val.txt name. Fix: extract the whole archive again"
+        )
+    named = (
+        f"SBD's train.txt and val.txt name {len(listed):,}"
+        if listed
+        else f"a full download holds {source.full_count:,}"
+    )
     sub = [
         d.rstrip("/")
-        for d in (files.listdir(folder) if files.isdir(folder) else [])
-        if files.isdir(os.path.join(folder, d)) and _stems(os.path.join(folder, d), ext)
+        for d in files.listdir(folder)
+        if files.isdir(os.path.join(folder, d)) and _stems(os.path.join(folder, d), source.ext)
     ]
-    if sub:
-        fix = f"pass {flag}={os.path.join(folder.rstrip('/'), sub[0])}"
-    elif ids:
-        fix = f"extract the whole archive into {folder} again"
-    else:
-        fix = f"pass the folder that holds the {expected} files as {flag}"
+    fix = (
+        f"pass {source.flag}={os.path.join(folder.rstrip('/'), sub[0])}"
+        if sub
+        else f"pass the folder that holds them ({source.home}/) as {source.flag}"
+    )
     raise DataError(
-        f"{flag}={folder} holds no usable labels: expected {expected} files there; "
-        f"{found}. Fix: {fix}"
+        f"{flag} holds no {source.what}: expected them directly inside, as in "
+        f"{source.home}/; found 0 ids, {named}. Fix: {fix}"
     )
 
 
@@ -216,11 +243,9 @@ def plan_voc(
 
     root = resolve_voc_root(voc_dir)
     if aug_dir:
-        check_label_folder(aug_dir, ".png", "--aug_label_dir", "index PNG <id>.png")
+        check_label_folder(aug_dir, AUG_LABELS)
     if sbd_dir:
-        check_label_folder(
-            sbd_dir, ".mat", "--sbd_dir", "cls/*.mat (<id>.mat)", _sbd_listed(sbd_dir)
-        )
+        check_label_folder(sbd_dir, SBD_LABELS, _sbd_listed(sbd_dir))
     if "train_aug" in splits and not (aug_dir or sbd_dir):
         raise DataError(
             "split 'train_aug' is VOC train plus SBD's labels, and no SBD source was given. "
