@@ -24,8 +24,6 @@ COCO_INSTALL = 'pip install -e ".[coco]" (or pip install pycocotools)'
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # An image folder holding fewer than this share of the images its JSON lists is incomplete.
 MIN_SHARE = 0.9
-# What a full build of COCO 2017 writes (the README's numbers).
-FULL_SIZES = {"train": 118287, "val": 5000, "unlabeled": 123403}
 
 
 def _pycocotools(module: str):
@@ -81,7 +79,11 @@ def items_from_annotations(annotation_file: str, image_dir: str) -> List[CocoIte
         coco = coco_api.COCO(local)
     cat_to_class = {c: i + 1 for i, c in enumerate(sorted(coco.getCatIds()))}
     if len(cat_to_class) != NUM_CLASSES - 1:
-        raise ValueError(f"{annotation_file}: {len(cat_to_class)} categories, expected 80")
+        raise DataError(
+            f"{annotation_file}: {len(cat_to_class)} categories, expected COCO's 80 thing "
+            "categories. Fix: pass COCO 2017's instances_<split>2017.json (not panoptic, "
+            "stuff or captions annotations)"
+        )
     folder = os.path.basename(image_dir.rstrip("/"))
     items = []
     for img_id in sorted(coco.getImgIds()):

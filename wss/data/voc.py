@@ -51,8 +51,6 @@ def read_voc_split(voc_root: str, split: str) -> List[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-# What a full build of the public datasets writes (the README's numbers).
-FULL_SIZES = {"train": 1464, "val": 1449, "train_aug": 10582}
 # A source folder holding fewer than this share of the ids its lists name is incomplete.
 MIN_SHARE = 0.9
 SCIPY_INSTALL = 'pip install -e ".[voc]" (or pip install scipy)'
