@@ -167,6 +167,20 @@ def test_sbd_folder_holding_far_fewer_labels_than_its_lists(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_SCIPY, reason="scipy is not installed (the voc extra)")
+def test_sbd_instance_labels_instead_of_class_labels(tmp_path):
+    import scipy.io
+
+    voc_root, _ = make_voc(tmp_path)
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    _jpeg(voc_root / "JPEGImages" / "2008_000001.jpg", 0)
+    scipy.io.savemat(str(inst / "2008_000001.mat"), {"GTinst": {"Segmentation": _label(0)}})
+    with pytest.raises(DataError) as info:
+        voc.plan_voc(str(voc_root), ("train_aug",), None, str(inst))
+    assert_user_error(info.value, "2008_000001.mat holds no GTcls struct", "['GTinst']")
+
+
+@pytest.mark.skipif(not HAS_SCIPY, reason="scipy is not installed (the voc extra)")
 def test_sbd_without_scipy_writes_nothing(tmp_path, monkeypatch):
     voc_root, _ = make_voc(tmp_path)
     dataset, _ = make_sbd(tmp_path, voc_root)

@@ -71,7 +71,18 @@ def load_mat_label(path: str) -> np.ndarray:
     """Reads an SBD cls/*.mat label: the `GTcls.Segmentation` class-index map (needs scipy)."""
     scipy_io = errors.import_optional("scipy.io", SCIPY_INSTALL, "Reading SBD's .mat labels")
     data = io.BytesIO(files.read_bytes(path))
-    mat = scipy_io.loadmat(data, mat_dtype=True, squeeze_me=True, struct_as_record=False)
+    try:
+        mat = scipy_io.loadmat(data, mat_dtype=True, squeeze_me=True, struct_as_record=False)
+    except Exception as e:  # scipy raises several types for a file that is not MATLAB's
+        raise image_io.BadPairError(
+            f"{path}: cannot read it as a MATLAB file ({e}); re-extract SBD's cls/ folder"
+        ) from None
+    if "GTcls" not in mat:
+        raise image_io.BadPairError(
+            f"{path} holds no GTcls struct (it has {sorted(k for k in mat if k[0] != '_')}): "
+            "not an SBD class label. Fix: pass benchmark_RELEASE/dataset/cls as --sbd_dir "
+            "(inst/ holds instance labels)"
+        )
     return np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
 
 
@@ -266,12 +277,14 @@ def plan_voc(
         for item in split_items:
             counts[item_source(item)] = counts.get(item_source(item), 0) + 1
         sources[name] = counts
-    if any(c.get(SOURCE_SBD) for c in sources.values()):
+    sbd_items = [i for split in items.values() for i in split if item_source(i) == SOURCE_SBD]
+    if sbd_items:
         errors.import_optional(
             "scipy.io",
             SCIPY_INSTALL + " or pass SegmentationClassAug PNGs as --aug_label_dir",
             f"Reading SBD's .mat labels from {sbd_dir}",
         )
+        load_mat_label(sbd_items[0].label_path)  # the folder holds SBD's class labels
     return VocPlan(items, sources)
 
 
