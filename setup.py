@@ -26,8 +26,18 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.6,<4", "ruff==0.17.5"],
+        # scipy and pycocotools: the tests of the VOC + SBD and COCO builders run, not skip.
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "pytest-xdist>=3.6,<4",
+            "ruff==0.17.5",
+            "scipy>=1.10,<2",
+            "pycocotools>=2.0.7,<3",
+        ],
         "coco": ["pycocotools>=2.0.7,<3"],
+        # SBD's cls/*.mat labels (VOC train_aug with --sbd_dir) are MATLAB files: scipy reads them.
+        "voc": ["scipy>=1.10,<2"],
         # keras-hub encoders (ResNet, MiT, DINOv2 presets) as backbones: backbone 'keras_hub'.
         "hub": ["keras-hub==0.32.0"],
     },

@@ -4,30 +4,31 @@ Class 0 is background, the 80 thing categories in category-id order are 1..80, a
 crowd regions are 255 (ignore), painted over everything else. Non-crowd instances are
 painted largest first so small objects stay visible. Record ids are
 '{image folder}/{file stem}' (e.g. 'train2017/000000177254'), as in the release's
-split files. pycocotools is imported only when needed.
+split files. pycocotools (the `coco` extra) is imported only when needed, and checked
+before anything is written.
 """
 
 import dataclasses
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from wss import files
+from wss import errors, files
 from wss.data import image_io, records
+from wss.data.errors import DataError
 
 NUM_CLASSES = 81
-_INSTALL_HINT = (
-    'COCO conversion needs pycocotools: pip install -e ".[coco]" (or pip install pycocotools)'
-)
+COCO_INSTALL = 'pip install -e ".[coco]" (or pip install pycocotools)'
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# An image folder holding fewer than this share of the images its JSON lists is incomplete.
+MIN_SHARE = 0.9
 
 
-def _mask_api():
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as e:
-        raise ImportError(_INSTALL_HINT) from e
-    return mask_utils
+def _pycocotools(module: str):
+    """A pycocotools module, or a MissingPackageError with the install command."""
+    return errors.import_optional(module, COCO_INSTALL, "COCO conversion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class CocoItem:
 
 def ann_mask(segmentation, height: int, width: int) -> np.ndarray:
     """Binary HxW mask of one COCO segmentation (polygons, RLE or uncompressed RLE)."""
-    mask_utils = _mask_api()
+    mask_utils = _pycocotools("pycocotools.mask")
     if isinstance(segmentation, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation.get("counts"), list):
@@ -67,15 +68,22 @@ def semantic_mask(anns: Sequence[tuple], height: int, width: int, mask_fn=ann_ma
 
 def items_from_annotations(annotation_file: str, image_dir: str) -> List[CocoItem]:
     """Work items for every image of a COCO instances JSON (pycocotools)."""
-    try:
-        from pycocotools.coco import COCO
-    except ImportError as e:
-        raise ImportError(_INSTALL_HINT) from e
+    coco_api = _pycocotools("pycocotools.coco")
+    if not files.exists(annotation_file):
+        raise DataError(
+            f"{annotation_file} not found: expected COCO's annotations/instances_<split>2017.json "
+            "(from annotations_trainval2017.zip). Fix: pass the folder holding annotations/ "
+            "and the image folders as --coco_dir"
+        )
     with files.local_copy(annotation_file) as local:
-        coco = COCO(local)
+        coco = coco_api.COCO(local)
     cat_to_class = {c: i + 1 for i, c in enumerate(sorted(coco.getCatIds()))}
     if len(cat_to_class) != NUM_CLASSES - 1:
-        raise ValueError(f"{annotation_file}: {len(cat_to_class)} categories, expected 80")
+        raise DataError(
+            f"{annotation_file}: {len(cat_to_class)} categories, expected COCO's 80 thing "
+            "categories. Fix: pass COCO 2017's instances_<split>2017.json (not panoptic, "
+            "stuff or captions annotations)"
+        )
     folder = os.path.basename(image_dir.rstrip("/"))
     items = []
     for img_id in sorted(coco.getImgIds()):
@@ -103,15 +111,48 @@ def items_from_annotations(annotation_file: str, image_dir: str) -> List[CocoIte
 
 
 def items_from_folder(image_dir: str) -> List[CocoItem]:
-    """Image-only work items for every image of a folder (e.g. unlabeled2017)."""
-    if not files.isdir(image_dir):
-        raise FileNotFoundError(f"{image_dir} is not a folder of images")
+    """Image-only work items for every image of a folder (e.g. unlabeled2017); a folder
+    that is missing or holds no images raises a DataError naming it."""
+    names = []
+    if files.isdir(image_dir):
+        names = sorted(f for f in files.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(
+            f"{image_dir} holds no images (expected *.jpg, e.g. COCO's unlabeled2017/). "
+            "Fix: pass the folder the images were extracted into as --unlabeled_dir"
+        )
     folder = os.path.basename(image_dir.rstrip("/"))
-    names = [f for f in files.listdir(image_dir) if f.lower().endswith((".jpg", ".jpeg", ".png"))]
     return [
         CocoItem(f"{folder}/{os.path.splitext(n)[0]}", os.path.join(image_dir, n), 0, 0, None)
         for n in names
     ]
+
+
+def check_images(
+    items: List[CocoItem], annotation_file: str, image_dir: str, skip_bad: bool = False
+) -> List[CocoItem]:
+    """The items whose image is in `image_dir`. Raises a DataError naming the folder, the
+    images found against those the JSON lists, and the fix, when the folder holds none
+    or far fewer (below MIN_SHARE); a few missing images stop the build too, unless
+    `skip_bad` (then they are left out and reported)."""
+    present = set(files.listdir(image_dir)) if files.isdir(image_dir) else set()
+    found = [i for i in items if os.path.basename(i.image_path) in present]
+    missing = [i.image_path for i in items if os.path.basename(i.image_path) not in present]
+    if not missing:
+        return found
+    listed = f"{os.path.basename(annotation_file)} lists {len(items):,}"
+    if not found or len(found) < MIN_SHARE * len(items) or not skip_bad:
+        raise DataError(
+            f"{image_dir} holds {len(found):,} of the images {listed} (expected "
+            f"{os.path.join(image_dir, '<file_name>.jpg')}; first missing: {missing[0]}). "
+            "Fix: extract the matching image zip (e.g. train2017.zip) into that folder, "
+            "or pass --skip_bad to leave a few missing images out"
+        )
+    sys.stderr.write(
+        f"Note: {len(missing):,} images {listed} are not in {image_dir} (first: "
+        f"{missing[0]}); they are left out (--skip_bad)\n"
+    )
+    return found
 
 
 def encode_item(item: CocoItem):
@@ -139,6 +180,46 @@ def encode_item(item: CocoItem):
     )
 
 
+@dataclasses.dataclass
+class CocoPlan:
+    """What a build will write: work items per split and the source each came from."""
+
+    splits: Dict[str, List[CocoItem]]
+    sources: Dict[str, str]
+
+
+def plan_coco(splits: Dict[str, tuple], skip_bad: bool = False) -> CocoPlan:
+    """Checks every source of splits {name: (annotation json or None, image dir)} before
+    anything is written: pycocotools is installed (when a split is labeled), each JSON
+    exists, each image folder holds the images its JSON lists (see check_images), an
+    unlabeled folder holds images."""
+    if any(ann_file for ann_file, _ in splits.values()):
+        _pycocotools("pycocotools.coco")
+        _pycocotools("pycocotools.mask")
+    items, sources = {}, {}
+    for name, (ann_file, image_dir) in splits.items():
+        folder = os.path.basename(image_dir.rstrip("/")) + "/"
+        if ann_file:
+            listed = items_from_annotations(ann_file, image_dir)
+            items[name] = check_images(listed, ann_file, image_dir, skip_bad)
+            sources[name] = f"{os.path.basename(ann_file)} + {folder}"
+        else:
+            items[name] = items_from_folder(image_dir)
+            sources[name] = f"{folder}, no labels"
+    return CocoPlan(items, sources)
+
+
+def summary(plan: CocoPlan, written: Dict[str, int]) -> str:
+    """One line of what was written per split and its source, e.g.
+    'train 118,287 (instances_train2017.json + train2017/)'."""
+    parts = []
+    for name, source in plan.sources.items():
+        skipped = len(plan.splits[name]) - written.get(name, 0)
+        note = f", {skipped:,} bad images skipped" if skipped else ""
+        parts.append(f"{name} {written.get(name, 0):,} ({source}{note})")
+    return "; ".join(parts)
+
+
 def build_coco(
     output_dir: str,
     splits: Dict[str, tuple],
@@ -147,15 +228,11 @@ def build_coco(
     skip_bad: bool = False,
     resume: bool = False,
 ) -> Dict[str, int]:
-    """Writes splits given as {name: (annotation json or None, image dir)}."""
+    """Writes splits given as {name: (annotation json or None, image dir)}, after
+    plan_coco checked every source."""
+    plan = plan_coco(splits, skip_bad)
     from wss.builders import tfrecord_writer
 
-    split_items = {
-        name: items_from_annotations(ann_file, image_dir)
-        if ann_file
-        else items_from_folder(image_dir)
-        for name, (ann_file, image_dir) in splits.items()
-    }
     return tfrecord_writer.write_splits(
-        output_dir, split_items, encode_item, num_shards, num_workers, skip_bad, resume
+        output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
     )
