@@ -84,7 +84,7 @@ def import_keras_hub():
     return keras_hub
 
 
-@register_backbone(HUB_BACKBONE)
+@register_backbone(HUB_BACKBONE, requires=import_keras_hub)
 def build_hub_backbone(
     name,
     output_stride=None,

@@ -21,7 +21,7 @@ from typing import Optional, Tuple, Union
 import gin
 import tensorflow as tf
 
-from deeplab_ext.backbone import registered_backbones
+from deeplab_ext.backbone import check_backbone_requirements, registered_backbones
 from wss import files
 from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
@@ -75,6 +75,9 @@ class ModelSettings:
                 f"ModelSettings.backbone = {self.backbone!r} is not a registered backbone; "
                 f"use one of {', '.join(registered_backbones())}"
             )
+        # A backbone's optional package (keras-hub) is checked here, at the program's edge,
+        # so a run stops before it creates its folder or reads data.
+        check_backbone_requirements(self.backbone)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from wss import errors, program
 from wss.builders import coco, folder, tfrecord_writer, voc
 from wss.data import image_io, schema
 from wss.data.errors import DataError
+from wss.experiment import parse_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
@@ -328,6 +329,9 @@ def test_missing_keras_hub_is_one_error_line(monkeypatch):
         hub_backbone.import_keras_hub()
     assert isinstance(info.value, ImportError)
     assert_user_error(info.value, "'keras-hub'", 'pip install -e ".[hub]"')
+    # Before any work: parsing a config that names the backbone stops already.
+    with pytest.raises(DeepLabError, match="keras-hub"):
+        parse_run_config(gin_params=["ModelSettings.backbone = 'keras_hub'"])
 
 
 def test_missing_package_of_a_tfds_builder_is_one_error_line(tmp_path, monkeypatch):
