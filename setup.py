@@ -35,8 +35,13 @@ setup(
             # internals, hence the exact version) and the throw-away CA of its TLS proxy.
             "gcp-storage-emulator==2026.7.19",
             "trustme>=1.2,<2",
+            # scipy and pycocotools: the tests of the VOC + SBD and COCO builders run, not skip.
+            "scipy>=1.10,<2",
+            "pycocotools>=2.0.7,<3",
         ],
         "coco": ["pycocotools>=2.0.7,<3"],
+        # SBD's cls/*.mat labels (VOC train_aug with --sbd_dir) are MATLAB files: scipy reads them.
+        "voc": ["scipy>=1.10,<2"],
         # keras-hub encoders (ResNet, MiT, DINOv2 presets) as backbones: backbone 'keras_hub'.
         "hub": ["keras-hub==0.32.0"],
     },

@@ -4,7 +4,9 @@
       [--unlabeled_dir=coco/unlabeled2017]
 
 Reads {coco_dir}/annotations/instances_{train,val}2017.json and {coco_dir}/{train,val}2017;
-needs pycocotools (pip install -e ".[coco]").
+needs pycocotools (pip install -e ".[coco]"). Every source is checked before anything is
+written; the last line counts each split (train 118,287, val 5,000, unlabeled 123,403
+on the full COCO 2017).
 """
 
 import os
@@ -13,13 +15,12 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import coco
+from wss.builders import coco, tfrecord_writer
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(
     "coco_dir", None, "COCO root with annotations/ and image folders.", flag_values=FLAGS
 )
-flags.DEFINE_string("output_dir", None, "Folder for the TFRecords.", flag_values=FLAGS)
 flags.DEFINE_list("splits", ["train", "val"], "Labeled splits to write.", flag_values=FLAGS)
 flags.DEFINE_string(
     "unlabeled_dir",
@@ -27,14 +28,7 @@ flags.DEFINE_string(
     'Optional folder of images written as image-only records in split "unlabeled".',
     flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_shards", 256, "Shards per split.", flag_values=FLAGS)
-flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=FLAGS)
-flags.DEFINE_bool(
-    "skip_bad", False, "Skip and report bad images instead of stopping.", flag_values=FLAGS
-)
-flags.DEFINE_bool(
-    "resume", False, "Keep shards already written by an earlier run.", flag_values=FLAGS
-)
+program.define_builder_flags(FLAGS, num_shards=256)
 flags.mark_flags_as_required(["coco_dir", "output_dir"], flag_values=FLAGS)
 
 
@@ -49,10 +43,17 @@ def main(argv=None):
         )
     if FLAGS.unlabeled_dir:
         todo["unlabeled"] = (None, FLAGS.unlabeled_dir)
-    written = coco.build_coco(
-        FLAGS.output_dir, todo, FLAGS.num_shards, FLAGS.num_workers, FLAGS.skip_bad, FLAGS.resume
+    plan = coco.plan_coco(todo, FLAGS.skip_bad)
+    written = tfrecord_writer.write_splits(
+        FLAGS.output_dir,
+        plan.splits,
+        coco.encode_item,
+        FLAGS.num_shards,
+        FLAGS.num_workers,
+        FLAGS.skip_bad,
+        FLAGS.resume,
     )
-    print(f"Wrote {written} to {FLAGS.output_dir}")
+    print(f"Wrote {coco.summary(plan, written)} to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Builds the synthetic 'demo' dataset (see wss/data/demo.py) as DeepLab TFRecords.
+"""Builds the synthetic 'demo' dataset (see wss/builders/demo.py) as DeepLab TFRecords.
 
   python datasets/build_demo_data.py --output_dir=demo_data [--seed=0]
   python datasets/build_demo_data.py --as_folders --output_dir=mine [--num_labeled=64]
@@ -13,7 +13,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.data import demo
+from wss.builders import demo
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("output_dir", "demo_data", "Folder for the TFRecords.", flag_values=FLAGS)

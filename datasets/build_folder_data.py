@@ -18,7 +18,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import files, program
-from wss.data import folder
+from wss.builders import folder
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("images", None, "Folder of images (ids = file stems).", flag_values=FLAGS)
@@ -30,9 +30,6 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string(
     "classes", None, "classes.txt: one class name per line, background first.", flag_values=FLAGS
-)
-flags.DEFINE_string(
-    "output_dir", None, "Folder for the TFRecords and descriptor.json.", flag_values=FLAGS
 )
 flags.DEFINE_float(
     "val_fraction", 0.1, "Fraction of the labeled images held out as val.", flag_values=FLAGS
@@ -83,8 +80,12 @@ flags.DEFINE_bool(
     "pixel frequency over the train split, mean 1 over present classes).",
     flag_values=FLAGS,
 )
-flags.DEFINE_integer("num_shards", 4, "Shards per split.", flag_values=FLAGS)
-flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=FLAGS)
+program.define_builder_flags(
+    FLAGS,
+    num_shards=4,
+    output_help="Folder for the TFRecords and descriptor.json.",
+    resumable=False,
+)
 flags.DEFINE_bool(
     "overwrite", False, "Replace an earlier build in --output_dir.", flag_values=FLAGS
 )

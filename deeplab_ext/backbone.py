@@ -41,14 +41,19 @@ BACKBONE_OPTIONS = (
 )
 
 _REGISTRY = {}  # backbone name -> factory(name, **options) -> Backbone
+_REQUIREMENTS = {}  # backbone name -> check() that raises when an optional package is missing
 
 
 class BackboneError(DeepLabError):
     """An unknown backbone name or an option the backbone does not support."""
 
 
-def register_backbone(*names):
-    """Decorator: registers `factory(name, **options) -> Backbone` under each of `names`."""
+def register_backbone(*names, requires=None):
+    """Decorator: registers `factory(name, **options) -> Backbone` under each of `names`.
+
+    requires: a check() that raises MissingPackageError when an optional package the
+    backbone needs is not installed; check_backbone_requirements runs it before any work.
+    """
     if not names:
         raise ValueError("register_backbone needs at least one name")
 
@@ -57,6 +62,8 @@ def register_backbone(*names):
             if _REGISTRY.get(name, factory) is not factory:
                 raise ValueError(f"backbone {name!r} is already registered by {_REGISTRY[name]}")
             _REGISTRY[name] = factory
+            if requires is not None:
+                _REQUIREMENTS[name] = requires
         return factory
 
     return register
@@ -71,6 +78,14 @@ def registered_backbones():
     """The registered backbone names, sorted."""
     _import_builtin_backbones()
     return tuple(sorted(_REGISTRY))
+
+
+def check_backbone_requirements(name):
+    """Raises MissingPackageError (with the install command) when backbone `name` needs an
+    optional package that is not installed, so a program stops before it writes anything."""
+    _import_builtin_backbones()
+    if name in _REQUIREMENTS:
+        _REQUIREMENTS[name]()
 
 
 def build_backbone(name, **options):

@@ -8,3 +8,8 @@ command line) recognises these by the base class and prints the message as one l
 class DeepLabError(ValueError):
     """Bad input to the model library (a checkpoint that does not fit, an unknown backbone
     or backbone option): the message names the value and how to fix it."""
+
+
+class MissingPackageError(DeepLabError, ImportError):
+    """An optional package a model part needs is not installed (the message gives the
+    exact install command)."""

@@ -54,6 +54,7 @@ from deeplab_ext.backbone import (
     reject_middle_flow_units,
     reject_options,
 )
+from deeplab_ext.errors import MissingPackageError
 
 HUB_BACKBONE = "keras_hub"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,17 +73,18 @@ _OPTIONS = (
 
 
 def import_keras_hub():
-    """keras_hub, or an ImportError saying how to install it."""
+    """keras_hub, or a MissingPackageError (one `error:` line) saying how to install it."""
     try:
         import keras_hub
     except ImportError as e:
-        raise ImportError(
-            f'backbone {HUB_BACKBONE!r} needs keras-hub: pip install -e ".[hub]" ({e})'
-        ) from e
+        raise MissingPackageError(
+            f"backbone {HUB_BACKBONE!r} needs the package 'keras-hub', which is not "
+            f'installed ({e}). Fix: pip install -e ".[hub]" (or pip install keras-hub==0.32.0)'
+        ) from None
     return keras_hub
 
 
-@register_backbone(HUB_BACKBONE)
+@register_backbone(HUB_BACKBONE, requires=import_keras_hub)
 def build_hub_backbone(
     name,
     output_stride=None,
@@ -164,6 +166,7 @@ def _preset_normalization(preset):
     return per_channel(config.get("scale"), [1.0] * 3), per_channel(config.get("offset"), [0.0] * 3)
 
 
+@keras.saving.register_keras_serializable(package="deeplab_ext")
 class HubBackbone(Backbone):
     """A keras-hub feature-pyramid encoder behind the backbone contract (module docstring).
 

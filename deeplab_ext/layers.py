@@ -24,11 +24,6 @@ def fixed_padding(inputs, kernel_size, rate=1):
     return tf.pad(inputs, [[0, 0], [beg, total - beg], [beg, total - beg], [0, 0]])
 
 
-def tf1_variables(layer, prefix=""):
-    """Returns {TF1 name: Keras variable} for a layer that implements `tf1_variable_map`."""
-    return {prefix + name: var for name, var in layer.tf1_variable_map().items()}
-
-
 def join_scope(scope, mapping):
     """Prefixes every name in a {name: variable} mapping with `scope/`."""
     return {f"{scope}/{name}": var for name, var in mapping.items()}

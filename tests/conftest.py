@@ -46,7 +46,7 @@ UNSUPPORTED_BACKBONE_OPTIONS = {
 }
 # A tiny training run (keywords of Experiment): crop and global batch sizes.
 TINY_RUN = {"crop_size": 33, "labeled_batch_size": 2, "extra_batch_size": 2}
-# The demo dataset's class count (wss.data.demo.NUM_CLASSES).
+# The demo dataset's class count (wss.builders.demo.NUM_CLASSES).
 NUM_CLASSES = 6
 
 
@@ -152,6 +152,13 @@ def write_gin(directory):
     return path
 
 
+def build_run_model(config, num_classes=NUM_CLASSES):
+    """The (unrestored) model of a parsed RunConfig, with the tests' class count."""
+    from wss.model import build_model
+
+    return build_model(num_classes, config.model, config.method)
+
+
 def make_checkpoint(model_dir, step=5, gin_file=None):
     """Builds the tiny model from gin, perturbs its weights, saves it the driver's way
     (training_checkpoint in a CheckpointManager, prefix 'ckpt') with its
@@ -160,7 +167,7 @@ def make_checkpoint(model_dir, step=5, gin_file=None):
     from wss.checkpointing import training_checkpoint
 
     gin_file = gin_file or write_gin(os.path.dirname(str(model_dir)))
-    model = restore.build_model(restore.parse_gin([gin_file]), NUM_CLASSES)
+    model = build_run_model(restore.parse_gin([gin_file]))
     rng = np.random.RandomState(step)
     for w in model.weights:  # non-trivial weights, so restoring really matters
         if "moving_variance" in w.path:
@@ -194,7 +201,7 @@ def random_step_batches(num_classes, batch_size=2, crop=33, seed=0):
 
 def make_demo(directory, num_val=6):
     """A small demo dataset (marked complete, so ensure_demo_dataset reuses it)."""
-    from wss.data import demo
+    from wss.builders import demo
 
     demo.build_demo_dataset(str(directory), num_train=30, num_val=num_val, num_labeled=12)
     return str(directory)
@@ -228,9 +235,9 @@ def clear_gin():
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
-    """The full demo dataset (wss.data.demo defaults), built once per session; tests only
+    """The full demo dataset (wss.builders.demo defaults), built once per session; tests only
     read it (the demo backbone test caches its pretrained backbone there)."""
-    from wss.data.demo import ensure_demo_dataset
+    from wss.builders.demo import ensure_demo_dataset
 
     return ensure_demo_dataset(str(tmp_path_factory.mktemp("demo")))
 

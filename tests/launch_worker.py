@@ -26,8 +26,9 @@ REPLICAS = 8
 def build(index, precision, gin_files, gin_params):
     """Builds one config under 8 replicas and prints its BUILT line."""
     from wss import distribute
-    from wss.experiment import build_optimizer, parse_run_config
+    from wss.experiment import parse_run_config
     from wss.model import build_model
+    from wss.schedule import build_optimizer
 
     config = parse_run_config(gin_files, gin_params)
     exp = config.experiment

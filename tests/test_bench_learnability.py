@@ -10,7 +10,7 @@ from absl import flags
 
 from wss.bench import learnability
 from wss.benchmarking import probe
-from wss.data import demo
+from wss.builders import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.data import class_stats, image_io, records, tfrecord_writer
+from wss.builders import tfrecord_writer
+from wss.data import class_stats, image_io, records
 from wss.method import losses
 
 

@@ -206,6 +206,18 @@ def test_flag_error_is_one_line(tmp_path):
     assert_one_error_line(out, "num_draws")
 
 
+def test_coco_builder_without_pycocotools_is_one_line(tmp_path):
+    """A missing optional package is found before any work: one line, exit 2 (was a
+    traceback and exit 1)."""
+    without = (
+        "import runpy, sys; sys.modules['pycocotools'] = None; sys.path.insert(0, 'datasets'); "
+        "sys.argv[0] = 'datasets/build_coco_data.py'; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    out = run(["-c", without, f"--coco_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
+    assert_one_error_line(out, "'pycocotools'", 'Fix: pip install -e ".[coco]"')
+    assert not (tmp_path / "out").exists()
+
+
 def test_model_library_errors_are_one_line_user_errors():
     """wss.program knows deeplab_ext's errors by their base class (DeepLabError)."""
     from deeplab_ext.checkpoint import CheckpointMismatchError

@@ -14,7 +14,7 @@ from wss import compare
 from wss.comparison import report, runner
 from wss.comparison.rows import CompareError, run_bindings, run_spec
 from wss.comparison.runs import RUN_RECORD, run_one
-from wss.experiment import resolve_path
+from wss.files import resolve_path
 
 # 32 images instead of 100: keeps it < 60 s
 TINY = list(TINY_TRAIN_PARAMS) + ["Experiment.eval_split = 'labeled'"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import NUM_CLASSES, write_gin
+from tests.conftest import NUM_CLASSES, build_run_model, write_gin
 from wss import eval as wss_eval
 from wss import restore
 from wss.data import pipeline
@@ -101,7 +101,7 @@ def test_evaluate_matches_numpy_reference(tiny_run):
 
 
 def test_restore_roundtrip_and_errors(tiny_run, tmp_path):
-    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
+    model = build_run_model(restore.parse_gin([tiny_run["gin"]]))
     assert restore.restore_model(model, str(tiny_run["model_dir"])) == tiny_run["prefix"]
     for a, b in zip(model.weights, tiny_run["model"].weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -112,13 +112,13 @@ def test_restore_roundtrip_and_errors(tiny_run, tmp_path):
         restore.parse_gin([str(tmp_path / "nothing.gin")])
     deeper = restore.parse_gin([tiny_run["gin"]], ["ModelSettings.aspp_depth = 16"])
     with pytest.raises(restore.RestoreError, match="does not fit"):
-        restore.restore_model(restore.build_model(deeper, NUM_CLASSES), tiny_run["prefix"])
+        restore.restore_model(build_run_model(deeper), tiny_run["prefix"])
 
 
 def test_checkpoint_of_another_model_fails_loudly(tiny_run, tmp_path):
     """A checkpoint without this model's weights raises, naming what is missing: never a
     silently half-initialised model."""
-    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
+    model = build_run_model(restore.parse_gin([tiny_run["gin"]]))
     prefix = tf.train.Checkpoint(step=tf.Variable(1)).save(str(tmp_path / "ckpt"))
     with pytest.raises(restore.RestoreError, match="no value for"):
         restore.restore_model(model, prefix)
@@ -134,7 +134,7 @@ def test_truncated_checkpoint_is_named_unreadable(tiny_run, tmp_path):
         if ".data-" in source:
             with open(target, "r+b") as f:
                 f.truncate(100)
-    model = restore.build_model(restore.parse_gin([tiny_run["gin"]]), NUM_CLASSES)
+    model = build_run_model(restore.parse_gin([tiny_run["gin"]]))
     with pytest.raises(restore.RestoreError, match=r"cannot read checkpoint .*truncated"):
         restore.restore_model(model, prefix)
 

@@ -7,7 +7,8 @@ import gin
 import pytest
 
 from tests.conftest import gin_bindings, tiny_hub_options, tiny_model
-from wss.experiment import PROJECT_ROOT, parse_run_config, resolve_path
+from wss.experiment import parse_run_config
+from wss.files import PROJECT_ROOT, resolve_path
 from wss.model import build_model
 
 GIN_FILES = sorted(glob.glob(os.path.join(PROJECT_ROOT, "gin", "*.gin")))

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
 from tests.conftest import TINY_MODEL
-from wss.method.gradcam import grad_cam, with_background
+from wss.method.gradcam import grad_cam
 
 NUM_CLASSES = 5  # 4 foreground classes
 
@@ -145,17 +145,3 @@ def test_cam_is_stop_gradient_but_logits_are_not(head):
         g_feats = tape.gradient(logit_loss, feats)
         assert g_feats is not None and np.abs(g_feats.numpy()).sum() > 0
         del tape
-
-
-def test_with_background_prepends_one_minus_max(head):
-    feats = random_features(batch=2, seed=17)
-    cam, _, _ = grad_cam(
-        feats, classifier(head), tf.constant([[1, 0, 1, 1], [0, 0, 0, 0]], tf.float32)
-    )
-    out = with_background(cam).numpy()
-    cam = cam.numpy()
-    assert out.shape == (2, 5, 6, 5)
-    np.testing.assert_allclose(out[..., 0], 1.0 - cam.max(axis=3), rtol=1e-6)
-    np.testing.assert_array_equal(out[..., 1:], cam)
-    np.testing.assert_array_equal(out[1, ..., 0], 1.0)  # no class: background everywhere
-    assert out[0, ..., 0].min() == pytest.approx(0.0, abs=1e-6)

@@ -124,8 +124,9 @@ def test_unsupported_options_are_errors():
 def test_preset_directory_trains_resumes_evaluates_exports_and_predicts(tmp_path):
     from wss import export, predict, train
     from wss.checkpointing import training_checkpoint
-    from wss.experiment import build_optimizer, parse_run_config
+    from wss.experiment import parse_run_config
     from wss.model import build_model
+    from wss.schedule import build_optimizer
 
     preset = str(tmp_path / "preset")
     arch = {k: v for k, v in MIT.items() if k != "class_name"}

@@ -1,14 +1,21 @@
 """The layer rules of docs/architecture.md, read from the source's imports (no import runs).
 
-Layers: deeplab_ext (the Keras model library) <- wss libraries <- command lines. A
-command-line module is one with a module-level `if __name__ == "__main__":` block (the
-tools the README's commands run); only they and wss/program.py, their shared prologue,
-import absl's flags; no module imports a command line; deeplab_ext never imports wss.
-Also: docs/architecture.md names every module file of the three packages.
+LAYERS is the layer order, bottom first: each layer a tuple of module prefixes (a prefix
+places the module and everything under it; the longest prefix wins). Every module sits in
+one layer and imports only modules of its own layer or lower ones, anywhere in the file
+(an import inside a function counts: it cannot hide a cycle), and the imports of all the
+modules together have no cycle. Command lines (a module-level `if __name__ ==
+"__main__":` block, the tools the README's commands run) sit above every layer; only
+they and wss/program.py, their shared prologue, import absl's flags; no module imports a
+command line; deeplab_ext never imports wss. docs/architecture.md draws the same order
+and names every module file of the three packages exactly once.
+
+A new package is one line in LAYERS (and its lines in docs/architecture.md).
 """
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -40,6 +47,30 @@ EXPECTED_COMMAND_LINES = {
 }
 FLAG_MODULES_BESIDES_COMMAND_LINES = {"wss/program.py"}
 
+# The layers, bottom first: (name, module prefixes). A module imports only its own layer
+# and lower ones; command lines sit above the last.
+LAYERS = (
+    ("the model library", ("deeplab_ext",)),
+    ("foundation", ("wss", "wss.errors", "wss.files")),
+    ("training input", ("wss.data",)),
+    ("dataset builders", ("wss.builders",)),
+    ("method", ("wss.method",)),
+    (
+        "model and optimisation",
+        ("wss.model", "wss.schedule", "wss.checkpointing", "wss.distribute"),
+    ),
+    ("config", ("wss.experiment",)),
+    ("evaluation", ("wss.evaluation",)),
+    ("restoring and serving a run", ("wss.restore", "wss.serving")),
+    ("training", ("wss.pretraining", "wss.training")),
+    ("workflows", ("wss.self_training", "wss.comparison", "wss.benchmarking")),
+    ("the programs' prologue", ("wss.program", "wss.bench", "datasets")),
+)
+COMMAND_LINE_LAYER = "command lines"
+# Root packages whose entry places only their own __init__.py, so a new module under them
+# must be given a layer explicitly.
+ROOTS_PLACING_ONLY_THEMSELVES = {"wss"}
+
 
 def module_files():
     """Repository-relative paths of every .py file under the three packages."""
@@ -64,6 +95,62 @@ def module_name(path):
 def parse(path):
     with open(os.path.join(REPO, path), encoding="utf-8") as f:
         return ast.parse(f.read(), filename=path)
+
+
+def layer_of(name, command_line_names):
+    """The index in LAYERS of module `name` (len(LAYERS) for a command line), or None
+    when no entry places it."""
+    if name in command_line_names:
+        return len(LAYERS)
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if prefix in ROOTS_PLACING_ONLY_THEMSELVES and name != prefix:
+                continue
+            if (name == prefix or name.startswith(prefix + ".")) and (
+                best is None or len(prefix) > len(best[1])
+            ):
+                best = (index, prefix)
+    return None if best is None else best[0]
+
+
+def layer_name(index):
+    return LAYERS[index][0] if index < len(LAYERS) else COMMAND_LINE_LAYER
+
+
+def import_edges(modules):
+    """{module name: module names of the three packages it imports, anywhere in it}."""
+    names = {module_name(path) for path in modules}
+    return {
+        module_name(path): sorted(n for n in imported if n in names and n != module_name(path))
+        for path, (_, imported) in modules.items()
+    }
+
+
+def find_cycle(edges):
+    """One import cycle as a list of module names [a, b, ..., a], or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
 
 
 def imported_names(tree):
@@ -139,6 +226,45 @@ def test_no_module_imports_a_command_line(modules, command_lines):
     assert bad == {}
 
 
+def test_every_module_has_a_layer(modules, command_lines):
+    cli_names = {module_name(path) for path in command_lines}
+    assert [p for p in modules if layer_of(module_name(p), cli_names) is None] == []
+
+
+def test_no_module_imports_a_higher_layer(modules, command_lines):
+    """Every import, at module level or inside a function, points down or sideways."""
+    cli_names = {module_name(path) for path in command_lines}
+    upward = [
+        f"{name} ({layer_name(layer_of(name, cli_names))}) imports {target} "
+        f"({layer_name(layer_of(target, cli_names))})"
+        for name, targets in import_edges(modules).items()
+        for target in targets
+        if layer_of(target, cli_names) > layer_of(name, cli_names)
+    ]
+    assert upward == []
+
+
+def test_the_imports_have_no_cycle(modules):
+    """Within a layer too, and counting the imports inside functions, which would
+    otherwise hide one."""
+    assert find_cycle(import_edges(modules)) is None
+
+
+def test_the_layer_rules_catch_what_they_are_for():
+    """The checks themselves, on made-up modules: an upward import, a cycle hidden
+    behind a function-level import, a module no layer places."""
+    assert layer_of("wss.model", set()) < layer_of("wss.evaluation.metrics", set())
+    assert layer_of("deeplab_ext.convert_checkpoint", {"deeplab_ext.convert_checkpoint"}) == len(
+        LAYERS
+    )
+    assert layer_of("wss.new_module", set()) is None
+    hidden = ast.parse("def f():\n    from wss.data import tfds_registry\n")
+    assert "wss.data.tfds_registry" in imported_names(hidden)
+    edges = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}
+    assert find_cycle(edges) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": [], "c": ["a", "b"]}) is None
+
+
 def test_the_rules_see_imports_inside_functions_and_command_line_blocks():
     """The readers themselves: nested imports count, a __main__ check only at top level."""
     tree = ast.parse(
@@ -150,11 +276,40 @@ def test_the_rules_see_imports_inside_functions_and_command_line_blocks():
     assert is_command_line(ast.parse("if '__main__' == __name__:\n    main()\n"))
 
 
+def read_architecture():
+    with open(ARCHITECTURE, encoding="utf-8") as f:
+        return f.read()
+
+
+def doc_section(doc, heading):
+    """The text of the '## heading' section of docs/architecture.md."""
+    start = doc.index(f"\n## {heading}\n")
+    end = doc.find("\n## ", start + 1)
+    return doc[start : end if end != -1 else len(doc)]
+
+
+def test_architecture_doc_draws_the_layer_order():
+    """The layer rule's numbered list names the layers of LAYERS in order, bottom first,
+    each line naming its prefixes, then the command lines."""
+    section = doc_section(read_architecture(), "The layer rule")
+    items = re.findall(r"^(\d+)\. ([^:\n]+): (.*(?:\n {3}.*)*)", section, re.M)
+    assert [int(number) for number, _, _ in items] == list(range(1, len(LAYERS) + 2))
+    assert [name for _, name, _ in items] == [name for name, _ in LAYERS] + [COMMAND_LINE_LAYER]
+    for (_, prefixes), (_, _, text) in zip(LAYERS, items):
+        assert all(f"`{prefix}`" in text for prefix in prefixes), text
+
+
+def test_architecture_doc_names_every_module_once():
+    """The module list names each module file exactly once."""
+    section = doc_section(read_architecture(), "Every module and its job")
+    counts = {path: section.count(f"`{path}`") for path in module_files()}
+    assert {path: n for path, n in counts.items() if n > 1} == {}
+
+
 def test_architecture_doc_names_every_module():
     """docs/architecture.md names each module file by its path (a package's __init__.py
     only where it holds code beyond its docstring; the package folder itself always)."""
-    with open(ARCHITECTURE, encoding="utf-8") as f:
-        doc = f.read()
+    doc = read_architecture()
     missing = []
     for path in module_files():
         if path.endswith("/__init__.py"):

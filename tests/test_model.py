@@ -13,8 +13,8 @@ from deeplab_ext.layers import (
     repeated_batch_norm_updates,
 )
 from tests.conftest import official_manifest, tiny_deeplab_config
+from wss.builders.demo import ensure_demo_dataset
 from wss.data import augment, pipeline
-from wss.data.demo import ensure_demo_dataset
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
 

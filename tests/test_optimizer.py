@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import tiny_deeplab_config
-from wss.experiment import Experiment, ModelSettings, build_optimizer
+from wss.experiment import Experiment, ModelSettings
 from wss.method.options import MethodOptions
 from wss.model import PseudoSegModel
-from wss.schedule import PolyWithSlowStart, ReleaseMomentum
+from wss.schedule import PolyWithSlowStart, ReleaseMomentum, build_optimizer
 
 DOUBLED = {"logits/semantic/biases", "xception_65/logits/biases"}
 

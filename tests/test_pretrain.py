@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from wss import pretrain, pretraining
-from wss.data import demo
+from wss.builders import demo
 from wss.experiment import ModelSettings
 
 SMALL = ModelSettings(width_multiplier=0.0625, middle_flow_units=1, aspp_depth=8, decoder_depth=8)

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from wss import pseudo_label
-from wss.data import image_io, pipeline, reader, tfrecord_writer
+from wss.builders import tfrecord_writer
+from wss.data import image_io, pipeline, reader
 from wss.self_training import labeller
 from wss.self_training.labels import threshold_labels
 from wss.self_training.plan import PseudoLabelError, make_plan
@@ -335,7 +336,8 @@ def test_cli_end_to_end_with_a_fake_teacher(tmp_path, monkeypatch, capsys):
     assert report["split"] == "train"  # Experiment.extra_split by default
     s = report["settings"]
     assert s["checkpoint"].endswith("ckpt-7") and s["threshold"] == 0.6
-    assert s["scales"] == [1.0, 0.5] and s["flip"] and s["eval_crop_size"] is None
+    assert s["scales"] == [1.0, 0.5] and s["flip"]
+    assert s["eval_crop_size"] == 65  # the demo's eval crop, as parse_run_config resolved it
     assert sorted(f for f in os.listdir(out) if f.endswith(".tfrecord")) == [
         "pl-00000-of-00002.tfrecord",
         "pl-00001-of-00002.tfrecord",

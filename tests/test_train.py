@@ -14,10 +14,10 @@ import tensorflow as tf
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN_PARAMS, gin_param_flags, random_step_batches
 from wss.checkpointing import training_checkpoint
-from wss.experiment import build_optimizer, parse_run_config
+from wss.experiment import parse_run_config
 from wss.method.options import MethodOptions
 from wss.model import build_model
-from wss.schedule import PolyWithSlowStart
+from wss.schedule import PolyWithSlowStart, build_optimizer
 
 # Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
 pytestmark = pytest.mark.slow

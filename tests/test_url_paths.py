@@ -95,7 +95,8 @@ def test_worked_example_and_resume_in_one_process_under_ram(capsys):
     from wss import eval as wss_eval
     from wss import export, predict, pseudo_label
     from wss import train as wss_train
-    from wss.data import demo, folder, shards
+    from wss.builders import demo, folder
+    from wss.data import shards
 
     root = f"ram://url_paths_{os.getpid()}"
     demo.export_demo_folders(f"{root}/mine", num_labeled=8, num_unlabeled=4)

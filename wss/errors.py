@@ -38,3 +38,23 @@ class UsageError(UserError, ValueError):
 class PathError(UserError, OSError):
     """A path that cannot be read or written: an unknown URL scheme, no permission, a
     bucket that cannot be reached (wss.files names the path and TensorFlow's reason)."""
+
+
+class MissingPackageError(UserError, ImportError):
+    """An optional package a feature needs is not installed (the message gives the exact
+    install command)."""
+
+
+def import_optional(module: str, install: str, purpose: str):
+    """The module `module`, or a MissingPackageError saying `purpose` needs it and how to
+    install it (`install`: the exact command). Callers run it before any work starts, so
+    nothing is half-written when a package is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingPackageError(
+            f"{purpose} needs the package {module.split('.')[0]!r}, which is not "
+            f"installed ({e}). Fix: {install}"
+        ) from None

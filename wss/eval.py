@@ -85,19 +85,22 @@ def main(argv=None):
         progress_every=fv.progress_every,
         writer=writer,
     )
+
+    def evaluate(ckpt):
+        ckpt = restore.restore_model(model, ckpt)
+        return evaluator.evaluate_checkpoint(
+            ckpt=ckpt, step=restore.checkpoint_step(ckpt), **kwargs
+        )
+
     if not fv.continuous:
-        return [
-            evaluator.evaluate_checkpoint(
-                ckpt=restore.find_checkpoint(fv.checkpoint or model_dir), **kwargs
-            )
-        ]
+        return [evaluate(fv.checkpoint or model_dir)]
     results = []
     last_step = setup.config.experiment.num_steps
     print(f"Waiting for checkpoints in {model_dir} ...", flush=True)
     for ckpt in tf.train.checkpoints_iterator(
         model_dir, fv.eval_interval_secs, timeout=fv.eval_timeout_secs
     ):
-        results.append(evaluator.evaluate_checkpoint(ckpt=ckpt, **kwargs))
+        results.append(evaluate(ckpt))
         if results[-1]["step"] >= last_step:
             print(f"Reached the last training step ({last_step}); stopping.", flush=True)
             break

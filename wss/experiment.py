@@ -1,4 +1,4 @@
-"""One experiment's settings, filled by gin: data, model, schedule, and how to build each.
+"""One experiment's settings, filled by gin (data, model, method, schedule), and their parsing.
 
 Every paper experiment is a gin file that binds these (see gin/); the training driver,
 evaluation and export read the same bindings, so a model is always rebuilt exactly as it
@@ -19,20 +19,18 @@ import re
 from typing import Optional, Tuple, Union
 
 import gin
-import keras
 import tensorflow as tf
 
-from deeplab_ext.backbone import registered_backbones
+from deeplab_ext.backbone import check_backbone_requirements, registered_backbones
 from wss import files
 from wss.data import descriptors
 from wss.data.augment import AugmentConfig, StrongConfig
 from wss.errors import ConfigError
 from wss.method.options import MethodOptions
-from wss.schedule import PolyWithSlowStart, ReleaseMomentum
+from wss.schedule import OPTIMIZERS
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `include 'base.gin'` in an experiment file finds the project's gin folder from any cwd.
-gin.add_config_file_search_path(os.path.join(PROJECT_ROOT, "gin"))
+gin.add_config_file_search_path(os.path.join(files.PROJECT_ROOT, "gin"))
 
 
 class _GinIncludeProbeFilter(logging.Filter):
@@ -51,15 +49,6 @@ logging.getLogger().addFilter(_GinIncludeProbeFilter())
 # gin reads its files (--gin_file, a run's operative_config.gin, includes) through
 # tf.io.gfile too, so they may live in a bucket (gin's own reader is open()).
 gin.config.register_file_reader(tf.io.gfile.GFile, tf.io.gfile.exists)
-
-
-def resolve_path(path):
-    """A path as given if it exists, else relative to the project root (for the split lists
-    the gin files name, e.g. datasets/splits/pascal_voc_seg/8_clean.txt), else as given."""
-    if path is None or os.path.isabs(path) or files.has_scheme(path) or files.exists(path):
-        return path
-    candidate = os.path.join(PROJECT_ROOT, path)
-    return candidate if files.exists(candidate) else path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +75,9 @@ class ModelSettings:
                 f"ModelSettings.backbone = {self.backbone!r} is not a registered backbone; "
                 f"use one of {', '.join(registered_backbones())}"
             )
+        # A backbone's optional package (keras-hub) is checked here, at the program's edge,
+        # so a run stops before it creates its folder or reads data.
+        check_backbone_requirements(self.backbone)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +92,10 @@ class Experiment:
       labels for the self-training baseline, read whole).
     extra_split / extra_id_list / exclude_labeled_from_extra: the extra set D_u (the
       release feeds all of train_aug, labeled ids included).
-    crop_size: side of the square training crop (None = the dataset's train_crop_size;
-      parse_run_config resolves it, so a parsed Experiment always holds the number).
+    crop_size: side of the square training crop (None = the dataset's train_crop_size).
     eval_split / eval_crop_size: evaluation (eval_crop_size None = the dataset's).
+      parse_run_config resolves both crops, the id lists' and class weights' paths
+      (resolve_derived_settings), so a parsed Experiment holds the values to use.
     labeled_batch_size / extra_batch_size: GLOBAL batch sizes (paper: 64 + 64).
     num_steps, base_learning_rate, learning_power, momentum, slow_start_*: DeepLab's poly
       schedule and SGD; scale_learning_rate_with_batch multiplies the base rate by
@@ -282,13 +275,30 @@ class RunConfig:
     gin_config: str = ""  # the parsed bindings as gin text (a run's operative_config.gin)
 
 
+def resolve_derived_settings(exp):
+    """`exp` with every setting that depends on the dataset or the working directory
+    resolved: crop_size / eval_crop_size None -> the dataset's training / eval crop; the
+    labeled and extra id lists and the class weights file -> a path that exists from any
+    working directory (files.resolve_path: as given, else under the project root)."""
+    desc = exp.descriptor
+    return dataclasses.replace(
+        exp,
+        crop_size=desc.train_crop_size if exp.crop_size is None else exp.crop_size,
+        eval_crop_size=desc.eval_crop_size if exp.eval_crop_size is None else exp.eval_crop_size,
+        labeled_id_list=files.resolve_path(exp.labeled_id_list),
+        extra_id_list=files.resolve_path(exp.extra_id_list),
+        class_weights=files.resolve_path(exp.class_weights),
+    )
+
+
 def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
     """Parses gin files and bindings into the RunConfig, the one place a program turns
     gin into config values.
 
     gin is cleared before and after, so no other code can read these bindings and
-    repeated calls in one process do not mix configs. Defaults that depend on the
-    dataset are resolved here (Experiment.crop_size None: the dataset's training crop).
+    repeated calls in one process do not mix configs. The Experiment's derived settings
+    are resolved here, once (resolve_derived_settings), so the rest of the code reads
+    values and never falls back itself.
     A binding of something no program reads is an error (unless `skip_unknown`, for an
     operative config written by another program).
     """
@@ -305,11 +315,8 @@ def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
             if not hint:
                 raise
             raise ConfigError(f"gin config: {e}.{hint}") from e
-        exp = _from_gin(Experiment)
-        if exp.crop_size is None:
-            exp = dataclasses.replace(exp, crop_size=exp.descriptor.train_crop_size)
         return RunConfig(
-            experiment=exp,
+            experiment=resolve_derived_settings(_from_gin(Experiment)),
             model=_from_gin(ModelSettings),
             method=_from_gin(MethodOptions),
             loop=_from_gin(TrainLoop),
@@ -320,65 +327,3 @@ def parse_run_config(gin_files=(), gin_params=(), skip_unknown=False):
         )
     finally:
         gin.clear_config()
-
-
-def resolve_dataset_dir(dataset_name, dataset_dir=None, tfds_data_dir=None):
-    """The TFRecord folder of a dataset: `dataset_dir` if given; the demo data (built into
-    ./demo_data when absent) for 'demo'; the folder of a descriptor.json given by path.
-    For a 'tfds:' name, the TFDS data directory: `dataset_dir`, else `tfds_data_dir`
-    (Experiment.tfds_data_dir), else TFDS's default."""
-    from wss.data import demo, tfds_registry
-
-    if tfds_registry.is_tfds_name(dataset_name):
-        from wss.data import tfds_source
-
-        return tfds_source.resolve_data_dir(dataset_dir or tfds_data_dir)
-    if dataset_dir:
-        if not files.isdir(dataset_dir):
-            raise FileNotFoundError(f"dataset directory {dataset_dir!r} does not exist")
-        return dataset_dir
-    if dataset_name == "demo":
-        return demo.ensure_demo_dataset(os.path.abspath("demo_data"))
-    default = descriptors.default_dataset_dir(dataset_name)
-    if default:
-        return default
-    raise ConfigError(
-        f"--dataset_dir is required for dataset {dataset_name!r} (a folder of "
-        "DeepLab-format TFRecords; see the README's Data section)"
-    )
-
-
-def _momentum(exp, schedule, variables):
-    del variables
-    return ReleaseMomentum(schedule, momentum=exp.momentum)
-
-
-def _adamw(exp, schedule, variables):
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=exp.adamw_weight_decay)
-    # Decay only the kernels (matrices, convolutions, embeddings): biases and the norms'
-    # scales and offsets are 1-D, as in SegFormer's and timm's AdamW recipes.
-    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
-    return optimizer
-
-
-# Experiment.optimizer -> builder(exp, schedule, trainable variables) -> optimizer.
-OPTIMIZERS = {"momentum": _momentum, "adamw": _adamw}
-
-
-def build_optimizer(exp, model, precision="float32"):
-    """The optimizer `exp.optimizer` names (DeepLab's SGD with momentum by default) with
-    the poly schedule over `exp.num_steps`, built for the model's trainable variables (so
-    its slots exist before a checkpoint is restored)."""
-    schedule = PolyWithSlowStart(
-        exp.learning_rate,
-        exp.num_steps,
-        exp.learning_power,
-        exp.end_learning_rate,
-        exp.slow_start_steps,
-        exp.slow_start_learning_rate,
-    )
-    optimizer = OPTIMIZERS[exp.optimizer](exp, schedule, model.trainable_variables)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    return optimizer

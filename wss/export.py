@@ -8,6 +8,7 @@ from absl import flags
 from wss import program, restore
 from wss.data import descriptors
 from wss.evaluation import colormap
+from wss.model import build_model
 from wss.serving import export_model
 
 FLAGS = program.flag_values()
@@ -41,8 +42,8 @@ def main(argv=None):
     exp = config.experiment
     dataset = fv.dataset_name or exp.dataset_name
     desc = descriptors.get_descriptor(dataset)
-    crop = fv.eval_crop_size or exp.eval_crop_size or desc.eval_crop_size
-    model = restore.build_model(config, desc.num_classes)
+    crop = restore.eval_crop(exp, fv.dataset_name, fv.eval_crop_size)
+    model = build_model(desc.num_classes, config.model, config.method)
     ckpt = restore.restore_model(model, fv.checkpoint or model_dir)
     export_model(
         model,

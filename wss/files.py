@@ -84,6 +84,19 @@ def isfile(path: str) -> bool:
     return exists(path) and not isdir(path)
 
 
+# The project's folder (gin/, datasets/splits/): relative config paths fall back to it.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_path(path):
+    """A path as given if it exists, else relative to the project root (for the split lists
+    the gin files name, e.g. datasets/splits/pascal_voc_seg/8_clean.txt), else as given."""
+    if path is None or os.path.isabs(path) or has_scheme(path) or exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if exists(candidate) else path
+
+
 def glob(pattern: str) -> List[str]:
     """The paths matching a glob pattern, sorted (gfile's order is the file system's)."""
     return sorted(_guarded("list", pattern, _gfile().glob, pattern))

@@ -29,8 +29,7 @@ from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.layers import repeated_batch_norm_updates, synchronize_batch_norms
 from deeplab_ext.resize import resize_bilinear
 from wss.data.descriptors import IGNORE_LABEL
-from wss.evaluation import metrics
-from wss.method import fusion
+from wss.method import fusion, monitors
 from wss.method import losses as losses_lib
 from wss.method.gradcam import grad_cam
 from wss.method.options import MethodOptions
@@ -368,7 +367,7 @@ class PseudoSegModel(keras.Model):
                 ("acc_strong", strong_logits),
             ):
                 self.trackers[name].update_state(self._class_accuracy(scores, label), has_gt)
-            logged["max_prob_pseudo"] = metrics.mean_max_prob(branch["probs"], outputs["valid"])
+            logged["max_prob_pseudo"] = monitors.mean_max_prob(branch["probs"], outputs["valid"])
         for name, value in logged.items():
             self.trackers[name].update_state(value)
         return {name: t.result() for name, t in self.trackers.items()}
@@ -383,7 +382,7 @@ class PseudoSegModel(keras.Model):
 
     def _class_accuracy(self, scores, labels):
         labels = losses_lib.resize_mask_nearest(labels, tf.shape(scores)[1:3])
-        return metrics.mean_class_accuracy(tf.argmax(scores, axis=-1), labels, self.num_classes)
+        return monitors.mean_class_accuracy(tf.argmax(scores, axis=-1), labels, self.num_classes)
 
     def _current_learning_rate(self):
         lr = self.optimizer.learning_rate

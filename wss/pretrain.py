@@ -6,7 +6,7 @@ python -m wss.pretrain --gin_file=gin/demo.gin --output=demo_data/backbone/model
 from absl import flags
 
 from wss import program
-from wss.data import demo
+from wss.builders import demo
 from wss.experiment import parse_run_config
 from wss.pretraining import build_classifier, pretrain, pretrain_arrays, save_backbone
 

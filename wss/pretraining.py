@@ -29,7 +29,7 @@ import tensorflow as tf
 from deeplab_ext.checkpoint import save_tf1_checkpoint
 from deeplab_ext.deeplab import DeepLabV3Plus
 from wss import files
-from wss.data import demo
+from wss.builders import demo
 from wss.experiment import PretrainConfig  # noqa: F401  (its home was here)
 
 DEMO_BACKBONE = "demo_backbone"  # the init_checkpoint value that selects this

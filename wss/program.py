@@ -4,6 +4,7 @@ One convention for all programs:
 
     FLAGS = program.flag_values()          # the tool's own flags, plus --traceback/--verbosity
     program.define_model_flags(FLAGS)      # flag groups tools share are defined here
+                                           # (model, data, dataset builders)
     flags.DEFINE_string("output_dir", None, "...", flag_values=FLAGS)
 
     def main(argv=None):                   # tests call main([...]) and get its result
@@ -116,6 +117,21 @@ def define_data_flags(fv, split_help="Split to use (default: Experiment.eval_spl
         flag_values=fv,
     )
     flags.DEFINE_integer("batch_size", 4, "Images per batch.", flag_values=fv)
+
+
+def define_builder_flags(fv, num_shards=4, output_help="Folder for the TFRecords.", resumable=True):
+    """The flags every dataset builder (datasets/build_*_data.py) shares: --output_dir,
+    --num_shards, --num_workers and, for `resumable` builders, --skip_bad and --resume."""
+    flags.DEFINE_string("output_dir", None, output_help, flag_values=fv)
+    flags.DEFINE_integer("num_shards", num_shards, "Shards per split.", flag_values=fv)
+    flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).", flag_values=fv)
+    if resumable:
+        flags.DEFINE_bool(
+            "skip_bad", False, "Skip and report bad images instead of stopping.", flag_values=fv
+        )
+        flags.DEFINE_bool(
+            "resume", False, "Keep shards already written by an earlier run.", flag_values=fv
+        )
 
 
 def model_flag_values(fv):

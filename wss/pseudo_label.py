@@ -20,7 +20,7 @@ one error line (wss.self_training.plan.check_dataset says why and what to do ins
 
 from absl import flags
 
-from wss import experiment, files, program, restore
+from wss import files, program, restore
 from wss.data import reader
 from wss.self_training import labeller
 from wss.self_training.labels import DEFAULT_THRESHOLD
@@ -95,7 +95,7 @@ def main(argv=None):
             split,
             fv.output_dir,
             setup.descriptor.num_classes,
-            setup.crop or setup.descriptor.eval_crop_size,
+            setup.crop,
             output_split=fv.output_split,
             threshold=fv.threshold,
             scales=fv.scales,
@@ -103,8 +103,8 @@ def main(argv=None):
             merge=fv.merge,
             num_shards=fv.num_shards,
             batch_size=fv.batch_size,
-            id_list=experiment.resolve_path(fv.id_list),
-            exclude_ids=experiment.resolve_path(fv.exclude_id_list),
+            id_list=files.resolve_path(fv.id_list),
+            exclude_ids=files.resolve_path(fv.exclude_id_list),
             class_names=setup.descriptor.class_names,
             settings={
                 "checkpoint": files.absolute(checkpoint),

@@ -21,7 +21,9 @@ import tensorflow as tf
 from deeplab_ext.checkpoint import open_checkpoint
 from wss import experiment, files
 from wss import model as model_lib
+from wss.builders.dataset_dir import resolve_dataset_dir
 from wss.checkpointing import training_checkpoint
+from wss.data import descriptors
 from wss.errors import UserError
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -153,27 +155,6 @@ def checkpoint_step(path):
     return int(match.group(1)) if match else 0
 
 
-def build_and_restore(
-    model_dir=None, checkpoint=None, gin_files=(), gin_params=(), num_classes=None
-):
-    """Parses gin, builds the model, restores it; returns (model, checkpoint prefix).
-
-    Without gin files the model directory's operative config is used (bindings of
-    configurables this program does not register are then skipped).
-    """
-    files, operative = default_gin_files(model_dir, gin_files)
-    config = parse_gin(files, gin_params, skip_unknown=operative)
-    model = build_model(config, num_classes)
-    path = restore_model(model, checkpoint or model_dir)
-    return model, path
-
-
-def build_model(config, num_classes=None):
-    """The (unrestored) model of the RunConfig `config` (num_classes None: the dataset's)."""
-    num_classes = num_classes or config.experiment.descriptor.num_classes
-    return model_lib.build_model(num_classes, config.model, config.method)
-
-
 # ----------------------------------------------------------------------- a tool's setup
 
 
@@ -214,25 +195,34 @@ def setup_tool(
 ):
     """Parses the run's gin config, resolves the data (each value None: the run's
     Experiment's) and builds the (unrestored) model; returns a ToolSetup."""
-    from wss.data import descriptors
-
     model_dir, config = parse_run(model_dir, checkpoint, gin_files, gin_params, what)
     name, dataset_dir, split, crop = resolve_data(
         config.experiment, dataset_name, dataset_dir, split, eval_crop_size
     )
     desc = descriptors.get_descriptor(name)
-    model = build_model(config, desc.num_classes)
+    model = model_lib.build_model(desc.num_classes, config.model, config.method)
     return ToolSetup(model, model_dir, desc, name, dataset_dir, split, crop, config)
 
 
 def resolve_data(exp, dataset_name=None, dataset_dir=None, split=None, eval_crop_size=None):
     """(dataset_name, dataset_dir, split, eval_crop_size): each given value, else the
-    Experiment `exp`'s."""
+    parsed Experiment `exp`'s (the crop: eval_crop)."""
     name = dataset_name or exp.dataset_name
     split = split or exp.eval_split
-    crop = eval_crop_size or exp.eval_crop_size
+    crop = eval_crop(exp, dataset_name, eval_crop_size)
     try:
-        dataset_dir = experiment.resolve_dataset_dir(name, dataset_dir, exp.tfds_data_dir)
+        dataset_dir = resolve_dataset_dir(name, dataset_dir, exp.tfds_data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise RestoreError(str(e)) from e
     return name, dataset_dir, split, crop
+
+
+def eval_crop(exp, dataset_name=None, eval_crop_size=None):
+    """The eval crop a tool uses: `eval_crop_size` if given, else the parsed Experiment
+    `exp`'s, unless `dataset_name` names another dataset than the run's: then that
+    dataset's."""
+    if eval_crop_size:
+        return eval_crop_size
+    if dataset_name and dataset_name != exp.dataset_name:
+        return descriptors.get_descriptor(dataset_name).eval_crop_size
+    return exp.eval_crop_size

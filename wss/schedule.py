@@ -1,4 +1,5 @@
-"""DeepLab's learning-rate policy and optimizer, as the release trains.
+"""DeepLab's learning-rate policy and optimizer, as the release trains, and
+`build_optimizer`, the optimizer `Experiment.optimizer` names over that schedule.
 
 `PolyWithSlowStart` is DeepLab's `train_utils.get_model_learning_rate` with the 'poly'
 policy; `ReleaseMomentum` is TF1's `tf.train.MomentumOptimizer`, which accumulates raw
@@ -82,3 +83,42 @@ class ReleaseMomentum(keras.optimizers.SGD):
         momentum = ops.cast(self.momentum, variable.dtype)
         self.assign(accum, ops.add(ops.multiply(accum, momentum), gradient))
         self.assign_sub(variable, ops.multiply(accum, learning_rate))
+
+
+# ------------------------------------------------------------------ the optimizer
+
+
+def _momentum(exp, schedule, variables):
+    del variables
+    return ReleaseMomentum(schedule, momentum=exp.momentum)
+
+
+def _adamw(exp, schedule, variables):
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=exp.adamw_weight_decay)
+    # Decay only the kernels (matrices, convolutions, embeddings): biases and the norms'
+    # scales and offsets are 1-D, as in SegFormer's and timm's AdamW recipes.
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) <= 1])
+    return optimizer
+
+
+# Experiment.optimizer -> builder(exp, schedule, trainable variables) -> optimizer.
+OPTIMIZERS = {"momentum": _momentum, "adamw": _adamw}
+
+
+def build_optimizer(exp, model, precision="float32"):
+    """The optimizer `exp.optimizer` names (DeepLab's SGD with momentum by default) with
+    the poly schedule over `exp.num_steps`, built for the model's trainable variables (so
+    its slots exist before a checkpoint is restored)."""
+    schedule = PolyWithSlowStart(
+        exp.learning_rate,
+        exp.num_steps,
+        exp.learning_power,
+        exp.end_learning_rate,
+        exp.slow_start_steps,
+        exp.slow_start_learning_rate,
+    )
+    optimizer = OPTIMIZERS[exp.optimizer](exp, schedule, model.trainable_variables)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer

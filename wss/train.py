@@ -14,7 +14,8 @@ import time
 from absl import flags
 
 from wss import distribute, files, program
-from wss.experiment import parse_run_config, resolve_dataset_dir
+from wss.builders.dataset_dir import resolve_dataset_dir
+from wss.experiment import parse_run_config
 from wss.training import describe_run, evaluate_final, format_duration, train
 
 FLAGS = program.flag_values()

@@ -19,21 +19,22 @@ from absl import logging
 
 from deeplab_ext.checkpoint import load_tf1_checkpoint, open_checkpoint
 from wss import distribute, files, restore
+from wss.builders.dataset_dir import resolve_dataset_dir
 from wss.checkpointing import training_checkpoint
 from wss.data import class_stats, pipeline, reader, tfds_registry
 from wss.data.augment import cutout_advice
 from wss.data.descriptors import IGNORE_LABEL
 from wss.errors import NonFiniteLossError
 from wss.evaluation import evaluator
-from wss.experiment import build_optimizer, resolve_dataset_dir, resolve_path
 from wss.model import build_model
 from wss.pretraining import resolve_init_checkpoint
+from wss.schedule import build_optimizer
 
 
 def labeled_ids(exp, dataset_dir):
     """The ids of the labeled set: its id list, or every record of its split(s)."""
     if exp.labeled_id_list:
-        return resolve_path(exp.labeled_id_list)
+        return exp.labeled_id_list
     if tfds_registry.is_tfds_name(exp.dataset_name):
         from wss.data import tfds_source
 
@@ -51,7 +52,7 @@ def make_input(strategy, config, dataset_dir):
         exp.labeled_split,
         exp.crop_size,
         dataset_name=exp.dataset_name,
-        id_list=resolve_path(exp.labeled_id_list),
+        id_list=exp.labeled_id_list,
         augment_config=config.augment,
         seed=exp.seed,
     )
@@ -64,7 +65,7 @@ def make_input(strategy, config, dataset_dir):
         extra = dataclasses.replace(
             labeled,
             split=exp.extra_split,
-            id_list=resolve_path(exp.extra_id_list),
+            id_list=exp.extra_id_list,
             seed=None if exp.seed is None else exp.seed + 1,
         )
         extra_fn = pipeline.make_dataset_fn(
@@ -252,9 +253,7 @@ def train(
             logging.warning(advice)
     with strategy.scope():
         weights = (
-            class_stats.load_class_weights(
-                resolve_path(exp.class_weights), exp.descriptor.num_classes
-            )
+            class_stats.load_class_weights(exp.class_weights, exp.descriptor.num_classes)
             if exp.class_weights
             else None
         )
@@ -342,9 +341,11 @@ def evaluate_final(model, checkpoint, model_dir, dataset_dir, exp, batch_size=8)
         )
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    checkpoint = restore.restore_model(model, checkpoint)
     return evaluator.evaluate_checkpoint(
         model,
         checkpoint,
+        restore.checkpoint_step(checkpoint),
         dataset_fn,
         desc,
         exp.eval_split,

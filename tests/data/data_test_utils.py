@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from wss.data import image_io, schema, tfrecord_writer
+from wss.builders import tfrecord_writer
+from wss.data import image_io, schema
 
 
 def random_pair(seed, h=40, w=50, num_classes=6, ignore_frac=0.05):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.data import image_io, pipeline, reader, voc
+from wss.builders import voc
+from wss.data import image_io, pipeline, reader
 
 
 def _good(name="good", seed=0):
@@ -147,7 +148,7 @@ def test_builder_rejects_bad_pairs_naming_files(tmp_path):
         voc.build_voc(str(root), str(out), splits=("train",), num_workers=1)
     assert not list(out.glob("train-*"))  # nothing that looks like a finished shard
     assert not list(out.iterdir())  # and no temp file left behind
-    from wss.data import tfrecord_writer
+    from wss.builders import tfrecord_writer
 
     rep = tfrecord_writer.write_split(
         str(out),

@@ -1,11 +1,11 @@
 """COCO conversion: class mapping of masks and the lazy pycocotools import."""
 
-import importlib.util
+import sys
 
 import numpy as np
 import pytest
 
-from wss.data import coco
+from wss.builders import coco
 
 
 def _box_mask(seg, h, w):
@@ -27,10 +27,9 @@ def test_semantic_mask_order_and_crowd():
     assert np.all(label[8:10, 8:10] == 255)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("pycocotools") is not None, reason="pycocotools is installed"
-)
-def test_missing_pycocotools_names_the_extra(tmp_path):
+def test_missing_pycocotools_names_the_extra(tmp_path, monkeypatch):
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.mask"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[coco\]"'):
         coco.items_from_annotations(str(tmp_path / "a.json"), str(tmp_path))
     with pytest.raises(ImportError, match="pycocotools"):

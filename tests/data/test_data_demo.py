@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from wss.data import demo, descriptors, pipeline, reader, splits
+from wss.builders import demo
+from wss.data import descriptors, pipeline, reader, splits
 
 
 def test_images_are_a_function_of_the_seed():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wss.data import descriptors, folder, image_io, pipeline, splits
+from wss.builders import folder
+from wss.data import descriptors, image_io, pipeline, splits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZES = [(16, 20), (24, 17), (33, 40), (48, 31), (20, 20), (17, 45)]

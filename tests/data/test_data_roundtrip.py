@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wss.data import image_io, pipeline, reader, schema, voc
+from wss.builders import voc
+from wss.data import image_io, pipeline, reader, schema
 
 
 def _by_name(batch):

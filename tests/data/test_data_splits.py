@@ -9,6 +9,18 @@ import pytest
 from wss.data import descriptors, pipeline, reader, splits
 
 
+def read_header(path):
+    """The key=value pairs of an id list's '#' header (e.g. seed, draw)."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        out.update(tok.split("=", 1) for tok in line[1:].split() if "=" in tok)
+    return out
+
+
 def test_id_list_skips_comments_and_release_files_parse(tmp_path):
     p = tmp_path / "l.txt"
     p.write_text("# seed=3\n\na\nb\n# trailing\n")
@@ -36,7 +48,7 @@ def test_balanced_sampling_is_reproducible_and_covers_classes(tmp_path):
     path = tmp_path / "s.txt"
     splits.write_id_list(str(path), a.ids, splits.sample_header(a, "test"))
     assert splits.read_id_list(str(path)) == a.ids
-    assert splits.read_header(str(path))["seed"] == "5"
+    assert read_header(str(path))["seed"] == "5"
     with pytest.raises(ValueError, match="fewer than"):
         splits.sample_balanced(ids, [set()] * 200, 20, 6)
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wss.data import folder, image_io, pipeline, reader, record_ids, splits, voc
+from wss.builders import folder, voc
+from wss.data import image_io, pipeline, reader, record_ids, splits
 
 
 def _save_16bit(path, values):

@@ -231,7 +231,7 @@ def test_a_split_the_builder_lacks_is_named_with_its_splits():
 
 def test_data_dir_resolution():
     """--dataset_dir wins over Experiment.tfds_data_dir, then TFDS's default."""
-    from wss.experiment import resolve_dataset_dir
+    from wss.builders.dataset_dir import resolve_dataset_dir
 
     name = "tfds:oxford_iiit_pet"
     assert resolve_dataset_dir(name, "gs://b/tfds", "gs://other") == "gs://b/tfds"

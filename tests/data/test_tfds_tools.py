@@ -13,9 +13,10 @@ import tensorflow as tf
 from tests.conftest import write_gin
 from tests.data.test_tfds_source import FAKES, mocked_tfds
 from wss import program
+from wss.builders import tfrecord_writer
 from wss.comparison import runner, runs
 from wss.comparison.rows import run_spec
-from wss.data import class_stats, records, tfds_registry, tfrecord_writer
+from wss.data import class_stats, records, tfds_registry
 from wss.data.record_ids import image_id
 from wss.self_training.plan import PseudoLabelError
 

@@ -15,7 +15,8 @@ from absl import flags
 
 from wss import program
 from wss.benchmarking import timing
-from wss.data import demo, pipeline
+from wss.builders import demo
+from wss.data import pipeline
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(

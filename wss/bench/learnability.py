@@ -21,7 +21,7 @@ from absl import flags
 
 from wss import program
 from wss.benchmarking import probe
-from wss.data import demo
+from wss.builders import demo
 from wss.experiment import parse_run_config
 
 FLAGS = program.flag_values()

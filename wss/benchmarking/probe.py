@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from deeplab_ext.deeplab import DeepLabV3Plus
 from deeplab_ext.resize import resize_bilinear
-from wss.data import demo
+from wss.builders import demo
 from wss.evaluation import metrics
 from wss.experiment import ModelSettings
 from wss.method import losses

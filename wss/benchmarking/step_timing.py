@@ -12,12 +12,12 @@ import os
 import keras
 import tensorflow as tf
 
-from wss import distribute, experiment
+from wss import distribute, experiment, files, schedule
 from wss import model as model_lib
 from wss.benchmarking import step_parts, timing
 from wss.benchmarking.synthetic import synthetic_batches
 
-DEFAULT_GIN = os.path.join(experiment.PROJECT_ROOT, "gin", "base.gin")
+DEFAULT_GIN = os.path.join(files.PROJECT_ROOT, "gin", "base.gin")
 SWEEP = (("float32", False), ("float32", True), ("mixed_float16", False), ("mixed_float16", True))
 
 
@@ -32,7 +32,7 @@ def build(gin_files, gin_params, mode, precision="float32", strategy=None):
     exp = config.experiment
     with (strategy or tf.distribute.get_strategy()).scope():
         model = model_lib.build_model(exp.descriptor.num_classes, config.model, config.method)
-        model.compile(optimizer=experiment.build_optimizer(exp, model, precision))
+        model.compile(optimizer=schedule.build_optimizer(exp, model, precision))
     return model, exp
 
 

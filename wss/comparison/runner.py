@@ -15,10 +15,11 @@ The command line is wss.compare.
 import time
 
 from wss import files
+from wss.builders.dataset_dir import resolve_dataset_dir
 from wss.comparison import report
 from wss.comparison.rows import ROWS, CompareError, parse_config, run_spec
 from wss.comparison.runs import run_one
-from wss.experiment import resolve_dataset_dir, resolve_path
+from wss.files import resolve_path
 from wss.self_training.plan import check_dataset
 
 DEFAULT_GIN = "gin/demo.gin"

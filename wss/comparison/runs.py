@@ -19,10 +19,10 @@ import keras
 import tensorflow as tf
 
 from wss import files, restore, training
+from wss.builders.dataset_dir import resolve_dataset_dir
 from wss.comparison.rows import PSEUDO_SPLIT, CompareError, parse_config
 from wss.data import pipeline
 from wss.evaluation import reliability
-from wss.experiment import resolve_dataset_dir
 from wss.model import build_model
 from wss.self_training import labeller
 
@@ -116,7 +116,7 @@ def teacher_pseudo_labels(spec, dataset_dir=None, log=print):
         exp.extra_split,
         spec.pseudo_dir,
         exp.descriptor.num_classes,
-        exp.eval_crop_size or exp.descriptor.eval_crop_size,
+        exp.eval_crop_size,
         output_split=PSEUDO_SPLIT,
         num_shards=2,
         batch_size=8,

@@ -1,4 +1,5 @@
-"""Dataset descriptors: the one place that fixes class counts, names, split sizes and crops.
+"""Dataset descriptors by name: the one place that fixes class counts, names, split sizes
+and crops (the built-in datasets, the TFDS registry's, a descriptor.json's).
 
 Every other module (readers, pipelines, split makers, the training driver) looks datasets up
 here by name: 'pascal_voc_seg', 'coco' or 'demo' -- or by the path of a descriptor.json
@@ -6,60 +7,14 @@ here by name: 'pascal_voc_seg', 'coco' or 'demo' -- or by the path of a descript
 `Experiment.dataset_name = '/data/mine/descriptor.json'` works wherever a name does.
 """
 
-import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from wss import files
+from wss.data import tfds_registry
+from wss.data.descriptor import IGNORE_LABEL, DatasetDescriptor
 from wss.errors import UserError
-
-IGNORE_LABEL = 255  # the one definition of the ignore label (DeepLab, the release)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetDescriptor:
-    """Static facts about one segmentation dataset.
-
-    Attributes:
-      name: registry key.
-      num_classes: number of classes including background (class 0).
-      class_names: one name per class, background first.
-      ignore_label: label value excluded from losses and metrics.
-      splits_to_sizes: number of images in each known split (TFRecord split or id list).
-      eval_crop_size: side every eval image is padded to.
-      train_crop_size: default training crop side.
-      class_colors: optional (r, g, b) per class for label images (None = the default
-        palette of the dataset).
-      source: the descriptor.json this descriptor was read from (None if built in).
-    """
-
-    name: str
-    num_classes: int
-    class_names: Tuple[str, ...]
-    ignore_label: int
-    splits_to_sizes: Dict[str, int]
-    eval_crop_size: int
-    train_crop_size: int
-    class_colors: Optional[Tuple[Tuple[int, int, int], ...]] = None
-    source: Optional[str] = None
-
-    def __post_init__(self):
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes"
-            )
-        if self.class_colors is not None and len(self.class_colors) != self.num_classes:
-            raise ValueError(
-                f"{self.name}: {len(self.class_colors)} class colours for "
-                f"{self.num_classes} classes"
-            )
-
-    @property
-    def num_foreground_classes(self) -> int:
-        """Length of an image-level label vector (background excluded)."""
-        return self.num_classes - 1
-
 
 VOC_CLASS_NAMES = (
     "background",
@@ -210,7 +165,7 @@ COCO = DatasetDescriptor(
     train_crop_size=513,
 )
 
-# Sizes are those wss.data.demo builds by default (see DEMO_* constants there).
+# Sizes are those wss.builders.demo builds by default (see DEMO_* constants there).
 DEMO = DatasetDescriptor(
     name="demo",
     num_classes=6,
@@ -375,8 +330,6 @@ def get_descriptor(name) -> DatasetDescriptor:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if isinstance(name, str) and name.startswith("tfds:"):
-        from wss.data import tfds_registry  # it imports this module
-
         return tfds_registry.lookup(name).descriptor()
     if isinstance(name, str) and descriptor_file(name) is not None:
         return load_descriptor(name)
@@ -405,8 +358,3 @@ def default_dataset_dir(name) -> Optional[str]:
 def register(descriptor: DatasetDescriptor) -> None:
     """Adds a descriptor (e.g. for a custom dataset) to the registry."""
     _REGISTRY[descriptor.name] = descriptor
-
-
-def registered_names():
-    """Names of every registered dataset."""
-    return sorted(_REGISTRY)

@@ -171,13 +171,6 @@ def as_uint8_label(values: np.ndarray, source: str) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def label_from_pil(im: Image.Image, source: str = "<label>") -> np.ndarray:
-    """Turns a label image into class indices (uint8 HxW): palette ('P'), grey ('L') and
-    16-bit images keep their index values (above 255 raises); RGB colour labels are
-    mapped back through the VOC palette."""
-    return as_uint8_label(label_values(im, source), source)
-
-
 def load_label_file(path: str) -> np.ndarray:
     """Reads a label PNG (palette, grey, 16-bit or VOC-colour RGB) to an HxW uint8 index
     map; values above 255 raise BadPairError naming the file."""

@@ -6,7 +6,7 @@ with '#' are comments (the sampler records its seed there) and blank lines are i
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Iterable, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -38,19 +38,6 @@ def write_id_list(path: str, ids: Sequence[str], header: Optional[str] = None) -
     """Writes an id list; `header` lines are written as '# ' comments first."""
     lines = [f"# {line}\n" for line in (header or "").splitlines()]
     files.write_text(path, "".join(lines + [f"{i}\n" for i in ids]))
-
-
-def read_header(path: str) -> Dict[str, str]:
-    """The key=value pairs of an id list's '#' header (e.g. seed, draw)."""
-    out = {}
-    for line in files.read_text(path).splitlines():
-        if not line.startswith("#"):
-            break
-        for tok in line[1:].split():
-            if "=" in tok:
-                k, v = tok.split("=", 1)
-                out[k] = v
-    return out
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ reads the data).
 import dataclasses
 from typing import Dict, Mapping, Optional, Tuple
 
-from wss.data.descriptors import IGNORE_LABEL, DatasetDescriptor
+from wss.data.descriptor import IGNORE_LABEL, DatasetDescriptor
 from wss.errors import UserError
 
 PREFIX = "tfds:"

@@ -17,6 +17,7 @@ its max_size. The builder is downloaded and prepared into the data directory on 
 """
 
 import os
+import re
 from typing import List, Optional, Sequence, Union
 
 import tensorflow as tf
@@ -27,9 +28,12 @@ from wss.data.augment import resize_by_scale
 from wss.data.errors import DataError
 from wss.data.record_ids import image_id, image_id_tensor
 from wss.data.tfds_registry import TfdsDataset, lookup
+from wss.errors import MissingPackageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 TFDS_ID = "tfds_id"  # TFDS's per-example id, for builders without a name feature
+# pip's names of the modules TFDS builders import lazily, where they differ.
+_PIP_NAMES = {"cv2": "opencv-python", "skimage": "scikit-image", "PIL": "pillow"}
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -50,16 +54,33 @@ def split_text(split: Union[str, Sequence[str]]) -> str:
     return "+".join(parts)
 
 
+def _missing_package(entry: TfdsDataset, error: ImportError) -> MissingPackageError:
+    """One error line for a package a TFDS builder needs (TFDS says 'Failed importing
+    <module>'), with the command that installs it."""
+    match = re.search(r"Failed importing ([\w.]+)", str(error))
+    module = (match.group(1) if match else error.name or str(error)).split(".")[0]
+    package = _PIP_NAMES.get(module, module)
+    return MissingPackageError(
+        f"{entry.name}: TFDS builder {entry.builder!r} needs the package {module!r}, which "
+        f"is not installed. Fix: pip install {package}"
+    )
+
+
 def load_builder(entry: TfdsDataset, data_dir: Optional[str]):
     """The entry's prepared TFDS builder in `data_dir`; downloads and prepares it on first
     use. A missing manual download or a failed download is a DataError saying what to do."""
     data_dir = resolve_data_dir(data_dir)
-    builder = tfds.builder(entry.builder, data_dir=data_dir)
+    try:
+        builder = tfds.builder(entry.builder, data_dir=data_dir)
+    except ImportError as e:
+        raise _missing_package(entry, e) from None
     if builder.is_prepared():
         return builder
     manual_dir = os.path.join(data_dir, "downloads", "manual")
     try:
         builder.download_and_prepare()
+    except ImportError as e:  # a package the TFDS builder imports lazily to prepare
+        raise _missing_package(entry, e) from None
     except AssertionError as e:  # what TFDS's Cityscapes builder raises without its zips
         if entry.manual_download is None:
             raise

@@ -15,8 +15,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from deeplab_ext.resize import resize_bilinear, scale_dimension
-from wss import files, restore
+from wss import files
 from wss.data.descriptors import IGNORE_LABEL
+from wss.data.errors import DataError
 from wss.evaluation import metrics
 
 # ------------------------------------------------------------------------ prediction
@@ -222,11 +223,20 @@ def write_scalar(tag, value, step):
 
 
 def evaluate_checkpoint(
-    model, ckpt, dataset_fn, desc, split, output_dir, scales, flip, progress_every, writer=None
+    model,
+    ckpt,
+    step,
+    dataset_fn,
+    desc,
+    split,
+    output_dir,
+    scales,
+    flip,
+    progress_every,
+    writer=None,
 ):
-    """Restores `ckpt`, evaluates, prints the table, writes JSON and summaries."""
-    restore.restore_model(model, ckpt)
-    step = restore.checkpoint_step(ckpt)
+    """Evaluates `model`, already restored from checkpoint `ckpt` (training step `step`;
+    wss.restore restores), prints the table, writes the JSON and the summaries."""
     print(f"Evaluating {ckpt} (step {step}) on {desc.name}/{split} ...", flush=True)
     result = evaluate(
         model,
@@ -238,7 +248,7 @@ def evaluate_checkpoint(
         log=lambda s: print(s, flush=True),
     )
     if result["num_images"] == 0:
-        raise restore.RestoreError(f"split {split!r} gave no images.")
+        raise DataError(f"split {split!r} of {desc.name} gave no images to evaluate.")
     print(format_table(result, desc.class_names), flush=True)
     files.makedirs(output_dir)
     path = os.path.join(output_dir, f"eval_{split}_{step}.json")

@@ -44,8 +44,3 @@ def grad_cam(features, classify_pooled, image_labels=None, dropout=False):
     cam = cam * labels[:, tf.newaxis, tf.newaxis, :]
     cam = div_maybe_zero(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
     return tf.stop_gradient(cam), logits, labels
-
-
-def with_background(cam):
-    """Prepends the background channel 1 - max_c CAM_c (the release's `cam` output)."""
-    return tf.concat([1.0 - tf.reduce_max(cam, axis=3, keepdims=True), cam], axis=3)

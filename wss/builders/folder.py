@@ -20,7 +20,7 @@ presence means the build finished.
 The work is split by job: folder_inputs (classes.txt, --label_map, files by stem),
 folder_masks (the worker that reads and encodes one image and mask), folder_plan (the
 splits); this module writes them. Kept free of TensorFlow (workers start fast);
-wss.data.tfrecord_writer is imported lazily.
+wss.builders.tfrecord_writer is imported lazily.
 """
 
 import os
@@ -29,9 +29,7 @@ import time
 from typing import List, Optional
 
 from wss import files
-from wss.data import image_io
-from wss.data.descriptors import IGNORE_LABEL
-from wss.data.folder_inputs import (
+from wss.builders.folder_inputs import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     FolderDataError,
@@ -41,7 +39,7 @@ from wss.data.folder_inputs import (
     read_classes,
     resolve_colors,
 )
-from wss.data.folder_masks import (
+from wss.builders.folder_masks import (
     VOC_IGNORE_COLOR,
     FolderItem,
     encode_item,
@@ -49,7 +47,9 @@ from wss.data.folder_masks import (
     load_mask,
     mask_values,
 )
-from wss.data.folder_plan import FolderPlan, default_crops, plan_folder, split_labeled
+from wss.builders.folder_plan import FolderPlan, default_crops, plan_folder, split_labeled
+from wss.data import image_io
+from wss.data.descriptors import IGNORE_LABEL
 
 # The names this module has always offered (tests and datasets/build_folder_data.py use them).
 __all__ = [
@@ -126,7 +126,7 @@ def build_folder(
         seed,
         allow_missing_masks,
     )
-    from wss.data import tfrecord_writer  #  # (TF)
+    from wss.builders import tfrecord_writer  #  # (TF)
 
     files.makedirs(output_dir)
     stale = _stale_files(output_dir)

@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from wss import files
+from wss import errors, files
 
 NUM_CLASSES = 6
 DEMO_TRAIN = 400
@@ -212,10 +212,8 @@ def build_demo_dataset(
     progress: bool = False,
 ) -> Dict[str, int]:
     """Generates and writes the demo dataset; returns split sizes."""
-    from wss.data import (
-        splits,
-        tfrecord_writer,
-    )
+    from wss.builders import tfrecord_writer
+    from wss.data import splits
 
     train = train_items(seed, num_train)
     val = val_items(seed, num_val)
@@ -255,6 +253,13 @@ def export_demo_folders(
 
     from wss.data import image_io
     from wss.data.descriptors import DEMO_CLASS_NAMES
+
+    if num_labeled < 1 or num_unlabeled < 0:
+        raise errors.InputError(
+            f"--num_labeled={num_labeled} --num_unlabeled={num_unlabeled}: the folders need "
+            "at least one labeled image (and no negative count), or build_folder_data.py "
+            "has nothing to train on. Fix: --num_labeled=64 (the default) or more"
+        )
 
     for sub in ("images", "masks", "unlabeled"):
         files.makedirs(os.path.join(output_dir, sub))

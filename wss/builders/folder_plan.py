@@ -12,8 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from wss.data import image_io
-from wss.data.folder_inputs import (
+from wss.builders.folder_inputs import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     FolderDataError,
@@ -22,7 +21,8 @@ from wss.data.folder_inputs import (
     read_classes,
     resolve_colors,
 )
-from wss.data.folder_masks import FolderItem
+from wss.builders.folder_masks import FolderItem
+from wss.data import image_io
 
 
 @dataclasses.dataclass
@@ -86,6 +86,12 @@ def plan_folder(
         raise FolderDataError(
             f"images folder {images_dir!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
         )
+    if not masks:
+        raise FolderDataError(
+            f"masks folder {masks_dir!r} holds no masks ({', '.join(MASK_EXTENSIONS)}) for the "
+            f"{len(images):,} images of {images_dir}. Fix: pass the folder of the masks as "
+            "--masks (matched by file stem: images/a.jpg <-> masks/a.png)"
+        )
     missing = [images[s] for s in images if s not in masks]
     if missing and not allow_missing_masks:
         raise FolderDataError(
@@ -95,7 +101,14 @@ def plan_folder(
         )
     unlabeled = {s: p for s, p in images.items() if s not in masks}
     if unlabeled_dir:
-        for s, p in files_by_stem(unlabeled_dir, IMAGE_EXTENSIONS, "unlabeled").items():
+        extra = files_by_stem(unlabeled_dir, IMAGE_EXTENSIONS, "unlabeled")
+        if not extra:
+            raise FolderDataError(
+                f"unlabeled folder {unlabeled_dir!r} holds no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}). Fix: pass the folder of the unlabeled "
+                "images as --unlabeled, or leave --unlabeled out"
+            )
+        for s, p in extra.items():
             if s in images:
                 raise FolderDataError(
                     f"{p} has the same stem as {images[s]}; ids must be unique "
