@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pathlib
+import re
 
 import gin
 import keras
@@ -113,6 +114,25 @@ def gin_bindings(configurable, values):
 def gin_param_flags(bindings):
     """The `--gin_param=...` command-line flags of gin binding lines."""
     return [f"--gin_param={binding}" for binding in bindings]
+
+
+def readme_launch_commands():
+    """The commands of the README's <!-- launch-commands --> block (the Cloud TPU, 8-GPU
+    and 2-machine launches), one string each, continuation lines joined."""
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    block = re.search(r"<!-- launch-commands -->\n(.*?)<!-- /launch-commands -->", text, re.S)
+    assert block, "README.md lost its <!-- launch-commands --> block"
+    commands, current = [], ""
+    for line in block.group(1).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        current += (" " if current else "") + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            commands.append(current)
+            current = ""
+    return commands
 
 
 # The tiny model as gin bindings, and with the tiny run (for the tests that train).

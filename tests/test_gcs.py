@@ -5,13 +5,21 @@ counted.
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
-from tests.conftest import TINY_TRAIN_PARAMS, gin_param_flags
+from tests.conftest import (
+    TINY_TRAIN_PARAMS,
+    gin_param_flags,
+    readme_launch_commands,
+    tiny_deeplab_config,
+)
 from tests.gcs_rig import summarize
 from wss import files
 
@@ -334,3 +342,117 @@ def test_eval_export_and_predict_into_a_bucket_that_refuses_writes(bucket_run, g
         assert not files.exists(f"{run}/refused_export/saved_model.pb")
         assert not files.glob(f"{run}/refused_predict/*.png")
         assert files.listdir(f"{run}/predictions") == ["a.png"]
+
+
+# ---------------------------------------------------------------- the README's TPU launch
+# What shrinks the README's Cloud TPU launch line for a CPU, and nothing else: the tiny
+# model, batch 2 + 2 at crop 33 (the fake VOC's images are 24-33 px), 2 steps.
+CPU_LAUNCH_PARAMS = TINY_TRAIN_PARAMS + (
+    "Experiment.eval_crop_size = 33",
+    "Experiment.num_steps = 2",
+    "TrainLoop.log_every = 1",
+    "TrainLoop.checkpoint_every = 1",
+)
+VOC_CLASSES = 21
+
+
+def write_fake_voc(folder, train_ids, val_ids, aug_ids):
+    """A VOCdevkit/VOC2012 of tiny random images (24-33 px) and labels (classes 0-20, a
+    void row): VOC's own labels for train and val, SegmentationClassAug PNGs for SBD's
+    extra ids; returns (voc_dir, aug_label_dir)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    voc, aug = folder / "VOCdevkit" / "VOC2012", folder / "SegmentationClassAug"
+    lists = voc / "ImageSets" / "Segmentation"
+    for sub in (voc / "JPEGImages", voc / "SegmentationClass", lists, aug):
+        sub.mkdir(parents=True)
+    for ids, labels in ((train_ids + val_ids, voc / "SegmentationClass"), (aug_ids, aug)):
+        for image_id in ids:
+            height, width = rng.integers(24, 34, 2)
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg")
+            label = rng.integers(0, VOC_CLASSES, (height, width), dtype=np.uint8)
+            label[0] = 255
+            Image.fromarray(label).save(labels / f"{image_id}.png")
+    for split, ids in (("train", train_ids), ("val", val_ids)):
+        (lists / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return str(voc), str(aug)
+
+
+def write_imagenet_style_checkpoint(prefix):
+    """A TF1 checkpoint at `prefix` laid out as DeepLab's ImageNet Xception-65 one: the
+    backbone's variables only (its own logits included), from the tiny model under its
+    DeepLab names; returns how many weights a run's model loads from it (all but logits)."""
+    from deeplab_ext.checkpoint import save_tf1_checkpoint
+    from wss.model import PseudoSegModel
+
+    source = PseudoSegModel(deeplab_config=tiny_deeplab_config(num_classes=VOC_CLASSES))
+    source.build()
+    backbone = {n: v for n, v in source.tf1_variable_map().items() if n.startswith("xception_65/")}
+    save_tf1_checkpoint(types.SimpleNamespace(tf1_variable_map=lambda: backbone), prefix)
+    return len([n for n in backbone if not n.startswith("xception_65/logits/")])
+
+
+@pytest.mark.slow
+def test_the_readmes_cloud_tpu_launch_line_trains_on_the_bucket_for_a_few_cpu_steps(gcs, tmp_path):
+    """The README's first launch command as written, BUCKET the rig's, on the default
+    strategy (no TPU here) and shrunk to a few CPU steps, on VOC records built into the
+    bucket by the VOC builder and an init checkpoint in the bucket."""
+    line = readme_launch_commands()[0].replace("gs://BUCKET/", f"{gcs.root}/")
+    args = shlex.split(line)
+    assert args[:3] == ["python", "-m", "wss.train"] and "--precision=mixed_bfloat16" in args
+    assert {"--strategy=tpu", "--tpu=local"} <= set(args), args
+    args = [a for a in args[1:] if a not in ("--strategy=tpu", "--tpu=local")]
+    command = [sys.executable, *args, *gin_param_flags(CPU_LAUNCH_PARAMS)]
+    values = dict(a[2:].split("=", 1) for a in args if a.startswith(("--model_dir", "--data")))
+    run, data = values["model_dir"], values["dataset_dir"]
+    init = re.search(r"init_checkpoint = '([^']+)'", line).group(1)
+    assert run.startswith(gcs.root) and data.startswith(gcs.root) and init.startswith(gcs.root)
+
+    # The gin file's labeled ids (VOC's train split holds them), a few val and SBD ids.
+    id_list = os.path.join(ROOT, "datasets", "splits", "pascal_voc_seg", "8_clean.txt")
+    with open(id_list) as f:
+        train_ids = f.read().split()
+    val_ids = [f"2099_{k:06d}" for k in range(4)]
+    aug_ids = [f"2098_{k:06d}" for k in range(4)]
+    voc, aug = write_fake_voc(tmp_path, train_ids, val_ids, aug_ids)
+    build = [
+        sys.executable,
+        "datasets/build_voc2012_data.py",
+        f"--voc_dir={voc}",
+        f"--aug_label_dir={aug}",
+        f"--output_dir={data}",
+        "--num_shards=2",
+        "--num_workers=1",
+    ]
+    built = subprocess.run(
+        build, cwd=ROOT, env=gcs.env, capture_output=True, text=True, timeout=600
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "train 183 (VOC); val 4 (VOC); train_aug 187 = 183 VOC + 4 SegmentationClassAug" in (
+        built.stdout
+    ), built.stdout
+    with gcs.rig.environ():
+        loads = write_imagenet_style_checkpoint(init)
+
+    out = subprocess.run(
+        command, cwd=ROOT, env=gcs.env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert f"from {data}" in text and "(ids of datasets/splits/pascal_voc_seg/8_clean.txt)" in text
+    assert re.search(
+        rf"^initialised from {re.escape(init)}: loaded {loads}, .* unused 0 ", text, re.M
+    )
+    # TrainLoop.steps_per_execution = 100 (as written): one call runs both steps.
+    assert re.findall(r"^step (\d+)/2 ", text, re.M) == ["2"], text
+    assert f"saved {run}/ckpt-2" in text and "final mIoU on val: " in text
+    with gcs.rig.environ():
+        assert {"ckpt-2.index", "checkpoint", "operative_config.gin", "eval_val_2.json"} <= set(
+            files.listdir(run)
+        )
+        assert "8_clean.txt" in files.read_text(f"{run}/operative_config.gin")
+        assert files.glob(f"{run}/train/events.out.tfevents.*")
+        result = files.read_json(f"{run}/eval_val_2.json")
+        assert result["step"] == 2 and 0.0 <= result["miou"] <= 1.0

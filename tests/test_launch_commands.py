@@ -18,6 +18,8 @@ import gin
 import pytest
 from absl import flags
 
+from tests.conftest import readme_launch_commands
+
 # Training runs, subprocesses or XLA compiles: minutes each (the full suite runs them).
 pytestmark = pytest.mark.slow
 
@@ -25,25 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "launch_worker.py")
 
 
-def readme_commands():
-    """The commands of the README's <!-- launch-commands --> block, one string each."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        text = f.read()
-    block = re.search(r"<!-- launch-commands -->\n(.*?)<!-- /launch-commands -->", text, re.S)
-    assert block, "README.md lost its <!-- launch-commands --> block"
-    commands, current = [], ""
-    for line in block.group(1).splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        current += (" " if current else "") + line.rstrip("\\").strip()
-        if not line.endswith("\\"):
-            commands.append(current)
-            current = ""
-    return commands
-
-
-COMMANDS = readme_commands()
+COMMANDS = readme_launch_commands()
 
 
 def parse(command):
