@@ -15,7 +15,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.builders import coco, tfrecord_writer
+from wss.builders import coco
 
 FLAGS = program.flag_values()
 flags.DEFINE_string(
@@ -43,17 +43,15 @@ def main(argv=None):
         )
     if FLAGS.unlabeled_dir:
         todo["unlabeled"] = (None, FLAGS.unlabeled_dir)
-    plan = coco.plan_coco(todo, FLAGS.skip_bad)
-    written = tfrecord_writer.write_splits(
+    _, summary = coco.build_coco(
         FLAGS.output_dir,
-        plan.splits,
-        coco.encode_item,
+        todo,
         FLAGS.num_shards,
         FLAGS.num_workers,
         FLAGS.skip_bad,
         FLAGS.resume,
     )
-    print(f"Wrote {coco.summary(plan, written)} to {FLAGS.output_dir}")
+    print(f"Wrote {summary} to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":

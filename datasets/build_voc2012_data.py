@@ -18,7 +18,7 @@ import _path  # noqa: F401
 from absl import flags
 
 from wss import program
-from wss.builders import tfrecord_writer, voc
+from wss.builders import voc
 
 FLAGS = program.flag_values()
 flags.DEFINE_string("voc_dir", None, "VOCdevkit/VOC2012 (or VOCdevkit).", flag_values=FLAGS)
@@ -45,17 +45,19 @@ def main(argv=None):
     if not program.parse_flags(FLAGS, argv):
         return None
     id_lists = dict(item.split("=", 1) for item in FLAGS.id_list)
-    plan = voc.plan_voc(FLAGS.voc_dir, FLAGS.splits, FLAGS.aug_label_dir, FLAGS.sbd_dir, id_lists)
-    written = tfrecord_writer.write_splits(
+    _, summary = voc.build_voc(
+        FLAGS.voc_dir,
         FLAGS.output_dir,
-        plan.splits,
-        voc.encode_item,
+        FLAGS.splits,
+        FLAGS.aug_label_dir,
+        FLAGS.sbd_dir,
+        id_lists,
         FLAGS.num_shards,
         FLAGS.num_workers,
         FLAGS.skip_bad,
         FLAGS.resume,
     )
-    print(f"Wrote {voc.summary(plan, written)} to {FLAGS.output_dir}")
+    print(f"Wrote {summary} to {FLAGS.output_dir}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_voc_builder_round_trip(tmp_path, workers):
     id_list = tmp_path / "two.txt"
     id_list.write_text("# comment line\n2007_000000\n2007_000002\n")
     out = tmp_path / "records"
-    written = voc.build_voc(
+    written, _ = voc.build_voc(
         str(voc_root.parent),
         str(out),
         splits=("train", "val"),

@@ -11,7 +11,7 @@ before anything is written.
 import dataclasses
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -227,12 +227,14 @@ def build_coco(
     num_workers: int = 0,
     skip_bad: bool = False,
     resume: bool = False,
-) -> Dict[str, int]:
+) -> Tuple[Dict[str, int], str]:
     """Writes splits given as {name: (annotation json or None, image dir)}, after
-    plan_coco checked every source."""
+    plan_coco checked every source; returns ({split: records written}, the summary line
+    counting each split with its source)."""
     plan = plan_coco(splits, skip_bad)
     from wss.builders import tfrecord_writer
 
-    return tfrecord_writer.write_splits(
+    written = tfrecord_writer.write_splits(
         output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
     )
+    return written, summary(plan, written)

@@ -10,7 +10,7 @@ annotations), else from SegmentationClassAug, else from SBD's .mat.
 import dataclasses
 import io
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -194,7 +194,6 @@ def make_items(
     voc_root: str,
     aug_dir: Optional[str] = None,
     sbd_dir: Optional[str] = None,
-    require_label: bool = True,
     split: str = "",
 ) -> List[VocItem]:
     """Work items for ids; raises a DataError naming the split, the folders and the first
@@ -205,7 +204,7 @@ def make_items(
         label = label_path_for(i, voc_root, aug_dir, sbd_dir)
         if not files.exists(image):
             no_image.append(i)
-        elif require_label and label is None:
+        elif label is None:
             no_label.append(i)
         items.append(VocItem(i, image, label))
     where = f"split {split!r}" if split else "the list"
@@ -229,7 +228,7 @@ def make_items(
 
 def item_source(item: VocItem) -> str:
     """Which source an item's label comes from (VOC, SegmentationClassAug or SBD)."""
-    if item.label_path is None or item.label_path.endswith(".mat"):
+    if item.label_path.endswith(".mat"):
         return SOURCE_SBD
     folder = os.path.basename(os.path.dirname(item.label_path))
     return SOURCE_VOC if folder == "SegmentationClass" else SOURCE_AUG
@@ -340,12 +339,14 @@ def build_voc(
     num_workers: int = 0,
     skip_bad: bool = False,
     resume: bool = False,
-) -> Dict[str, int]:
+) -> Tuple[Dict[str, int], str]:
     """Writes the requested VOC splits (and id-list splits {name: path}) as TFRecords,
-    after plan_voc checked every source."""
+    after plan_voc checked every source; returns ({split: records written}, the summary
+    line counting each split per source)."""
     plan = plan_voc(voc_dir, splits, aug_dir, sbd_dir, id_lists)
     from wss.builders import tfrecord_writer
 
-    return tfrecord_writer.write_splits(
+    written = tfrecord_writer.write_splits(
         output_dir, plan.splits, encode_item, num_shards, num_workers, skip_bad, resume
     )
+    return written, summary(plan, written)
